@@ -1,0 +1,50 @@
+"""Host allow-lists: which hosts may receive a SAS token, and which hosts item JSON may be fetched from."""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Iterable
+from urllib.parse import urlsplit
+
+
+class HostAllowList:
+    """Case-insensitive host patterns. ``*.blob.core.windows.net`` matches any single-or-multi label
+    prefix but never the bare suffix or a lookalike such as ``blob.core.windows.net.evil.com``.
+    A pattern may carry a port (``127.0.0.1:10000``); then the URL's port must match too.
+    """
+
+    def __init__(self, patterns: Iterable[str]) -> None:
+        self.patterns = tuple(p.strip().lower() for p in patterns if p.strip())
+
+    def __bool__(self) -> bool:
+        return bool(self.patterns)
+
+    def allows_host(self, host: str, port: int | None = None) -> bool:
+        host = host.lower().rstrip(".")
+        for pattern in self.patterns:
+            p_host, _, p_port = pattern.partition(":")
+            if p_port and (port is None or str(port) != p_port):
+                continue
+            if p_host.startswith("*."):
+                suffix = p_host[1:]
+                if host.endswith(suffix) and len(host) > len(suffix) and "*" not in host:
+                    return True
+            elif "*" in p_host or "?" in p_host:
+                if fnmatch.fnmatchcase(host, p_host):
+                    return True
+            elif host == p_host:
+                return True
+        return False
+
+    def allows_url(self, url: str) -> bool:
+        """True if ``url`` is http(s), has no user-info, and its host matches a pattern."""
+        try:
+            parts = urlsplit(url)
+            port = parts.port
+        except ValueError:
+            return False
+        if parts.scheme not in ("https", "http") or not parts.hostname:
+            return False
+        if parts.username is not None or parts.password is not None:
+            return False
+        return self.allows_host(parts.hostname, port)
