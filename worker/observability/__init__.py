@@ -1,0 +1,1 @@
+"""Logging (structlog JSON with secret redaction), Prometheus metrics and the health server."""
