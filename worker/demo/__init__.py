@@ -1,0 +1,1 @@
+"""The end-to-end demo: emulators in process, worker processes, a realistic workload, a report."""
