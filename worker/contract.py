@@ -712,9 +712,12 @@ def _check_depth(value: Any, depth: int, max_depth: int, path: str) -> None:
     """Raise if ``value`` (at nesting level ``depth``) nests deeper than ``max_depth``."""
     trail = _too_deep(value, depth, max_depth)
     if trail is not None:
-        for step in reversed(trail):
-            path = key_path(path, step) if isinstance(step, str) else f"{path}[{step}]"
-        raise InvalidRequest(f"nesting deeper than {max_depth} levels", field=path)
+        # Name the member plus its leading object keys (at most 8), not a 64-step path.
+        for step in list(reversed(trail))[:8]:
+            if not isinstance(step, str):
+                break
+            path = key_path(path, step)
+        raise InvalidRequest(f"nesting deeper than {max_depth} levels below this field", field=path)
 
 
 def _too_deep(value: dict | list, depth: int, max_depth: int) -> list[str | int] | None:
