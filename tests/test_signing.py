@@ -388,3 +388,16 @@ def test_sas_token_repr_hides_secret() -> None:
     tok = SasToken(Secret("sig=SECRET"), T0)
     assert "SECRET" not in repr(tok)
     assert "SECRET" not in str(tok)
+
+
+def test_pc_provider_base_url_forms() -> None:
+    from worker.signing import PlanetaryComputerSasProvider
+
+    for base in (
+        "https://pc.example",
+        "https://pc.example/",
+        "https://pc.example/api/sas/v1",
+        "https://pc.example/api/sas/v1/token/",
+    ):
+        assert PlanetaryComputerSasProvider(base).base_url == "https://pc.example"
+    assert PlanetaryComputerSasProvider("https://pc.example", subscription_key="k").subscription_key == Secret("k")

@@ -152,7 +152,12 @@ def _expiry_from_sas(token: str) -> datetime | None:
 
 
 class PlanetaryComputerSasProvider:
-    """The Planetary Computer SAS API: ``GET {base}/api/sas/v1/token/{account}/{container}``."""
+    """The Planetary Computer SAS API: ``GET {base}/api/sas/v1/token/{account}/{container}``.
+
+    ``base_url`` is the site root (``https://planetarycomputer.microsoft.com``); a URL ending in ``/api/sas/v1``
+    or ``/api/sas/v1/token`` is accepted as well. ``session`` defaults to one with urllib3 retries (2, GET only,
+    429/5xx and connection errors, honouring Retry-After up to 10 s).
+    """
 
     def __init__(
         self,
@@ -163,8 +168,16 @@ class PlanetaryComputerSasProvider:
         timeout: tuple[float, float] = (5.0, 15.0),
         now: Callable[[], datetime] = _utcnow,
     ) -> None:
-        self.base_url = base_url.rstrip("/")
+        base = base_url.rstrip("/")
+        # Accept the planetary-computer package's style too (``.../api/sas/v1/token``, PC_SDK_SAS_URL).
+        for suffix in ("/api/sas/v1/token", "/api/sas/v1"):
+            if base.endswith(suffix):
+                base = base[: -len(suffix)]
+                break
+        self.base_url = base
         self.session = session or _default_session()
+        if isinstance(subscription_key, str):
+            subscription_key = Secret(subscription_key)
         self.subscription_key = subscription_key
         self.timeout = timeout
         self._now = now
