@@ -1,0 +1,6 @@
+"""An AMQP 1.0 broker that the unmodified azure-servicebus SDK uses (see docs/emulator-servicebus.md)."""
+
+from worker.emulators.servicebus.config import ConfigError, QueueConfig, SubscriptionConfig, TopicConfig
+from worker.emulators.servicebus.emulator import EmulatorError, ServiceBusEmulator
+
+__all__ = ["ConfigError", "EmulatorError", "QueueConfig", "ServiceBusEmulator", "SubscriptionConfig", "TopicConfig"]
