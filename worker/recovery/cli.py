@@ -120,13 +120,33 @@ def _progress(length: int, label: str) -> Any:
 
 
 # ---- the group --------------------------------------------------------------------------------------------
+class _CurrentStderr:
+    """Writes to whatever ``sys.stderr`` is at the time (stdout stays clean for tables and JSON)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 @click.group("dlq", context_settings={"help_option_names": ["-h", "--help"]})
-def dlq_group() -> None:
+@click.option(
+    "--log-level",
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+    default="WARNING",
+    show_default=True,
+    help="JSON logs on stderr; INFO logs one line per replayed / refused message (an audit trail).",
+)
+def dlq_group(log_level: str) -> None:
     """Inspect, group, replay, export and purge the dead-letter queue of the request queue or subscription.
 
     Uses the same connection options as `run`. Inspection (summary, list, show, export) only peeks:
     nothing is locked or changed. See docs/operations.md for the runbook.
     """
+    from worker.observability.logging import configure_logging
+
+    configure_logging(log_level, stream=_CurrentStderr())  # type: ignore[arg-type]
 
 
 @dlq_group.command("summary")
