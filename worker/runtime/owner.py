@@ -153,7 +153,11 @@ class ReceiverOwner(threading.Thread):
     def _open(self) -> bool:
         """Open the receiver (accepting the next session when the entity requires sessions)."""
         s = self.settings
-        kwargs: dict[str, Any] = {"prefetch_count": 0, "max_wait_time": s.idle_receive_wait}
+        kwargs: dict[str, Any] = {
+            "prefetch_count": 0,
+            "max_wait_time": s.idle_receive_wait,
+            "socket_timeout": s.socket_timeout,
+        }
         if s.sessions:
             kwargs["session_id"] = NEXT_AVAILABLE_SESSION
         try:
@@ -177,6 +181,7 @@ class ReceiverOwner(threading.Thread):
         self._open_failures = 0
         self._receiver = receiver
         self._health.set_connected(self.name, True)
+        self._warm_senders()
         if s.sessions:
             session = receiver.session
             self._session_id = session.session_id
@@ -185,6 +190,18 @@ class ReceiverOwner(threading.Thread):
             self._set_session_lock(session.locked_until_utc)
             log.info("session_accepted", receiver=self.name, session_id=self._session_id)
         return True
+
+    def _warm_senders(self) -> None:
+        """Open the reply sender (and the request-queue sender for retries) now, not on the first reply."""
+        entities = [self.settings.reply_queue]
+        if self.settings.can_reschedule and self.settings.request_queue:
+            entities.append(self.settings.request_queue)
+        for entity in entities:
+            try:
+                self._sender(entity)
+            except Exception as exc:
+                log.warning("sender_open_failed", entity=entity, error=redact(f"{type(exc).__name__}: {exc}"))
+                self._drop_sender(entity)
 
     def _receive(self, count: int, *, probe: bool) -> None:
         wait = self.settings.busy_receive_wait if self._inflight else self.settings.idle_receive_wait

@@ -15,7 +15,8 @@ class ConsumerSettings:
     concurrency: int = 64  # requests in flight per process
     max_receive_batch: int = 32  # messages per receive call (never more than free slots)
     idle_receive_wait: float = 1.0  # receive wait while nothing is in flight
-    busy_receive_wait: float = 0.2  # receive wait while commands may arrive
+    busy_receive_wait: float = 0.05  # receive wait while commands may arrive (bounds settlement latency)
+    socket_timeout: float = 0.05  # the SDK's AMQP socket wait; its default 0.2 s is the floor of every receive
     max_lock_renewal_seconds: float = 3600.0  # renew a message's lock for at most this long
     max_attempts: int = 5
     retry_base_seconds: float = 5.0
