@@ -498,3 +498,68 @@ def test_concurrent_writes_share_one_client(emu, client: GeoCatalogClient) -> No
     assert len(ops) == 16 and all(op.succeeded for op in ops)
     assert len({op.id for op in ops}) == 16
     assert emu.stats()["items"].get("col") == 48
+
+
+def test_poll_honours_operation_retry_after(gc_emulator) -> None:
+    emu = gc_emulator(operation_seconds=1.0, poll_retry_after=0.4, collections=["col"])
+    c = client_for(emu)  # its own adaptive interval would be 0.05..0.2 s
+    op = c.create_items("col", [make_item("ra", "col")])
+    start = time.monotonic()
+    done = wait(c, op)
+    elapsed = time.monotonic() - start
+    assert done.succeeded
+    gets = _count_requests(emu.stats())
+    assert gets <= elapsed / 0.4 + 1  # ~3 polls, not the ~8 the adaptive interval would make
+
+
+class _EmptyAcceptedHandler:
+    """A real HTTP server whose POST answers 202 with an empty body and an operation-location elsewhere."""
+
+    @staticmethod
+    def serve(foreign_location: str):
+        import json
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        seen: list[tuple[str, str, str | None]] = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                seen.append(("POST", self.path, self.headers.get("Authorization")))
+                self.send_response(202)
+                self.send_header("operation-location", foreign_location)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def do_GET(self) -> None:
+                seen.append(("GET", self.path, self.headers.get("Authorization")))
+                body = json.dumps({"id": "op-42", "status": "Running", "type": "AddItem"}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        return server, seen
+
+
+def test_empty_202_falls_back_to_operation_location_on_own_host() -> None:
+    server, seen = _EmptyAcceptedHandler.serve("https://evil.example.com/inma/operations/op-42?api-version=x")
+    try:
+        c = GeoCatalogClient(f"http://127.0.0.1:{server.server_port}", static_token=Secret("tok"), retry=FAST_RETRY)
+        op = c.create_items("col", [make_item("x", "col")])
+        assert op.id == "op-42" and op.status == "Running" and op.submitted_at is not None
+        assert [(m, p.split("?")[0]) for m, p, _ in seen] == [
+            ("POST", "/stac/collections/col/items"),
+            ("GET", "/inma/operations/op-42"),  # fetched from our base URL, not from the foreign host
+        ]
+        assert all(auth == "Bearer tok" for _, _, auth in seen)
+        assert all("api-version=2026-04-15" in p for _, p, _ in seen)
+    finally:
+        server.shutdown()
+        server.server_close()
