@@ -7,30 +7,11 @@ import time
 import pytest
 import requests
 
+from tests.fixtures.geocatalog import make_stac_item as make_item
+from tests.fixtures.geocatalog import wait_operation as poll
+
 API = "2025-04-30-preview"
 pytestmark = pytest.mark.timeout(60)
-
-
-def make_item(item_id: str, collection: str, href: str = "https://public.example.com/data/x.tif") -> dict:
-    return {
-        "type": "Feature",
-        "stac_version": "1.0.0",
-        "id": item_id,
-        "collection": collection,
-        "geometry": {"type": "Polygon", "coordinates": [[[0, 0], [1, 0], [1, 1], [0, 1], [0, 0]]]},
-        "bbox": [0, 0, 1, 1],
-        "properties": {"datetime": "2023-01-01T00:00:00Z"},
-        "assets": {"data": {"href": href, "type": "image/tiff"}},
-    }
-
-
-def poll(location: str, headers: dict, timeout: float = 20.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        body = requests.get(location, headers=headers, timeout=5).json()
-        if body["status"] not in {"Pending", "Running"} or time.monotonic() > deadline:
-            return body
-        time.sleep(0.05)
 
 
 def test_quickstart_flow(gc_emulator):

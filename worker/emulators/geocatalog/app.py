@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
+import structlog
 from aiohttp import web
 
 from worker.emulators.geocatalog.catalog import Catalog, parse_interval
@@ -24,6 +25,7 @@ from worker.emulators.geocatalog.sas import BLOB_SUFFIX, SasAuthority, blob_loca
 
 API_VERSIONS = ("2025-04-30-preview", "2026-04-15")
 GEOCATALOG_PREFIXES = ("/stac", "/inma", "/sas")  # need Bearer auth + api-version; count against the budget
+log = structlog.get_logger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -57,8 +59,10 @@ class RequestStats:
             return sum(sum(c.values()) for c in self._counts.values())
 
 
-def error_response(status: int, code: str, message: str, target: str | None = None, **headers: str) -> web.Response:
-    hdrs = {"x-ms-error-code": code, **headers}
+def error_response(
+    status: int, code: str, message: str, target: str | None = None, headers: dict[str, str] | None = None
+) -> web.Response:
+    hdrs = {"x-ms-error-code": code, **(headers or {})}
     return web.json_response(error_body(code, message, target), status=status, headers=hdrs)
 
 
@@ -122,7 +126,7 @@ class GeoCatalogApp:
             headers = {}
             if decision.retry_after is not None:
                 headers["Retry-After"] = f"{decision.retry_after:g}"
-            return error_response(decision.status, decision.code, decision.message, **headers)
+            return error_response(decision.status, decision.code, decision.message, headers=headers)
         if geocatalog:
             denied = self._check_auth(request)
             if denied is not None:
@@ -143,6 +147,9 @@ class GeoCatalogApp:
             return error_response(404, "NotFound", f"No route for {request.method} {request.path}")
         except web.HTTPMethodNotAllowed:
             return error_response(405, "MethodNotAllowed", f"{request.method} is not allowed on {request.path}")
+        except Exception as exc:  # an emulator bug must still answer in the Azure shape, and be visible
+            log.exception("geocatalog_emulator_handler_failed", route=_route_name(request), error=type(exc).__name__)
+            return error_response(500, "InternalServerError", f"emulator error: {type(exc).__name__}")
 
     def _check_auth(self, request: web.Request) -> web.Response | None:
         header = request.headers.get("Authorization", "")
@@ -150,15 +157,21 @@ class GeoCatalogApp:
         challenge = 'Bearer authorization_uri="https://login.microsoftonline.com/common", error="invalid_token"'
         if scheme.lower() != "bearer" or not token.strip():
             return error_response(
-                401, "Unauthorized", "An 'Authorization: Bearer <token>' header is required", WWW_Authenticate=challenge
+                401,
+                "Unauthorized",
+                "An 'Authorization: Bearer <token>' header is required",
+                headers={"WWW-Authenticate": challenge},
             )
         if token.strip() != self.config.token:
             return error_response(
-                401, "InvalidAuthenticationToken", "The access token is invalid", WWW_Authenticate=challenge
+                401,
+                "InvalidAuthenticationToken",
+                "The access token is invalid",
+                headers={"WWW-Authenticate": challenge},
             )
         if self.faults.auth_expired(request.method, request.path):
             return error_response(
-                401, "ExpiredAuthenticationToken", "The access token expired", WWW_Authenticate=challenge
+                401, "ExpiredAuthenticationToken", "The access token expired", headers={"WWW-Authenticate": challenge}
             )
         return None
 
@@ -273,34 +286,45 @@ class GeoCatalogApp:
             return account, container
         return "emulator", collection_id
 
-    def _page(self, request: web.Request, total: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int, int]:
+    def _page(self, items: list[Any], limit_raw: Any, token_raw: Any) -> tuple[list[Any], int, int]:
         try:
-            limit = int(request.query.get("limit", self.config.default_limit))
-            offset = int(request.query.get("token", "0") or 0)
-        except ValueError:
-            raise ApiError(400, "InvalidInputData", "limit and token must be integers", target="limit") from None
+            limit = int(limit_raw if limit_raw is not None else self.config.default_limit)
+        except (TypeError, ValueError):
+            raise ApiError(400, "InvalidInputData", f"limit: {limit_raw!r} is not an integer", target="limit") from None
+        try:
+            offset = int(token_raw or 0)
+        except (TypeError, ValueError):
+            raise ApiError(400, "InvalidInputData", "token: invalid continuation token", target="token") from None
         if not 1 <= limit <= self.config.max_limit:
             raise ApiError(400, "InvalidInputData", f"limit: must be 1..{self.config.max_limit}", target="limit")
         if offset < 0:
             raise ApiError(400, "InvalidInputData", "token: invalid continuation token", target="token")
-        return total[offset : offset + limit], limit, offset
+        return items[offset : offset + limit], limit, offset
 
     def _feature_collection(
-        self, request: web.Request, items: list[dict[str, Any]], path: str, extra: dict[str, str] | None = None
+        self, request: web.Request, items: list[dict[str, Any]], path: str, post_body: dict[str, Any] | None = None
     ) -> web.Response:
-        page, limit, offset = self._page(request, items)
-        links = []
+        source: Any = post_body if post_body is not None else request.query
+        page, limit, offset = self._page(items, source.get("limit"), source.get("token"))
+        links: list[dict[str, Any]] = []
         if offset + limit < len(items):
-            query = {k: v for k, v in request.query.items() if k != "token"}
-            query.update(extra or {})
-            query["token"] = str(offset + limit)
-            links.append(
-                {
-                    "rel": "next",
-                    "type": "application/geo+json",
-                    "href": f"{self._origin(request)}{path}?{urlencode(query)}",
-                }
-            )
+            nxt = str(offset + limit)
+            if post_body is not None:
+                href = f"{self._origin(request)}{path}?{urlencode({'api-version': request.query.get('api-version')})}"
+                links.append(
+                    {
+                        "rel": "next",
+                        "type": "application/geo+json",
+                        "href": href,
+                        "method": "POST",
+                        "body": {**post_body, "token": nxt},
+                    }
+                )
+            else:
+                query = {k: v for k, v in request.query.items() if k != "token"}
+                query["token"] = nxt
+                href = f"{self._origin(request)}{path}?{urlencode(query)}"
+                links.append({"rel": "next", "type": "application/geo+json", "href": href})
         features = [self._item_links(request, item, item.get("collection", "")) for item in page]
         body = {
             "type": "FeatureCollection",
@@ -357,30 +381,25 @@ class GeoCatalogApp:
         return self._feature_collection(request, items, request.path)
 
     async def search(self, request: web.Request) -> web.Response:
+        post_body: dict[str, Any] | None = None
         if request.method == "POST":
             body = await self._json_body(request, code="InvalidInputData")
             if not isinstance(body, dict):
                 raise ApiError(400, "InvalidInputData", "body: a search must be a JSON object", "body")
-            collections = body.get("collections")
-            ids = body.get("ids")
+            post_body = body
+            collections, ids = body.get("collections"), body.get("ids")
             filters = self._filters(body.get("bbox"), body.get("datetime"))
-            extra = {k: str(body[k]) for k in ("limit",) if k in body}
-            query_limit = body.get("limit")
         else:
             q = request.query
             raw = q.get("collections") or q.get("collection")
             collections = raw.split(",") if raw else None
             ids = q["ids"].split(",") if q.get("ids") else None
             filters = self._filters(q.get("bbox"), q.get("datetime"))
-            extra, query_limit = {}, None
-        if collections is not None and not (
-            isinstance(collections, list) and all(isinstance(c, str) for c in collections)
-        ):
-            raise ApiError(400, "InvalidInputData", "collections: must be a list of collection ids", "collections")
+        for name, value in (("collections", collections), ("ids", ids)):
+            if value is not None and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+                raise ApiError(400, "InvalidInputData", f"{name}: must be a list of strings", name)
         items = self.catalog.find_items(collections, ids=ids, **filters)
-        if query_limit is not None and "limit" not in request.query:
-            request = request.clone(rel_url=request.rel_url.update_query(limit=str(query_limit)))
-        return self._feature_collection(request, items, "/stac/search", extra)
+        return self._feature_collection(request, items, "/stac/search", post_body)
 
     async def list_collections(self, request: web.Request) -> web.Response:
         return web.json_response({"collections": self.catalog.list_collections(), "links": []})
@@ -414,7 +433,7 @@ class GeoCatalogApp:
         if skip + top < len(ops):
             query = dict(q)
             query.update({"$top": str(top), "$skip": str(skip + top)})
-            body["nextLink"] = f"{self._origin(request)}/inma/operations?{urlencode(query)}"
+            body["nextLink"] = f"{self._origin(request)}/inma/operations?{urlencode(query, safe='$')}"
         return web.json_response(body)
 
     async def cancel_operation(self, request: web.Request) -> web.Response:
