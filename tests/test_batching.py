@@ -72,6 +72,17 @@ def test_max_bytes_bounds_each_post(fake):
     assert fake.calls["POST"] >= 3
 
 
+def test_large_submission_is_chunked_and_answered_once(fake):
+    fake.item_faults["i17"] = "IngestionResourceForbidden"
+    with batcher_for(fake, max_items=10, linger=0.0) as b:
+        r = b.submit("c1", [make_item(f"i{n}") for n in range(25)])
+    assert [i.id for i in r.items] == [f"i{n}" for n in range(25)]
+    assert [i.id for i in r.items if not i.succeeded] == ["i17"]
+    assert fake.post_sizes[:3] == [10, 10, 5] or sorted(fake.post_sizes[:3]) == [5, 10, 10]
+    assert max(fake.post_sizes) <= 10
+    assert len(r.operations) == 4  # three chunks and the single re-POST of the bad item
+
+
 def test_same_id_from_two_requests_is_never_in_one_post(fake):
     with batcher_for(fake) as b:
         results = concurrent_submits(b, [[make_item("same")], [make_item("same")], [make_item("other")]])

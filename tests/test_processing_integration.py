@@ -182,6 +182,32 @@ def test_create_mode_conflict_fails_that_item(stack):
     assert s.stat(PUT_ROUTE) == 0
 
 
+def test_create_mode_merged_batch_reports_only_the_real_conflict(stack):
+    s = stack(linger=0.3)
+    assert run(s, request(items=[make_item("taken", value=0)], mode="create")).result.status == "succeeded"
+    barrier = threading.Barrier(6)
+
+    def one(n: int) -> Outcome:
+        item = make_item("taken", value=9) if n == 2 else make_item(f"n{n}")
+        barrier.wait()
+        return run(s, request(items=[item], mode="create", mid=f"m-{n}"))
+
+    with ThreadPoolExecutor(6) as pool:
+        outs = {o.result.request_id: o for o in pool.map(one, range(6))}
+    assert outs.pop("m-2").result.items[0].error["code"] == "ItemAlreadyExistsInCollection"
+    assert {o.result.status for o in outs.values()} == {"succeeded"}
+    assert s.client.get_item("c1", "taken")["properties"]["value"] == 0
+    assert s.stat(PUT_ROUTE) == 0
+
+
+def test_create_mode_redelivery_after_success_is_not_a_conflict(stack):
+    s = stack()
+    assert run(s, request(items=[make_item("a"), make_item("b")], mode="create")).result.status == "succeeded"
+    again = run(s, request(items=[make_item("a"), make_item("b")], mode="create", dc=2))
+    assert again.result.status == "succeeded" and again.settle is Settle.COMPLETE
+    assert s.stat(PUT_ROUTE) == 0
+
+
 def test_asset_access_fails_without_signing_and_succeeds_with_it(stack):
     unsigned = stack(sign=False)
     out = run(unsigned, request(items=[private_item("p1")]))

@@ -192,17 +192,20 @@ class _Submission:
     request_id: str
     trust_identical: bool
     entries: list[_Entry] = field(default_factory=list)
+    remaining: int = 0  # entries without an outcome yet (guarded by Batcher._lock)
+    batches: list[_Batch] = field(default_factory=list)
     ops: dict[str, str] = field(default_factory=dict)
     future: Future[SubmitResult] = field(default_factory=Future)
 
 
 @dataclass(eq=False)
 class _Batch:
+    """Entries bound for one POST; a large submission spans several batches."""
+
     collection: str
     mode: Mode
-    subs: list[_Submission] = field(default_factory=list)
+    entries: list[_Entry] = field(default_factory=list)
     ids: set[str] = field(default_factory=set)
-    n_items: int = 0
     n_bytes: int = 0
     closed: bool = False
     full: threading.Event = field(default_factory=threading.Event)
@@ -292,7 +295,7 @@ class _Resolution:
         self.settings = batcher.settings
         self.collection = batch.collection
         self.mode = batch.mode
-        self.lock = threading.Lock()
+        self.lock = batcher._ops_lock  # shared: a large submission's entries may be resolved by several batches
         self.cancel = batcher._stop
         self.posts = 0
 
@@ -416,6 +419,8 @@ class _Resolution:
                     to_put.append(e)
             elif pre_existing == 0:
                 self._ok(e)  # every present item was written by our own operation
+            elif e.sub.trust_identical and same_content(stored, e.item):
+                self._ok(e)  # a retry: an earlier attempt of this request wrote it
             elif pre_existing is not None and pre_existing >= len(present):
                 self._fail([e], self._conflict(e))
             elif same_content(stored, e.item):
@@ -470,6 +475,7 @@ class Batcher:
         self.settings = settings or BatchSettings()
         self.metrics = metrics
         self._lock = threading.Lock()
+        self._ops_lock = threading.Lock()
         self._open: dict[tuple[str, str], _Batch] = {}
         self._stop = threading.Event()
         self._pool = ThreadPoolExecutor(max_workers=self.settings.max_flushes, thread_name_prefix="gcw-batch")
@@ -501,8 +507,8 @@ class Batcher:
     ) -> SubmitResult:
         """Ingest ``items`` (already validated and signed); blocks until every item has an outcome.
 
-        Raises ``Cancelled`` when ``cancel`` is set first (the submission is withdrawn if its batch has not
-        been sent yet; otherwise the batch completes for the others and this caller just stops waiting).
+        Raises ``Cancelled`` when ``cancel`` is set first (entries not yet sent are withdrawn; a batch already
+        sent completes for the others and this caller just stops waiting).
         """
         if self._stop.is_set():
             raise Cancelled("batcher is closed")
@@ -510,48 +516,57 @@ class Batcher:
         sub.entries = [_Entry(sub, item, _item_size(item)) for item in items]
         if not sub.entries:
             return SubmitResult([], [])
-        batch = self._enqueue(collection, mode, sub)
+        sub.remaining = len(sub.entries)
         done = threading.Event()
         sub.future.add_done_callback(lambda _f: done.set())
+        self._enqueue(collection, mode, sub)
         cancel = cancel or threading.Event()
         while not done.wait(0.05):
             if cancel.is_set() or self._stop.is_set():
-                with self._lock:
-                    if not batch.closed and sub in batch.subs:
-                        batch.subs.remove(sub)
-                        batch.n_items -= len(sub.entries)
-                        batch.n_bytes -= sum(e.size for e in sub.entries)
-                        batch.ids.difference_update(e.id for e in sub.entries)
+                self._withdraw(sub)
                 raise Cancelled(f"cancelled while waiting for the ingest of request {request_id}")
         return sub.future.result()
 
-    def _enqueue(self, collection: str, mode: Mode, sub: _Submission) -> _Batch:
+    def _withdraw(self, sub: _Submission) -> None:
+        with self._lock:
+            for batch in sub.batches:
+                if not batch.closed:
+                    mine = [e for e in batch.entries if e.sub is sub]
+                    batch.entries = [e for e in batch.entries if e.sub is not sub]
+                    batch.n_bytes -= sum(e.size for e in mine)
+                    batch.ids.difference_update(e.id for e in mine)
+
+    def _enqueue(self, collection: str, mode: Mode, sub: _Submission) -> None:
         key = (collection, mode)
-        n = len(sub.entries)
-        size = sum(e.size for e in sub.entries)
-        ids = {e.id for e in sub.entries}
         s = self.settings
         with self._lock:
             self.stats["submissions"] += 1
-            batch = self._open.get(key)
-            if batch is not None and (
-                batch.n_items + n > s.max_items or batch.n_bytes + size > s.max_bytes or not ids.isdisjoint(batch.ids)
-            ):
-                # Does not fit (or would put one id twice in one POST): send the open batch now, start another.
-                self._close_locked(batch)
-                batch = None
-            if batch is None:
-                batch = _Batch(collection, mode)
-                self._open[key] = batch
-                self.stats["batches"] += 1
-                self._pool.submit(self._flush, batch)
-            batch.subs.append(sub)
-            batch.ids |= ids
-            batch.n_items += n
-            batch.n_bytes += size
-            if batch.n_items >= s.max_items or batch.n_bytes >= s.max_bytes:
-                self._close_locked(batch)
-        return batch
+            for entry in sub.entries:
+                batch = self._open.get(key)
+                if (
+                    batch is not None
+                    and batch.entries
+                    and (
+                        len(batch.entries) + 1 > s.max_items
+                        or batch.n_bytes + entry.size > s.max_bytes
+                        or entry.id in batch.ids
+                    )
+                ):
+                    # Does not fit (or would put one id twice in one POST): send the open batch, start another.
+                    self._close_locked(batch)
+                    batch = None
+                if batch is None:
+                    batch = _Batch(collection, mode)
+                    self._open[key] = batch
+                    self.stats["batches"] += 1
+                    self._pool.submit(self._flush, batch)
+                batch.entries.append(entry)
+                batch.ids.add(entry.id)
+                batch.n_bytes += entry.size
+                if not sub.batches or sub.batches[-1] is not batch:
+                    sub.batches.append(batch)
+                if len(batch.entries) >= s.max_items or batch.n_bytes >= s.max_bytes:
+                    self._close_locked(batch)
 
     def _close_locked(self, batch: _Batch) -> None:
         batch.closed = True
@@ -564,10 +579,9 @@ class Batcher:
         with self._lock:
             if not batch.closed:
                 self._close_locked(batch)
-            subs = list(batch.subs)
-        if not subs:
+            entries = list(batch.entries)
+        if not entries:
             return
-        entries = [e for s in subs for e in s.entries]
         res = _Resolution(self, batch)
         try:
             if self._stop.is_set():
@@ -586,25 +600,29 @@ class Batcher:
                 ),
             )
         finally:
+            finished: list[_Submission] = []
             with self._lock:
                 self.stats["posts"] += res.posts
-            for s in subs:
-                for x in s.entries:
+                for x in entries:
                     if x.result is None:  # defensive: every entry gets an answer
                         x.result = ItemResult(
                             x.id, False, WorkerError("no outcome", code="InternalError", kind=ErrorKind.TRANSIENT)
                         )
-                s.future.set_result(
+                    x.sub.remaining -= 1
+                    if x.sub.remaining == 0:
+                        finished.append(x.sub)
+            for sub in finished:
+                sub.future.set_result(
                     SubmitResult(
-                        [x.result for x in s.entries if x.result is not None],
-                        [OpRecord(i, st) for i, st in s.ops.items()],
+                        [x.result for x in sub.entries if x.result is not None],
+                        [OpRecord(i, st) for i, st in sub.ops.items()],
                     )
                 )
         log.info(
             "batch_flushed",
             collection=batch.collection,
             mode=batch.mode,
-            requests=len(subs),
+            requests=len({id(x.sub) for x in entries}),
             items=len(entries),
             posts=res.posts,
             failed=sum(1 for x in entries if x.result is not None and not x.result.succeeded),
