@@ -384,14 +384,21 @@ def test_configuration_reaches_the_container_as_gcw_variables(rendered) -> None:
         "GCW_SERVICEBUS_NAMESPACE": "sb-geocatalog.servicebus.windows.net",
         "GCW_REQUEST_QUEUE": "ingest-requests",
         "GCW_REPLY_QUEUE": "ingest-results",
+        "GCW_ALLOWED_REPLY_TO": "ingest-results-team-b",
         "GCW_GEOCATALOG_URL": "https://mycatalog.abc123.westeurope.geocatalog.spatio.azure.com",
+        "GCW_GEOCATALOG_BUDGET": "2.5",
         "GCW_SAS_API_URL": "https://planetarycomputer.microsoft.com/api/sas/v1",
-        "GCW_SIGN_HOST": "*.blob.core.windows.net",
+        "GCW_SIGN_HOST": "*.blob.core.windows.net landsateuwest.blob.core.windows.net",
+        "GCW_ITEM_URL_HOST": "stacitems.blob.core.windows.net",
         "GCW_CONCURRENCY": "16",
         "GCW_HEALTH_PORT": "8080",
         "GCW_DRAIN_SECONDS": "120",
-        "GCW_LOG_LEVEL": "info",
+        "GCW_LOG_LEVEL": "INFO",
         "GCW_MAX_ATTEMPTS": "5",
+    }
+    env = env_of(_pod(docs)["spec"]["containers"][0])
+    assert env["GCW_SAS_SUBSCRIPTION_KEY"]["valueFrom"] == {
+        "secretKeyRef": {"name": "pc-sas", "key": "subscription-key"}
     }
     pod = _pod(docs)
     container = pod["spec"]["containers"][0]
@@ -649,7 +656,7 @@ def test_keda_with_an_existing_secret(helm: Path) -> None:
 def test_sessions_cap_replicas_by_active_sessions(rendered) -> None:
     docs = rendered("sessions")
     scaled = one(docs, "ScaledObject")
-    # 12 expected active sessions, 4 per pod (concurrency) -> at most 3 pods can hold a session each.
+    # 12 expected active sessions, 4 per pod (maxSessions) -> at most 3 pods can hold a session each.
     assert scaled["spec"]["maxReplicaCount"] == math.ceil(12 / 4) == 3
     assert scaled["spec"]["minReplicaCount"] == 1
     assert (
@@ -662,8 +669,9 @@ def test_sessions_cap_replicas_by_active_sessions(rendered) -> None:
         "messageCount": "4",
         "activationMessageCount": "0",
     }
+    assert _pod(docs)["spec"]["containers"][0]["args"] == ["run", "--sessions"]
     config = one(docs, "ConfigMap")["data"]
-    assert config["GCW_SESSIONS"] == "true"
+    assert config["GCW_MAX_SESSIONS"] == "4"
     assert config["GCW_REQUEST_TOPIC"] == "ingest"
     assert config["GCW_REQUEST_SUBSCRIPTION"] == "geocatalog-worker"
     assert "GCW_REQUEST_QUEUE" not in config
@@ -778,3 +786,88 @@ def test_notes_tell_what_was_installed(helm: Path, tmp_path: Path) -> None:
     notes = _render_notes(helm, tmp_path / "hpa", CHART / "ci" / "hpa-values.yaml")
     assert "connection string from Secret servicebus-connection" in notes
     assert "federated credential" not in notes
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the chart's configuration, read by the real `geocatalog-worker run` command line
+
+_SECRET_PLACEHOLDERS = {
+    "GCW_SERVICEBUS_CONNECTION_STRING": "Endpoint=sb://sb.servicebus.windows.net/;SharedAccessKeyName=k;"
+    "SharedAccessKey=placeholder",
+}
+
+
+def _container_environment(docs: list[dict[str, Any]]) -> dict[str, str]:
+    """The environment Kubernetes would give the worker container (Secret values replaced by placeholders)."""
+    container = _pod(docs)["spec"]["containers"][0]
+    env = {}
+    for source in container["envFrom"]:
+        if "configMapRef" in source:
+            config = one(docs, "ConfigMap")
+            assert source["configMapRef"]["name"] == config["metadata"]["name"]
+            env.update(config["data"])
+    for entry in container.get("env", []):
+        if "value" in entry:
+            env[entry["name"]] = entry["value"]
+        else:
+            env[entry["name"]] = _SECRET_PLACEHOLDERS.get(entry["name"], "placeholder-secret")
+    return env
+
+
+@pytest.mark.parametrize("stem", ["minimal", "keda", "sessions", "hpa"])
+def test_worker_command_line_accepts_the_rendered_configuration(rendered, monkeypatch, stem: str) -> None:
+    """`geocatalog-worker run` parses and validates the chart's GCW_* environment (only the serving loop, which
+    would connect to Azure, is replaced)."""
+    import worker.runtime.cli as run_cli
+    from worker.cli import main
+
+    env = _container_environment(rendered(stem))
+    for name in [n for n in os.environ if n.startswith("GCW_")]:
+        monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    seen = []
+    monkeypatch.setattr(run_cli, "run", lambda cfg: seen.append(cfg) or 0)
+    args = _pod(rendered(stem))["spec"]["containers"][0]["args"]
+    with pytest.raises(SystemExit) as exit_info:
+        main(args, standalone_mode=False)
+    assert exit_info.value.code == 0
+    [cfg] = seen
+    # Every GCW_* variable the chart sets is a flag of `run` (a misspelt variable would be ignored silently).
+    known = {p.envvar for p in run_cli.run_command.params if p.envvar}
+    assert {n for n in env if n.startswith("GCW_")} <= known
+    assert cfg.reply_queue == "ingest-results"
+    assert cfg.drain_seconds == float(env["GCW_DRAIN_SECONDS"])
+    assert cfg.health_port == int(env["GCW_HEALTH_PORT"])
+    if stem == "keda":
+        assert cfg.servicebus_namespace == "sb-geocatalog.servicebus.windows.net"
+        assert cfg.sign_hosts == ("*.blob.core.windows.net", "landsateuwest.blob.core.windows.net")
+        assert cfg.item_url_hosts == ("stacitems.blob.core.windows.net",)
+        assert cfg.allowed_reply_to == ("ingest-results-team-b",)
+        assert cfg.concurrency == 16
+        assert cfg.geocatalog_budget == 2.5
+        assert cfg.sas_subscription_key is not None
+    if stem == "sessions":
+        assert (cfg.sessions, cfg.max_sessions, cfg.session_idle_seconds) == (True, 4, 2.5)
+        assert (cfg.request_topic, cfg.request_subscription) == ("ingest", "geocatalog-worker")
+    if stem == "hpa":
+        assert cfg.servicebus_connection_string is not None and cfg.servicebus_namespace is None
+        assert cfg.geocatalog_token is not None
+
+
+def test_worker_rejects_what_the_chart_must_never_render(rendered, monkeypatch) -> None:
+    """The check above can fail: the same command refuses a configuration with a bad value."""
+    import click
+
+    import worker.runtime.cli as run_cli
+    from worker.cli import main
+
+    env = _container_environment(rendered("minimal"))
+    for name in [n for n in os.environ if n.startswith("GCW_")]:
+        monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("GCW_LOG_LEVEL", "verbose")
+    monkeypatch.setattr(run_cli, "run", lambda cfg: pytest.fail("run() reached with an invalid configuration"))
+    with pytest.raises(click.UsageError, match="log-level"):
+        main(["run"], standalone_mode=False)

@@ -90,7 +90,7 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- $max := int .Values.keda.maxReplicaCount -}}
 {{- $sessions := int .Values.serviceBus.sessions.expectedActiveSessions -}}
 {{- if and .Values.serviceBus.sessions.enabled (gt $sessions 0) -}}
-{{- $conc := int .Values.worker.concurrency -}}
+{{- $conc := int .Values.serviceBus.sessions.maxSessions -}}
 {{- $cap := div (sub (add $sessions $conc) 1) $conc -}}
 {{- $cap = max $cap (max 1 (int .Values.keda.minReplicaCount)) -}}
 {{- min $max $cap -}}
