@@ -32,9 +32,12 @@ def concurrent_submits(batcher: Batcher, groups: list[list[dict]], mode: str = "
         return list(pool.map(run, range(len(groups))))
 
 
-@pytest.fixture
-def fake() -> FakeCatalog:
-    return FakeCatalog()
+@pytest.fixture(params=[True, False], ids=["named", "unnamed"])
+def fake(request) -> FakeCatalog:
+    """Both ways of resolving a failed batch: the operation message names the failed items, or it does not."""
+    f = FakeCatalog()
+    f.name_failures = request.param
+    return f
 
 
 def batcher_for(fake: FakeCatalog, **kw) -> Batcher:
@@ -111,6 +114,15 @@ def test_one_bad_item_fails_only_its_request(fake):
     assert fake.calls["POST"] <= 3
     assert fake.post_ids[-1] == ["i3"]
     assert len(fake.items) == 9
+
+
+def test_failed_batch_resolution_reads_only_when_the_message_does_not_name_the_failures(fake):
+    fake.item_faults["i2"] = "IngestionAuthenticationFailed"
+    with batcher_for(fake, linger=0.0) as b:
+        r = b.submit("c1", [make_item(f"i{n}") for n in range(6)])
+    assert [i.succeeded for i in r.items] == [True, True, False, True, True, True]
+    assert fake.calls["POST"] == 2 and fake.post_ids[1] == ["i2"]
+    assert fake.calls["GET"] == (0 if fake.name_failures else 6)
 
 
 def test_bad_item_inside_multi_item_request_gets_its_own_code(fake):

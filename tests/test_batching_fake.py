@@ -28,6 +28,7 @@ class FakeCatalog:
         self.sync_reject: set[str] = set()  # item ids whose presence makes the POST a synchronous 400
         self.op_faults: list[str] = []  # codes popped by the next write operations (whole-op failure)
         self.report_counts = True
+        self.name_failures = True  # like the emulator: the batch message lists "id: Code" pairs
 
     def _op(self, status: str, code: str | None = None, message: str | None = None, counts=None) -> Operation:
         info = {}
@@ -72,7 +73,10 @@ class FakeCatalog:
             if not failures:
                 return self._op("Succeeded", counts=(len(items), len(items), 0))
             code = failures[0][1] if len(items) == 1 else "ErrorsInBatchOperation"
-            msg = "; ".join(f"Item '{i}': {c}" for i, c in failures)
+            if self.name_failures:
+                msg = "; ".join(f"Item '{i}': {c}" for i, c in failures)
+            else:
+                msg = f"One or more items in a bulk ingestion operation failed ({len(failures)})"
             return self._op("Failed", code, msg, (len(items), len(items) - len(failures), len(failures)))
 
     def replace_item(self, collection: str, item: dict, *, cancel=None) -> Operation:
