@@ -13,8 +13,8 @@ class ApiError(Exception):
         status: int,
         code: str,
         message: str,
-        *,
         target: str | None = None,
+        *,
         headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import math
 import secrets
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -19,7 +20,8 @@ BLOB_SUFFIX = ".blob.core.windows.net"
 
 
 def iso_seconds(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """Whole seconds, rounded up (a token never lives shorter than asked)."""
+    return datetime.fromtimestamp(math.ceil(ts), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def parse_iso(text: str) -> float | None:
