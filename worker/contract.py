@@ -46,6 +46,7 @@ _RFC3339_RE = re.compile(
 )
 _LONE_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 _IPISH_HOST = re.compile(r"[0-9a-fA-Fx.]+", re.ASCII)  # decimal/hex/octal IPv4 spellings like 0x7f.1 or 2130706433
+_HOST_CHARS = re.compile(r"[a-z0-9.\-_]+|[0-9a-f:.]+", re.ASCII)  # urlsplit lower-cases; IPv6 without brackets
 _SIMPLE_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_:\-]*", re.ASCII)
 
 MAX_URL_CHARS = 2048
@@ -580,6 +581,8 @@ def item_url_problem(url: str, allow: HostAllowList | None) -> str | None:
         return "URL has no host"
     if "@" in parts.netloc:
         return "URL must not contain user-info"
+    if not _HOST_CHARS.fullmatch(host):
+        return "URL host contains characters a host name cannot have"
     if _IPISH_HOST.fullmatch(host) and any(c.isdigit() for c in host):
         try:
             ipaddress.IPv4Address(host)
