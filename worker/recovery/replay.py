@@ -66,6 +66,14 @@ def build_message(record: DeadLetterRecord, *, target: ReplayTarget, max_replays
         raise ReplayRefused(f"already replayed {record.replay_count} time(s) (--max-replays {max_replays})")
     if record.body_type != "data":
         raise ReplayRefused(f"AMQP {record.body_type} body: only data bodies are replayed")
+    for key, value in record.application_properties.items():
+        if isinstance(value, bytes):  # the SDK decodes bytes property values as UTF-8 when sending
+            try:
+                value.decode("utf-8")
+            except UnicodeDecodeError:
+                raise ReplayRefused(
+                    f"application property {key!r} is binary (not UTF-8); azure-servicebus cannot send it"
+                ) from None
     count = record.replay_count + 1
     props: dict[str | bytes, Any] = {
         k: v for k, v in record.application_properties.items() if k not in STRIPPED_PROPERTIES
