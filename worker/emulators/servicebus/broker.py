@@ -146,6 +146,7 @@ class Broker(Handler):
 
     @guarded
     def on_emulator_stop(self, event: Any) -> None:
+        self.stopping = True
         if self.acceptor is not None:
             self.acceptor.close()
         for conn in list(self.connections):
@@ -155,11 +156,14 @@ class Broker(Handler):
         if self.container is not None:
             self.container.stop()
 
-    @guarded
     def on_timer_task(self, event: Any) -> None:
-        self.tick()
-        if self.container is not None:
-            self.container.schedule(self.tick_interval, self)
+        try:
+            self.tick()
+        except Exception:
+            log.exception("servicebus_emulator_tick_failed")
+        finally:
+            if self.container is not None and not getattr(self, "stopping", False):
+                self.container.schedule(self.tick_interval, self)
 
     def tick(self) -> None:
         result = self.store.tick()
@@ -339,7 +343,7 @@ class Broker(Handler):
         now = self.store.now()
         still: list[Link] = []
         for link in self.pending_sessions:
-            if link.remote_state & Endpoint.REMOTE_CLOSED or not link.connection.state & ACTIVE:
+            if link.state & Endpoint.REMOTE_CLOSED or not link.connection.state & ACTIVE:
                 continue
             if self._try_accept_session(link):
                 continue

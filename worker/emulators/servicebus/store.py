@@ -338,6 +338,7 @@ class Store:
             self._save(topic.path, msg)
             return msg.seq
         for sub in topic.subscriptions.values():
+            sub.stats.sent += 1
             self._append(sub, Incoming(item.payload, item.raw, item.message_id, item.session_id, item.ttl or
                                        topic.config.default_ttl, None), now)
         return topic.seq
@@ -399,10 +400,10 @@ class Store:
                     return None
                 session_id = best[1]
             info = entity.sessions.setdefault(session_id, SessionInfo())
-            if info.owner is not None and info.owner is not owner and info.locked_until > now:
+            if info.owner is not None and info.owner != owner and info.locked_until > now:
                 raise SessionCannotBeLocked(f"The requested session '{session_id}' cannot be accepted. "
                                             "It may be locked by another receiver.")
-            if info.owner is not None and info.owner is not owner:
+            if info.owner is not None and info.owner != owner:
                 self._end_session(entity, session_id, info)
             info.owner = owner
             info.locked_until = now + entity.config.lock_duration
@@ -421,7 +422,7 @@ class Store:
             except EntityNotFound:
                 return set()
             info = entity.sessions.get(session_id)
-            if info is None or info.owner is not owner:
+            if info is None or info.owner != owner:
                 return set()
             self._end_session(entity, session_id, info)
             return {entity.path}
@@ -437,7 +438,7 @@ class Store:
         if session_id is None:
             return None
         info = entity.sessions.get(session_id)
-        if info is None or (owner is not None and info.owner is not owner) or info.locked_until <= self._clock():
+        if info is None or (owner is not None and info.owner != owner) or info.locked_until <= self._clock():
             raise SessionLockLost(f"The session lock has expired on the session '{session_id}'.")
         return info
 
@@ -685,6 +686,14 @@ class Store:
             elif msg.state is MessageState.SCHEDULED:
                 self._timer(msg.visible_at, "schedule", target, msg.seq)
 
+    def restore_counter(self, path: str, seq: int) -> None:
+        with self._lock:
+            try:
+                target = self.resolve_any(path)
+            except EntityNotFound:
+                return
+            target.seq = max(target.seq, seq)
+
     def restore_session_state(self, path: str, session_id: str, state: bytes | None) -> None:
         with self._lock:
             try:
@@ -733,6 +742,7 @@ class Store:
             del target.messages[seq]
             self._delete(target.path, seq)
             for sub in target.subscriptions.values():
+                sub.stats.sent += 1
                 self._append(sub, Incoming(msg.payload, msg.raw, msg.message_id, msg.session_id, msg.ttl, None), now)
                 result.changed.add(sub.path)
             return
