@@ -46,7 +46,7 @@ def batcher_for(fake: FakeCatalog, **kw) -> Batcher:
 
 
 def test_concurrent_single_item_submissions_share_one_post(fake):
-    with batcher_for(fake) as b:
+    with batcher_for(fake, linger=0.5) as b:
         results = concurrent_submits(b, [[make_item(f"i{n}")] for n in range(20)])
     assert all(r.all_succeeded for r in results)
     assert [r.items[0].id for r in results] == [f"i{n}" for n in range(20)]
