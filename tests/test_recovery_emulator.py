@@ -27,6 +27,22 @@ from worker.emulators.servicebus import QueueConfig, SubscriptionConfig, TopicCo
 pytestmark = pytest.mark.timeout(120)
 
 
+@pytest.fixture(autouse=True)
+def _restore_logging():
+    """``dlq`` configures structlog and the root logger for its process; undo that for the tests that follow."""
+    import logging
+
+    import structlog
+
+    saved_config = structlog.get_config()
+    root = logging.getLogger()
+    saved_handlers, saved_level = list(root.handlers), root.level
+    yield
+    structlog.configure(**saved_config)
+    root.handlers[:] = saved_handlers
+    root.setLevel(saved_level)
+
+
 def body(collection: str = "c1", action: str = "ingest", n: int = 0) -> bytes:
     payload: dict[str, Any] = {"version": "1", "action": action, "collection": collection}
     payload["items" if action == "ingest" else "item_ids"] = [{"id": f"i{n}"}] if action == "ingest" else [f"i{n}"]
