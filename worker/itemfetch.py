@@ -18,6 +18,7 @@ from urllib.parse import urljoin, urlsplit
 
 import requests
 import structlog
+import urllib3
 
 from worker.contract import (
     DEFAULT_LIMITS,
@@ -128,7 +129,7 @@ class ItemFetcher:
                     stream=True,
                     allow_redirects=False,
                     timeout=self.timeout,
-                    headers={"Accept": "application/geo+json, application/json"},
+                    headers={"Accept": "application/geo+json, application/json", "Accept-Encoding": "identity"},
                 )
             except requests.Timeout:
                 raise _transient(url, "timed out") from None
@@ -159,8 +160,14 @@ class ItemFetcher:
             raise _invalid(url, f"item JSON is {declared} bytes, the limit is {self.max_bytes}", code="ItemTooLarge")
         chunks: list[bytes] = []
         total = 0
+        raw = response.raw
         try:
-            for chunk in response.iter_content(_CHUNK):
+            while True:
+                # read1 returns what has arrived (one socket read), so a server that drips bytes cannot hold the
+                # fetch past the deadline the way a fill-the-buffer read would.
+                chunk = raw.read1(_CHUNK, decode_content=True)
+                if not chunk:
+                    break
                 total += len(chunk)
                 if total > self.max_bytes:
                     raise _invalid(
@@ -169,7 +176,7 @@ class ItemFetcher:
                 if time.monotonic() - started > self.deadline:
                     raise _transient(url, f"took longer than {self.deadline:g} s")
                 chunks.append(chunk)
-        except requests.RequestException as exc:
+        except (urllib3.exceptions.HTTPError, requests.RequestException, OSError) as exc:
             raise _transient(url, f"network error while reading ({type(exc).__name__})") from None
         return b"".join(chunks)
 
