@@ -95,3 +95,9 @@ def test_cli_rejects_bad_fault_and_duration():
         )
         assert done.returncode == 2
         assert "Invalid value" in done.stderr
+
+
+def test_start_fails_clearly_when_the_port_is_taken(gc_emulator):
+    first = gc_emulator()
+    with pytest.raises(RuntimeError, match="failed to start"):
+        GeoCatalogEmulator(port=first.port).start()

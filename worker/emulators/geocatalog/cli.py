@@ -10,7 +10,6 @@ import click
 
 from worker.emulators.geocatalog.faults import FaultSpecError, parse_fault
 from worker.emulators.geocatalog.operations import DurationSpec
-from worker.options import envvar
 
 
 def _check_faults(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> tuple[str, ...]:
@@ -31,7 +30,7 @@ def _check_duration(ctx: click.Context, param: click.Parameter, value: str) -> s
 
 
 @click.command("geocatalog")
-@click.option("--host", default="127.0.0.1", show_default=True, envvar=envvar("--emulator-host"), help="Bind address.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Bind address.")
 @click.option(
     "--port", default=8080, show_default=True, type=click.IntRange(0, 65535), help="Port; 0 picks a free one."
 )
@@ -108,7 +107,8 @@ def geocatalog_command(
     previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         emu.start()
-        click.echo(f"GeoCatalog emulator listening on {emu.url} (token: {token}, api-version: {emu.api_version})")
+        shown = token if token == "dev-token" else "as given by --token"  # noqa: S105 - the public dev token
+        click.echo(f"GeoCatalog emulator listening on {emu.url} (token: {shown}, api-version: {emu.api_version})")
         click.echo(f"  stats: {emu.url}/_emulator/stats   faults: {emu.url}/_emulator/faults", err=True)
         while not stop.wait(0.5):
             pass
