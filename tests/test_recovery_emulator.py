@@ -188,6 +188,7 @@ def test_filters_select_exactly_and_inspection_changes_nothing(emu):
     assert ids("--action", "delete") == ["b4", "a5"]
     assert ids("--message-id", "a2", "--message-id", "x6") == ["a2", "x6"]
     assert ids("--limit", "2", "--collection", "b") == ["b3", "b4"]
+    assert ids("--description", "FAILED A") == ["a1", "a2", "a5"]
     assert ids("--older-than", "1h") == []
     assert ids("--newer-than", "1h") == ["a1", "a2", "b3", "b4", "a5", "x6"]
     future = datetime.now(UTC).replace(year=datetime.now(UTC).year + 1).isoformat()

@@ -59,7 +59,13 @@ def test_parse_when_duration_and_iso():
 def test_filters_each_condition():
     records = [
         rec(1, coll="a", dead_letter_reason="IngestFailed"),
-        rec(2, coll="b", dead_letter_reason="InvalidRequest", action="delete"),
+        rec(
+            2,
+            coll="b",
+            dead_letter_reason="InvalidRequest",
+            action="delete",
+            dead_letter_error_description="x AuthError",
+        ),
         rec(3, coll="a", dead_letter_reason="MaxDeliveryCountExceeded"),
         rec(5, coll="c", application_properties={"gcw-original-message-id": "orig-5"}),
     ]
@@ -77,6 +83,7 @@ def test_filters_each_condition():
     assert pick(newer_than="150m") == [1, 2]
     assert pick(newer_than="4h", older_than="90m") == [2, 3]
     assert pick(collections=["a"], older_than="2h") == [3]
+    assert pick(descriptions=["AUTHERROR", "nothing"]) == [2]
 
 
 def test_filters_contradictory_window_is_an_error():

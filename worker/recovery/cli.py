@@ -50,6 +50,12 @@ def filter_options(func: F) -> F:
             "--message-id", "message_ids", multiple=True, help="Message id or original message id (repeatable)."
         ),
         click.option(
+            "--description",
+            "descriptions",
+            multiple=True,
+            help="Text the dead-letter description contains, case-insensitive (repeatable), e.g. AuthError.",
+        ),
+        click.option(
             "--max-messages",
             type=click.IntRange(min=1),
             help="Read at most this many dead-lettered messages (default: all).",
@@ -81,6 +87,7 @@ class Session:
                 collections=kwargs.pop("collections", ()),
                 actions=kwargs.pop("actions", ()),
                 message_ids=kwargs.pop("message_ids", ()),
+                descriptions=kwargs.pop("descriptions", ()),
                 older_than=kwargs.pop("older_than", None),
                 newer_than=kwargs.pop("newer_than", None),
             )

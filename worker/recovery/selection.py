@@ -49,6 +49,7 @@ class Filters:
     collections: tuple[str, ...] = ()
     actions: tuple[str, ...] = ()
     message_ids: tuple[str, ...] = ()
+    descriptions: tuple[str, ...] = ()  # case-insensitive substrings of the dead-letter description
     older_than: datetime | None = None  # enqueued strictly before
     newer_than: datetime | None = None  # enqueued at or after
 
@@ -60,6 +61,7 @@ class Filters:
         collections: Iterable[str] = (),
         actions: Iterable[str] = (),
         message_ids: Iterable[str] = (),
+        descriptions: Iterable[str] = (),
         older_than: str | None = None,
         newer_than: str | None = None,
         now: datetime | None = None,
@@ -77,6 +79,7 @@ class Filters:
             collections=tuple(collections),
             actions=tuple(actions),
             message_ids=tuple(message_ids),
+            descriptions=tuple(descriptions),
             older_than=older,
             newer_than=newer,
         )
@@ -84,7 +87,13 @@ class Filters:
     @property
     def empty(self) -> bool:
         return not (
-            self.reasons or self.collections or self.actions or self.message_ids or self.older_than or self.newer_than
+            self.reasons
+            or self.collections
+            or self.actions
+            or self.message_ids
+            or self.descriptions
+            or self.older_than
+            or self.newer_than
         )
 
     def matches(self, record: DeadLetterRecord) -> bool:
@@ -96,6 +105,10 @@ class Filters:
             return False
         if self.message_ids and not ({record.message_id, record.original_message_id} & set(self.message_ids)):
             return False
+        if self.descriptions:
+            text = (record.dead_letter_error_description or "").lower()
+            if not any(d.lower() in text for d in self.descriptions):
+                return False
         enqueued = record.enqueued_time
         if self.older_than is not None and (enqueued is None or enqueued >= self.older_than):
             return False
@@ -106,6 +119,7 @@ class Filters:
         parts += [f"collection={','.join(self.collections)}"] if self.collections else []
         parts += [f"action={','.join(self.actions)}"] if self.actions else []
         parts += [f"message-id={','.join(self.message_ids)}"] if self.message_ids else []
+        parts += [f"description~{','.join(self.descriptions)}"] if self.descriptions else []
         parts += [f"enqueued<{self.older_than.isoformat()}"] if self.older_than else []
         parts += [f"enqueued>={self.newer_than.isoformat()}"] if self.newer_than else []
         return " ".join(parts) or "(all)"
