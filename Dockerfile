@@ -34,8 +34,8 @@ LABEL org.opencontainers.image.title="geocatalog-worker" \
       org.opencontainers.image.licenses="MIT" \
       org.opencontainers.image.base.name="docker.io/library/python:3.11.13-slim-bookworm"
 # A fixed, non-root uid/gid (10001), matching the Helm chart's runAsUser; no home, no login shell.
-RUN groupadd --system --gid 10001 worker \
-    && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
+RUN groupadd --gid 10001 worker \
+    && useradd --uid 10001 --gid 10001 --no-create-home --no-log-init --home-dir /nonexistent \
        --shell /usr/sbin/nologin worker
 COPY --from=build /opt/venv /opt/venv
 # Read-only root filesystem friendly: nothing is written outside TMPDIR (/tmp, an emptyDir in Kubernetes),
