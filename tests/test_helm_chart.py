@@ -871,3 +871,61 @@ def test_worker_rejects_what_the_chart_must_never_render(rendered, monkeypatch) 
     monkeypatch.setattr(run_cli, "run", lambda cfg: pytest.fail("run() reached with an invalid configuration"))
     with pytest.raises(click.UsageError, match="log-level"):
         main(["run"], standalone_mode=False)
+
+
+def test_failure_rate_alert_counts_every_unsuccessful_result_status(rendered) -> None:
+    from typing import get_args
+
+    from worker.contract import ResultStatus
+
+    rules = one(rendered("keda"), "PrometheusRule")["spec"]["groups"][0]["rules"]
+    expr = next(r["expr"] for r in rules if r["alert"] == "GeoCatalogWorkerFailureRate")
+    [pattern] = re.findall(r'status=~"([^"]+)"', expr)
+    statuses = set(get_args(ResultStatus))
+    assert "succeeded" in statuses
+    # PromQL anchors label regexes at both ends.
+    matched = {s for s in statuses if re.fullmatch(pattern, s)}
+    assert matched == statuses - {"succeeded"}
+
+
+def _promql_balanced(expr: str) -> bool:
+    pairs = {")": "(", "]": "[", "}": "{"}
+    stack: list[str] = []
+    in_string = False
+    for ch in expr:
+        if ch == '"':
+            in_string = not in_string
+        elif in_string:
+            continue
+        elif ch in "([{":
+            stack.append(ch)
+        elif ch in pairs and (not stack or stack.pop() != pairs[ch]):
+            return False
+    return not stack and not in_string
+
+
+def test_prometheus_rule_structure(rendered, helm: Path) -> None:
+    """The PrometheusRule shape the Prometheus Operator expects (monitoring.coreos.com/v1), with sane PromQL."""
+    docs = rendered("keda")
+    rule = one(docs, "PrometheusRule")
+    assert rule["apiVersion"] == "monitoring.coreos.com/v1"
+    for group in rule["spec"]["groups"]:
+        assert set(group) == {"name", "rules"}
+        for r in group["rules"]:
+            assert set(r) <= {"alert", "record", "expr", "for", "labels", "annotations", "keep_firing_for"}
+            assert isinstance(r["expr"], str) and _promql_balanced(r["expr"]), r["expr"]
+            assert re.fullmatch(r"[0-9]+[smhdwy]", r["for"])
+            assert all(isinstance(v, str) for v in r["labels"].values())
+    assert not _promql_balanced('sum(rate(x{a="b"}[5m])')
+    extra = template(
+        helm,
+        "--set",
+        "metrics.prometheusRule.enabled=true",
+        "--set-json",
+        "metrics.prometheusRule.extraRules="
+        + json.dumps([{"alert": "Custom", "expr": "up == 0", "for": "1m", "labels": {"severity": "page"}}]),
+        values=CHART / "ci" / "minimal-values.yaml",
+    )
+    rules = one(extra, "PrometheusRule")["spec"]["groups"][0]["rules"]
+    assert rules[-1]["alert"] == "Custom"
+    assert "GeoCatalogWorkerDeadLetterDepth" not in {r["alert"] for r in rules}  # no depth metric given
