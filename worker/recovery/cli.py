@@ -53,7 +53,7 @@ def filter_options(func: F) -> F:
             "--description",
             "descriptions",
             multiple=True,
-            help="Text the dead-letter description contains, case-insensitive (repeatable), e.g. AuthError.",
+            help="Text the dead-letter description contains, case-insensitive (repeatable), e.g. AuthenticationFailed.",
         ),
         click.option(
             "--max-messages",
