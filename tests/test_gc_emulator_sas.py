@@ -118,7 +118,7 @@ def test_tampered_tokens_are_refused(emu, mangle, reason):
 
 
 def test_sas_expiry(gc_emulator):
-    emu = gc_emulator(operation_seconds=0.1, collections=[C], private_hosts=[PRIVATE], sas_expiry_seconds=1)
+    emu = gc_emulator(operation_seconds=0.1, collections=[C], private_hosts=[PRIVATE], sas_expiry_seconds=2)
     body = requests.get(f"{emu.url}/api/sas/v1/token/privatedemo/data", timeout=5).json()
     token, expiry = body["token"], datetime.fromisoformat(body["msft:expiry"].replace("Z", "+00:00")).timestamp()
     assert expiry - time.time() <= 2.0

@@ -20,8 +20,8 @@ BLOB_SUFFIX = ".blob.core.windows.net"
 
 
 def iso_seconds(ts: float) -> str:
-    """Whole seconds, rounded up (a token never lives shorter than asked)."""
-    return datetime.fromtimestamp(math.ceil(ts), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """Whole seconds, rounded down (a token never lives longer than configured)."""
+    return datetime.fromtimestamp(math.floor(ts), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def parse_iso(text: str) -> float | None:
