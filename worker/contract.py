@@ -343,9 +343,25 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """Objects with a repeated key are ambiguous (parsers disagree on which value wins): reject them."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _DuplicateKey(f"duplicate object key {show(key, 60)} (ambiguous JSON)")
+            seen.add(key)
+    return obj
+
+
 def decode_json(data: bytes, *, field: str = "body", max_bytes: int | None = None) -> Any:
-    """Bytes → JSON value, strictly: size cap, UTF-8 (no BOM), no NaN/Infinity, no lone surrogates, bounded
-    nesting (the C decoder's recursion limit). Raises InvalidRequest naming ``field``."""
+    """Bytes → JSON value, strictly: size cap, UTF-8 (no BOM), no NaN/Infinity, no duplicate object keys, no lone
+    surrogates, bounded nesting (the C decoder's recursion limit). Raises InvalidRequest naming ``field``."""
     if not isinstance(data, bytes | bytearray | memoryview):
         raise InvalidRequest(f"must be bytes, got {type(data).__name__}", field=field)
     if max_bytes is not None and len(data) > max_bytes:
@@ -361,9 +377,11 @@ def decode_json(data: bytes, *, field: str = "body", max_bytes: int | None = Non
     if text.startswith("\ufeff"):
         raise InvalidRequest("starts with a byte order mark; send UTF-8 without BOM", field=field)
     try:
-        value = json.loads(text, parse_constant=_reject_constant)
+        value = json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_unique_object)
     except RecursionError:
         raise InvalidRequest("nesting too deep", field=field) from None
+    except _DuplicateKey as exc:
+        raise InvalidRequest(str(exc), field=field) from None
     except ValueError as exc:  # JSONDecodeError, NaN/Infinity, int too long
         raise InvalidRequest(f"not valid JSON: {exc}", field=field) from None
     if _LONE_SURROGATE_ESCAPE.search(text):

@@ -81,6 +81,10 @@ case("infinity-overflow.json", json.dumps(ingest([item()])).replace("[10, 50, 11
      .encode(), "items[0].bbox", "finite", True)
 case("huge-int.json", json.dumps(valid).replace('"version": 1', '"version": ' + "1" * 5000).encode(), "body",
      "not valid JSON", None)
+case("duplicate-key.json", b'{"version": 1, "action": "delete", "collection": "sentinel-2", "item_ids": ["a"], '
+     b'"collection": "other"}', "body", "duplicate object key \"collection\"", False)
+case("duplicate-key-in-item.json", json.dumps(valid).replace('"id": "item-1"', '"id": "item-1", "id": "../x"')
+     .encode(), "body", "duplicate object key \"id\"", True)
 case("top-level-array.json", [valid], "body", "must be a JSON object", True)
 case("top-level-string.json", "ingest", "body", "must be a JSON object", True)
 case("deep-nesting-top.json", b"[" * 30000 + b"]" * 30000, "body", "nesting too deep", None)
