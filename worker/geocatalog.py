@@ -62,6 +62,7 @@ TERMINAL_STATUSES = frozenset({"succeeded", "failed", "canceled"})
 ROUTE_ITEMS = "/stac/collections/{collectionId}/items"
 ROUTE_ITEM = "/stac/collections/{collectionId}/items/{itemId}"
 ROUTE_OPERATION = "/inma/operations/{operationId}"
+_LOG_FIELDS = {"collectionId": "collection", "itemId": "item_id", "operationId": "operation_id"}
 ROUTE_SAS_TOKEN = "/sas/token/{collectionId}"  # noqa: S105 - a route, not a secret
 
 
@@ -354,7 +355,7 @@ class GeoCatalogClient:
         deadline = started + policy.total_timeout
         attempt = 0
         auth_refreshed = False
-        ctx = {"method": method, "route": route, **(path_params or {})}
+        ctx = {"method": method, "route": route, **{_LOG_FIELDS.get(k, k): v for k, v in (path_params or {}).items()}}
         where = f"{method} {route}" + (
             " (" + ", ".join(f"{k}={v}" for k, v in (path_params or {}).items()) + ")" if path_params else ""
         )
