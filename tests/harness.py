@@ -119,7 +119,10 @@ class Harness:
         request_budget: float | None = None,
         reply_duplicate_detection: bool = True,
         sessions: bool = False,
+        servicebus_process: bool = False,
     ) -> None:
+        """``servicebus_process=True`` runs the Service Bus emulator as a subprocess (``geocatalog-worker emulator
+        servicebus``) so a test can kill the broker outright; ``queue_stats`` is then unavailable."""
         self.lock_duration = lock_duration
         self.max_delivery_count = max_delivery_count
         self.operation_seconds = operation_seconds
@@ -128,7 +131,10 @@ class Harness:
         self.request_budget = request_budget
         self.reply_duplicate_detection = reply_duplicate_detection
         self.sessions = sessions
+        self.servicebus_process = servicebus_process
         self.servicebus: ServiceBusEmulator | None = None
+        self.servicebus_proc: subprocess.Popen[str] | None = None
+        self.connection_string = ""
         self.geocatalog: GeoCatalogEmulator | None = None
         self.workers: list[WorkerProcess] = []
         self._client: ServiceBusClient | None = None
@@ -141,6 +147,47 @@ class Harness:
         self.stop()
 
     def start(self) -> Harness:
+        if self.servicebus_process:
+            self._start_servicebus_process()
+        else:
+            self._start_servicebus()
+        self.geocatalog = GeoCatalogEmulator(
+            host="127.0.0.1",
+            port=0,
+            operation_seconds=self.operation_seconds,
+            faults=self.faults,
+            request_budget=self.request_budget,
+            collections=self.collections,
+        ).start()
+        self._client = ServiceBusClient.from_connection_string(self.connection_string)
+        return self
+
+    def _start_servicebus_process(self) -> None:
+        args = [sys.executable, "-m", "worker", "emulator", "servicebus", "--port", "0"]
+        args += ["--queue", REQUEST_QUEUE, "--queue", REPLY_QUEUE, "--lock-duration", str(self.lock_duration)]
+        args += ["--max-delivery-count", str(self.max_delivery_count)]
+        self.servicebus_proc = subprocess.Popen(
+            args,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        assert self.servicebus_proc.stdout is not None
+        first = self.servicebus_proc.stdout.readline().strip()
+        if not first.startswith("Endpoint="):
+            self.servicebus_proc.kill()
+            raise RuntimeError(f"the Service Bus emulator did not print a connection string: {first!r}")
+        self.connection_string = first
+        threading.Thread(target=self.servicebus_proc.stdout.read, daemon=True).start()
+
+    def kill_servicebus(self) -> None:
+        """SIGKILL the Service Bus emulator subprocess: every connection drops at once."""
+        assert self.servicebus_proc is not None, "only with servicebus_process=True"
+        self.servicebus_proc.kill()
+        self.servicebus_proc.wait(timeout=10)
+
+    def _start_servicebus(self) -> None:
         self.servicebus = ServiceBusEmulator(
             host="127.0.0.1",
             port=0,
@@ -158,16 +205,7 @@ class Harness:
                 ),
             ],
         ).start()
-        self.geocatalog = GeoCatalogEmulator(
-            host="127.0.0.1",
-            port=0,
-            operation_seconds=self.operation_seconds,
-            faults=self.faults,
-            request_budget=self.request_budget,
-            collections=self.collections,
-        ).start()
-        self._client = ServiceBusClient.from_connection_string(self.servicebus.connection_string)
-        return self
+        self.connection_string = self.servicebus.connection_string
 
     def stop(self) -> None:
         for worker in self.workers:
@@ -178,6 +216,9 @@ class Harness:
             self._client.close()
         if self.servicebus is not None:
             self.servicebus.stop()
+        if self.servicebus_proc is not None and self.servicebus_proc.poll() is None:
+            self.servicebus_proc.kill()
+            self.servicebus_proc.wait(timeout=10)
         if self.geocatalog is not None:
             self.geocatalog.stop()
 
@@ -190,9 +231,9 @@ class Harness:
     def worker_args(self, **overrides: Any) -> list[str]:
         """``geocatalog-worker run`` flags; ``overrides`` use python names (``drain_seconds=5``); a list value
         repeats the flag; ``None`` drops it."""
-        assert self.servicebus is not None and self.geocatalog is not None
+        assert self.connection_string and self.geocatalog is not None
         flags: dict[str, Any] = {
-            "servicebus_connection_string": self.servicebus.connection_string,
+            "servicebus_connection_string": self.connection_string,
             "request_queue": REQUEST_QUEUE,
             "reply_queue": REPLY_QUEUE,
             "geocatalog_url": self.geocatalog.url,

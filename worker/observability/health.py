@@ -23,10 +23,17 @@ from worker.observability.metrics import Metrics
 class HealthState:
     """What the runtime tells the health server. Thread-safe; the clock is injectable for tests."""
 
-    def __init__(self, *, liveness_timeout: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        *,
+        liveness_timeout: float = 60.0,
+        readiness_timeout: float = 20.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._clock = clock
         self._lock = threading.Lock()
         self.liveness_timeout = liveness_timeout
+        self.readiness_timeout = readiness_timeout  # a loop stuck this long in an SDK call is not ready
         self._beats: dict[str, float] = {}
         self._connected: dict[str, bool] = {}
         self._draining = False
@@ -59,10 +66,12 @@ class HealthState:
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
         with self._lock:
-            connected = bool(self._connected) and all(self._connected.values())
+            now = self._clock()
+            stuck = sorted(n for n, at in self._beats.items() if now - at > self.readiness_timeout)
+            connected = bool(self._connected) and all(self._connected.values()) and not stuck
             draining = self._draining
         ready = connected and not draining
-        return ready, {"ready": ready, "connected": connected, "draining": draining, **self.details}
+        return ready, {"ready": ready, "connected": connected, "draining": draining, "stuck": stuck, **self.details}
 
 
 def _handler_class(state: HealthState, metrics: Metrics) -> type[BaseHTTPRequestHandler]:

@@ -39,6 +39,8 @@ def _secret(value: str | None) -> Secret | None:
 @option("--geocatalog-api-version", help="GeoCatalog api-version (default: the client's).")
 @option("--geocatalog-budget", type=float, default=10.0, show_default=True,
         help="This process's share of the GeoCatalog API budget, in calls per second.")
+@option("--geocatalog-retry-seconds", type=float, default=60.0, show_default=True,
+        help="Total time one GeoCatalog call may spend on in-call retries before the request is retried later.")
 @option("--sas-api-url", help="Planetary Computer SAS API base URL used to sign asset hrefs.")
 @option("--sas-subscription-key", help="Subscription key for the SAS API (optional). Secret.")
 @option("--static-sas", multiple=True, help="'account/container=TOKEN' static SAS tokens (repeatable). Secret.")
@@ -88,6 +90,7 @@ def run_command(**kwargs: Any) -> None:
         geocatalog_token=_secret(kwargs["geocatalog_token"]),
         geocatalog_api_version=kwargs["geocatalog_api_version"],
         geocatalog_budget=kwargs["geocatalog_budget"],
+        geocatalog_retry_seconds=kwargs["geocatalog_retry_seconds"],
         sas_api_url=kwargs["sas_api_url"],
         sas_subscription_key=_secret(kwargs["sas_subscription_key"]),
         static_sas=tuple(kwargs["static_sas"]),

@@ -36,6 +36,7 @@ class RunConfig:
     geocatalog_token: Secret | None = None
     geocatalog_api_version: str | None = None
     geocatalog_budget: float = 10.0  # this process's share of GeoCatalog calls per second
+    geocatalog_retry_seconds: float = 60.0  # in-call retries of one GeoCatalog call, total time
     sas_api_url: str | None = None
     sas_subscription_key: Secret | None = None
     static_sas: tuple[str, ...] = ()  # "account/container=token"
@@ -127,6 +128,7 @@ class RunConfig:
             "--breaker-open-seconds": self.breaker_open_seconds,
             "--session-idle-seconds": self.session_idle_seconds,
             "--geocatalog-budget": self.geocatalog_budget,
+            "--geocatalog-retry-seconds": self.geocatalog_retry_seconds,
         }
         for flag, value in positive.items():
             if value <= 0:

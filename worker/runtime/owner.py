@@ -178,10 +178,15 @@ class ReceiverOwner(threading.Thread):
             )
             self._run_commands(block_for=min(30.0, 0.5 * 2 ** min(self._open_failures, 6)))
             return False
-        self._open_failures = 0
         self._receiver = receiver
+        if not self._warm_senders():
+            self._open_failures += 1
+            self._reset_receiver()
+            self._health.set_connected(self.name, False)
+            self._run_commands(block_for=min(30.0, 0.5 * 2 ** min(self._open_failures, 6)))
+            return False
+        self._open_failures = 0
         self._health.set_connected(self.name, True)
-        self._warm_senders()
         if s.sessions:
             session = receiver.session
             self._session_id = session.session_id
@@ -191,8 +196,9 @@ class ReceiverOwner(threading.Thread):
             log.info("session_accepted", receiver=self.name, session_id=self._session_id)
         return True
 
-    def _warm_senders(self) -> None:
-        """Open the reply sender (and the request-queue sender for retries) now, not on the first reply."""
+    def _warm_senders(self) -> bool:
+        """Open the reply sender (and the request-queue sender for retries) now, not on the first reply:
+        a worker that cannot publish results must not take requests."""
         entities = [self.settings.reply_queue]
         if self.settings.can_reschedule and self.settings.request_queue:
             entities.append(self.settings.request_queue)
@@ -202,6 +208,8 @@ class ReceiverOwner(threading.Thread):
             except Exception as exc:
                 log.warning("sender_open_failed", entity=entity, error=redact(f"{type(exc).__name__}: {exc}"))
                 self._drop_sender(entity)
+                return False
+        return True
 
     def _receive(self, count: int, *, probe: bool) -> None:
         wait = self.settings.busy_receive_wait if self._inflight else self.settings.idle_receive_wait

@@ -46,6 +46,7 @@ def build_processor(cfg: RunConfig, metrics: Metrics, limits: Limits) -> Any:
     from worker.itemfetch import ItemFetcher
     from worker.processing import ProcessingSettings, Processor
     from worker.ratelimit import RateLimiter
+    from worker.retry import RetryPolicy
 
     credential = None
     if not cfg.geocatalog_token:
@@ -61,6 +62,7 @@ def build_processor(cfg: RunConfig, metrics: Metrics, limits: Limits) -> Any:
         static_token=cfg.geocatalog_token,
         pool_size=max(16, min(cfg.concurrency, 256)),
         rate_limiter=RateLimiter(cfg.geocatalog_budget),
+        retry=RetryPolicy(total_timeout=cfg.geocatalog_retry_seconds),
         metrics=metrics,
         **client_kwargs,
     )
