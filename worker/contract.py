@@ -1,7 +1,7 @@
 """The versioned request/result message contract (version 1): models, parsing and precise field-level errors.
 
 Producers' guide: docs/messages.md. JSON Schemas: worker/schemas/request-v1.schema.json and
-result-v1.schema.json. Runtime validation is hand-written (the schema costs ~50x more CPU, see the guide);
+result-v1.schema.json. Runtime validation is hand-written (the schema costs ~55x more CPU, see the guide);
 tests/test_contract_schema.py proves the code and the schemas agree.
 
 Every rejection raises :class:`InvalidRequest` whose ``field`` is a path into the body
