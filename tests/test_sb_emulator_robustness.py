@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 from azure.servicebus import ServiceBusClient, ServiceBusMessage
-from azure.servicebus.exceptions import ServiceBusError
+from azure.servicebus.exceptions import MessageSizeExceededError, ServiceBusError
 from proton import Message
 from proton.utils import BlockingConnection
 
@@ -21,7 +21,8 @@ pytestmark = pytest.mark.timeout(60)
 
 @pytest.fixture
 def emu(sb_emulator):
-    return sb_emulator(queues=[QueueConfig("q", lock_duration=5), QueueConfig("sq", requires_session=True)])
+    return sb_emulator(queues=[QueueConfig("q", lock_duration=5), QueueConfig("sq", requires_session=True)],
+                       max_message_size=1024 * 1024)
 
 
 def roundtrip_works(emu) -> None:
@@ -92,6 +93,17 @@ def test_large_multi_frame_message_round_trips(emu):
             (m,) = r.receive_messages(max_message_count=1, max_wait_time=5)
             assert b"".join(m.body) == body
             r.complete_message(m)
+
+
+def test_message_over_the_advertised_size_is_refused_by_the_sdk(sb_emulator):
+    emu = sb_emulator(queues=[QueueConfig("q")])          # default: 256 KiB like the Standard tier
+    with ServiceBusClient.from_connection_string(emu.connection_string, retry_total=0) as c, \
+            c.get_queue_sender("q") as s:
+        assert s.create_message_batch().max_size_in_bytes == 256 * 1024
+        with pytest.raises(MessageSizeExceededError):
+            s.send_messages(ServiceBusMessage(b"x" * (300 * 1024)))
+        s.send_messages(ServiceBusMessage(b"x" * (200 * 1024)))
+    assert emu.stats()["entities"]["q"]["active"] == 1
 
 
 def test_send_without_session_id_to_session_queue_is_refused_clearly(emu):

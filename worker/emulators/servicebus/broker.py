@@ -45,7 +45,7 @@ SESSION_FILTER = symbol("com.microsoft:session-filter")
 LOCKED_UNTIL_UTC = symbol("com.microsoft:locked-until-utc")
 TIMEOUT_PROP = symbol("com.microsoft:timeout")
 TRACKING_ID = symbol("com.microsoft:tracking-id")
-MAX_MESSAGE_SIZE = 1024 * 1024
+MAX_MESSAGE_SIZE = 256 * 1024           # Azure Standard tier
 DEFAULT_SESSION_WAIT = 60.0
 CREDIT_WINDOW = 1000
 
@@ -112,13 +112,15 @@ class Broker(Handler):
     """AMQP 1.0 endpoint speaking the Service Bus dialect the azure-servicebus SDK expects."""
 
     def __init__(self, store: Store, host: str, port: int, *, on_ready: Callable[[int], None],
-                 on_commit: Callable[[], None] | None = None, tick_interval: float = 0.05) -> None:
+                 on_commit: Callable[[], None] | None = None, tick_interval: float = 0.05,
+                 max_message_size: int = MAX_MESSAGE_SIZE) -> None:
         super().__init__()
         self.store = store
         self.host, self.port = host, port
         self.on_ready = on_ready
         self.on_commit = on_commit or (lambda: None)
         self.tick_interval = tick_interval
+        self.max_message_size = max_message_size
         self.consumers: dict[str, list[Link]] = {}
         self.pending_sessions: list[Link] = []
         self.acceptor: Any = None
@@ -133,7 +135,9 @@ class Broker(Handler):
         self.container = event.container
         self.container.selectable(self.injector)
         self.acceptor = self.container.acceptor(self.host, self.port)
-        self.port = self.acceptor._selectable._delegate.getsockname()[1]
+        sock = self.acceptor._selectable._delegate
+        sock.listen(512)          # proton listens with a backlog of 10: too small for bursts of SDK connections
+        self.port = sock.getsockname()[1]
         self.container.schedule(self.tick_interval, self)
         log.info("servicebus_emulator_listening", host=self.host, port=self.port)
         self.on_ready(self.port)
@@ -252,7 +256,7 @@ class Broker(Handler):
             return
         if link.is_receiver:          # the client sends to a queue or topic
             self._open_echo(link)
-            link.max_message_size = MAX_MESSAGE_SIZE
+            link.max_message_size = self.max_message_size
             link.open()
             link.flow(CREDIT_WINDOW)
             return
@@ -470,6 +474,10 @@ class Broker(Handler):
             self._management(link, request)
 
     def _enqueue(self, link: Link, dlv: Delivery, data: bytes) -> None:
+        if len(data) > self.max_message_size:
+            self._reject(dlv, "amqp:link:message-size-exceeded", f"The received message ({len(data)} bytes) exceeds "
+                         f"the limit ({self.max_message_size} bytes) currently allowed on the link.")
+            return
         try:
             items = codec.to_incoming(data)
             self.store.enqueue(link.path, items)

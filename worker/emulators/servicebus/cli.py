@@ -27,11 +27,13 @@ from worker.emulators.servicebus.config import ConfigError, QueueConfig
               help="Max delivery count for --queue queues.")
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Keep messages in SQLite here so a restart loses nothing accepted (memory only without it).")
+@click.option("--max-message-size", type=click.IntRange(min=1024), default=256 * 1024, show_default=True,
+              help="Largest message accepted, in bytes (Standard tier: 262144; Premium: up to 104857600).")
 @click.option("--status-port", type=click.IntRange(0, 65535), default=None,
               help="Serve JSON counts per entity over HTTP on this port (0 = pick one).")
 def servicebus_command(host: str, port: int, config_file: Path | None, queues: tuple[str, ...],
                        lock_duration: float, max_delivery_count: int, data_dir: Path | None,
-                       status_port: int | None) -> None:
+                       max_message_size: int, status_port: int | None) -> None:
     """An AMQP 1.0 broker that the unmodified azure-servicebus SDK connects to.
 
     Prints the connection string (with the actual port) on the first line, then runs until SIGINT/SIGTERM.
@@ -47,7 +49,7 @@ def servicebus_command(host: str, port: int, config_file: Path | None, queues: t
         declared = [QueueConfig(name, lock_duration=lock_duration, max_delivery_count=max_delivery_count)
                     for name in queues]
         emu = ServiceBusEmulator(host=host, port=port, queues=declared, config_file=config_file,
-                                 data_dir=data_dir, status_port=status_port)
+                                 data_dir=data_dir, status_port=status_port, max_message_size=max_message_size)
         emu.start()
     except (ConfigError, EmulatorError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc

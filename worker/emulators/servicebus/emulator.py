@@ -30,18 +30,21 @@ class ServiceBusEmulator:
 
     ``port=0`` picks a free port; read ``emu.port`` after ``start()``. ``status_port=0`` picks one for the HTTP
     status endpoint (``emu.status_url``). ``data_dir`` keeps accepted messages in SQLite across restarts.
+    ``max_message_size`` is advertised on sender links (256 KiB like the Standard tier; the SDK then caps
+    batches at 256 KiB too, or at 1 MiB when this is 1 MiB or more).
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, queues: Sequence[QueueConfig] = (),
                  topics: Sequence[TopicConfig] = (), config_file: str | Path | None = None,
                  data_dir: str | Path | None = None, status_port: int | None = None,
-                 tick_interval: float = 0.05) -> None:
+                 tick_interval: float = 0.05, max_message_size: int = 256 * 1024) -> None:
         self.host = host
         self.port = port
         self._requested_port = port
         self._status_port = status_port
         self._data_dir = Path(data_dir) if data_dir is not None else None
         self._tick_interval = tick_interval
+        self._max_message_size = max_message_size
         all_queues = list(queues)
         all_topics = list(topics)
         if config_file is not None:
@@ -87,7 +90,7 @@ class ServiceBusEmulator:
 
         commit = self._journal.commit if self._journal is not None else None
         self._broker = Broker(self.store, self.host, self._requested_port, on_ready=ready, on_commit=commit,
-                              tick_interval=self._tick_interval)
+                              tick_interval=self._tick_interval, max_message_size=self._max_message_size)
         self._thread = threading.Thread(target=self._run, name="servicebus-emulator", daemon=True)
         self._thread.start()
         if not self._ready.wait(timeout):
