@@ -368,6 +368,23 @@ def test_subscription_replay_never_reaches_other_subscribers(emu):
                 assert r.peek_messages(10, sequence_number=1) == []
 
 
+def test_failed_sends_leave_everything_in_the_dlq(emu):
+    cs = emu.connection_string
+    msgs = [(ServiceBusMessage(body(n=i), message_id=f"f{i}"), "IngestFailed") for i in range(7)]
+    dead_letter(cs, "requests", msgs)
+    missing = dlq(cs, "replay", "--replay-queue", "no-such-queue", exit_code=1)
+    assert "MessagingEntityNotFoundError" in missing.output and "no-such-queue" in missing.output
+    assert len(peek_dlq(cs, "requests")) == 7
+    # a session queue refuses messages without a session id: every send fails
+    result = dlq(cs, "replay", "--replay-queue", "sessions", "--json", exit_code=1)
+    report = json.loads(result.stdout)
+    assert report["replayed"] == 0 and len(report["failed"]) == 5  # stops after 5 failed sends in a row
+    assert "5 sends failed in a row" in report["stopped_because"]
+    assert len(report["not_reached"]) == 2
+    assert [m.message_id for m in peek_dlq(cs, "requests")] == [f"f{i}" for i in range(7)]
+    assert drain(cs, "requests") == [] and emu.stats()["entities"]["sessions"]["active"] == 0
+
+
 @pytest.mark.slow
 def test_replay_killed_half_way_loses_nothing(emu):
     cs = emu.connection_string

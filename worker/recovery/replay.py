@@ -157,7 +157,7 @@ class ReplayReport:
             "failed": self.failed,
             "sent_but_not_completed": self.not_completed,
             "not_reached": self.not_reached,
-            "other_messages_locked_and_released": self.released,
+            "locks_released": self.released,
             "stopped_because": self.stopped_because,
         }
 

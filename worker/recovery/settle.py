@@ -77,9 +77,8 @@ def settle_selected(
             if len(held) >= max_held:
                 outcome.stopped_because = f"{len(held)} other messages locked (max {max_held})"
                 break
-            messages = receiver.receive_messages(
-                max_message_count=max(1, min(batch, len(pending))), max_wait_time=max_wait_time
-            )
+            # a full batch even when few are pending: non-selected messages ahead of them must be passed quickly
+            messages = receiver.receive_messages(max_message_count=batch, max_wait_time=max_wait_time)
             if not messages:
                 outcome.stopped_because = "no more messages to receive"
                 break
