@@ -279,3 +279,14 @@ def test_invalid_configuration_is_rejected_with_a_precise_message(change: dict, 
 def test_valid_configuration_passes() -> None:
     RunConfig(**VALID).validate()
     RunConfig(**{**VALID, "request_queue": None, "request_topic": "t", "request_subscription": "s"}).validate()
+
+
+def test_every_run_flag_and_env_var_is_documented() -> None:
+    from pathlib import Path
+
+    from worker.runtime.cli import run_command
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "configuration.md").read_text()
+    for param in run_command.params:
+        assert f"`{param.opts[0]}" in doc, f"{param.opts[0]} missing from docs/configuration.md"
+        assert f"`{param.envvar}`" in doc, f"{param.envvar} missing from docs/configuration.md"

@@ -28,7 +28,14 @@ def _secret(value: str | None) -> Secret | None:
     help="Extra entities a request's reply_to may name (repeatable; --reply-queue is always allowed). "
     "A request naming any other entity is answered 'invalid' on --reply-queue.",
 )
-@option("--sessions/--no-sessions", default=False, show_default=True, help="The request entity requires sessions.")
+@click.option(
+    "--sessions/--no-sessions",
+    envvar="GCW_SESSIONS",
+    show_envvar=True,
+    default=False,
+    show_default=True,
+    help="The request entity requires sessions (ordered per session; sessions spread across workers).",
+)
 @option("--max-sessions", type=int, default=8, show_default=True, help="Sessions processed at once (sessions only).")
 @option("--session-idle-seconds", type=float, default=5.0, show_default=True, help="Release an idle session after.")
 @option("--geocatalog-url", help="GeoCatalog endpoint, e.g. https://<name>.<id>.<region>.geocatalog.spatio.azure.com")

@@ -1,0 +1,162 @@
+"""The consumer in process against the real Service Bus emulator (real SDK, sockets), with a simple processor.
+
+These cover runtime paths that do not need GeoCatalog: a processor that raises, session-ordered input and
+topic-subscription input. The end-to-end tests (tests/test_runtime_e2e.py) use the real processor.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from datetime import UTC, datetime
+
+import pytest
+from azure.servicebus import NEXT_AVAILABLE_SESSION, ServiceBusClient, ServiceBusMessage, ServiceBusSubQueue
+
+from worker.contract import ItemOutcome, Limits, Result
+from worker.emulators.servicebus import QueueConfig, SubscriptionConfig, TopicConfig
+from worker.observability.health import HealthState
+from worker.observability.metrics import Metrics
+from worker.processing import Outcome, Settle
+from worker.runtime.service import Consumer
+from worker.runtime.settings import ConsumerSettings
+
+pytestmark = pytest.mark.timeout(120)
+
+
+class SimpleProcessor:
+    """Answers every delete with success after ``delay``; raises for collection ``boom``; records the order."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.delay = delay
+        self.order: list[tuple[str | None, str]] = []
+        self._lock = threading.Lock()
+
+    def process(self, request, cancel, *, received_at=None):  # type: ignore[no-untyped-def]
+        if request.collection == "boom":
+            raise RuntimeError("processor bug")
+        with self._lock:
+            self.order.append((request.meta.session_id, request.item_ids[0]))
+        time.sleep(self.delay)
+        items = [ItemOutcome(id=i, status="succeeded") for i in request.item_ids]
+        received = received_at or datetime.now(UTC)
+        result = Result.for_request(request, status="succeeded", items=items, received_at=received)
+        return Outcome(result, Settle.COMPLETE)
+
+
+def body(collection: str, item: str) -> bytes:
+    return json.dumps({"version": 1, "action": "delete", "collection": collection, "item_ids": [item]}).encode()
+
+
+class Running:
+    def __init__(self, consumer: Consumer) -> None:
+        self.consumer = consumer
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=consumer.run, args=(self.stop,), daemon=True)
+
+    def __enter__(self) -> Running:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(timeout=60)
+        assert not self.thread.is_alive()
+
+
+def receive_all(client: ServiceBusClient, queue: str, count: int, timeout: float = 30, session: bool = False):  # type: ignore[no-untyped-def]
+    got = []
+    deadline = time.monotonic() + timeout
+    while len(got) < count and time.monotonic() < deadline:
+        kwargs = {"session_id": NEXT_AVAILABLE_SESSION} if session else {}
+        try:
+            with client.get_queue_receiver(queue, max_wait_time=1, **kwargs) as receiver:
+                for m in receiver.receive_messages(max_message_count=50, max_wait_time=1):
+                    got.append((m.session_id, m.correlation_id, json.loads(b"".join(m.body))))
+                    receiver.complete_message(m)
+        except Exception as exc:
+            if not session:
+                raise
+            time.sleep(0.2)
+            del exc
+    return got
+
+
+def make_consumer(client, processor, **settings) -> Consumer:  # type: ignore[no-untyped-def]
+    s = ConsumerSettings(reply_queue="replies", **settings)
+    return Consumer(client, s, processor, limits=Limits(), metrics=Metrics(), health=HealthState())
+
+
+def test_an_exception_in_one_message_is_dead_lettered_and_the_worker_keeps_going(sb_emulator) -> None:  # type: ignore[no-untyped-def]
+    emu = sb_emulator(queues=[QueueConfig("requests", lock_duration=5), QueueConfig("replies")])
+    with ServiceBusClient.from_connection_string(emu.connection_string) as client:
+        consumer = make_consumer(client, SimpleProcessor(), request_queue="requests", concurrency=4)
+        with client.get_queue_sender("requests") as sender:
+            sender.send_messages(
+                [
+                    ServiceBusMessage(body("c1", "a"), message_id="ok-1"),
+                    ServiceBusMessage(body("boom", "b"), message_id="bad-1", correlation_id="corr-bad"),
+                    ServiceBusMessage(body("c1", "c"), message_id="ok-2"),
+                ]
+            )
+        with Running(consumer):
+            replies = receive_all(client, "replies", 3)
+        by_id = {r[2]["request_id"]: r for r in replies}
+        assert by_id["ok-1"][2]["status"] == "succeeded" and by_id["ok-2"][2]["status"] == "succeeded"
+        failed = by_id["bad-1"]
+        assert failed[1] == "corr-bad" and failed[2]["status"] == "failed"
+        assert failed[2]["error"]["code"] == "ProcessingError"
+        with client.get_queue_receiver("requests", sub_queue=ServiceBusSubQueue.DEAD_LETTER) as dlq:
+            dead = dlq.peek_messages(max_message_count=10)
+        assert [m.message_id for m in dead] == ["bad-1"]
+        assert dead[0].dead_letter_reason == "ProcessingError"
+        assert "RuntimeError" in dead[0].dead_letter_error_description
+        assert consumer.metrics.dead_lettered.labels(reason="ProcessingError")._value.get() == 1
+        assert emu.stats()["entities"]["requests"]["active"] == 0
+
+
+def test_session_input_is_processed_in_order_per_session_and_replies_carry_the_session(sb_emulator) -> None:  # type: ignore[no-untyped-def]
+    emu = sb_emulator(
+        queues=[
+            QueueConfig("requests", lock_duration=5, requires_session=True),
+            QueueConfig("replies", requires_session=True),
+        ]
+    )
+    processor = SimpleProcessor(delay=0.02)
+    sessions = ["s-a", "s-b", "s-c"]
+    with ServiceBusClient.from_connection_string(emu.connection_string) as client:
+        with client.get_queue_sender("requests") as sender:
+            msgs = [
+                ServiceBusMessage(body("c1", f"{sid}-{n:02d}"), session_id=sid, reply_to_session_id=f"reply-{sid}")
+                for n in range(6)
+                for sid in sessions
+            ]
+            sender.send_messages(msgs)
+        consumer = make_consumer(
+            client, processor, request_queue="requests", sessions=True, max_sessions=3, session_idle_seconds=1
+        )
+        with Running(consumer):
+            replies = receive_all(client, "replies", 18, session=True)
+    assert len(replies) == 18
+    for sid in sessions:
+        seen = [item for s, item in processor.order if s == sid]
+        assert seen == [f"{sid}-{n:02d}" for n in range(6)], seen
+        assert {r[0] for r in replies if r[2]["items"][0]["id"].startswith(sid)} == {f"reply-{sid}"}
+
+
+def test_topic_subscription_input(sb_emulator) -> None:  # type: ignore[no-untyped-def]
+    emu = sb_emulator(
+        queues=[QueueConfig("replies")],
+        topics=[TopicConfig("requests-topic", subscriptions=[SubscriptionConfig("worker", lock_duration=5)])],
+    )
+    with ServiceBusClient.from_connection_string(emu.connection_string) as client:
+        with client.get_topic_sender("requests-topic") as sender:
+            sender.send_messages([ServiceBusMessage(body("c1", f"t{i}"), message_id=f"t-{i}") for i in range(5)])
+        consumer = make_consumer(
+            client, SimpleProcessor(), request_topic="requests-topic", request_subscription="worker", concurrency=4
+        )
+        with Running(consumer):
+            replies = receive_all(client, "replies", 5)
+    assert sorted(r[2]["request_id"] for r in replies) == [f"t-{i}" for i in range(5)]
+    assert all(r[2]["status"] == "succeeded" for r in replies)
