@@ -431,3 +431,16 @@ def test_replay_killed_half_way_loses_nothing(emu):
     originals = [props(m)["gcw-original-message-id"] for m in replayed]
     assert set(originals) == set(ids)  # nothing lost
     assert len(originals) - len(set(originals)) <= 1  # at most the one in flight was duplicated
+
+
+def test_unreachable_broker_is_one_clear_line_without_the_key():
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cs = f"Endpoint=sb://127.0.0.1:{port};SharedAccessKeyName=k;SharedAccessKey=SuperSecretKey123=;UseDevelopmentEmulator=true"
+    result = dlq(cs, "summary", exit_code=1)
+    assert "ServiceBusConnectionError" in result.output
+    assert "SuperSecretKey123" not in result.output
+    assert "Traceback" not in result.output
