@@ -365,7 +365,14 @@ def test_sigkilled_receiver_locks_expire_and_messages_come_back(emu):
     assert "GOT 2" in proc.stdout, proc.stderr[-2000:]
     assert proc.returncode == -9
     assert emu.stats()["entities"]["q"]["locked"] == 2
+    with client(emu) as c, c.get_queue_sender("q") as s:       # the dead receiver gets nothing more
+        s.send_messages(ServiceBusMessage("k3"))
+    counts = emu.stats()["entities"]["q"]
+    assert counts["active"] == 1 and counts["locked"] == 2
     with client(emu) as c, c.get_queue_receiver("q") as r:
+        (fresh,) = receive(r, 1)
+        assert str(fresh) == "k3" and fresh.delivery_count == 0
+        r.complete_message(fresh)
         got = receive(r, 2, wait=6)
         assert sorted(str(m) for m in got) == ["k1", "k2"]
         assert all(m.delivery_count == 1 for m in got)

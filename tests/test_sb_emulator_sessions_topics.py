@@ -6,12 +6,19 @@ import asyncio
 import time
 
 import pytest
-from azure.servicebus import NEXT_AVAILABLE_SESSION, ServiceBusClient, ServiceBusMessage, ServiceBusSubQueue
+from azure.servicebus import (
+    NEXT_AVAILABLE_SESSION,
+    AutoLockRenewer,
+    ServiceBusClient,
+    ServiceBusMessage,
+    ServiceBusSubQueue,
+)
 from azure.servicebus.aio import ServiceBusClient as AsyncServiceBusClient
 from azure.servicebus.exceptions import (
     MessagingEntityNotFoundError,
     OperationTimeoutError,
     SessionCannotBeLockedError,
+    SessionLockLostError,
 )
 
 from worker.emulators.servicebus import QueueConfig, SubscriptionConfig, TopicConfig
@@ -97,6 +104,28 @@ def test_closing_a_session_receiver_returns_unsettled_messages(emu):
         with c.get_queue_receiver("sq", session_id="z") as r:
             (m,) = receive(r, 1)
             assert str(m) == "again" and m.delivery_count == 1
+            r.complete_message(m)
+
+
+def test_session_lock_expiry_is_reported_and_auto_lock_renewer_prevents_it(emu):
+    with client(emu) as c:
+        with c.get_queue_sender("sq") as s:
+            s.send_messages([ServiceBusMessage("kept", session_id="renewed"),
+                             ServiceBusMessage("lost", session_id="idle")])
+        with c.get_queue_receiver("sq", session_id="renewed") as r:
+            renewer = AutoLockRenewer(max_lock_renewal_duration=20)
+            renewer.register(r, r.session)
+            time.sleep(4)                                   # past the 3 s session lock
+            (m,) = receive(r, 1)
+            r.complete_message(m)
+            renewer.close()
+        with c.get_queue_receiver("sq", session_id="idle") as r:
+            time.sleep(3.5)
+            with pytest.raises(SessionLockLostError):
+                r.receive_messages(max_message_count=1, max_wait_time=2)
+        with c.get_queue_receiver("sq", session_id="idle") as r:   # the session is free again
+            (m,) = receive(r, 1)
+            assert str(m) == "lost"
             r.complete_message(m)
 
 
