@@ -1,0 +1,262 @@
+"""Run one scenario: start the emulators and the worker processes (or the baseline), send, collect, measure."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+import structlog
+from azure.servicebus import ServiceBusClient, ServiceBusMessage
+
+from benchmarks import measure
+from benchmarks.scenarios import Scenario
+from benchmarks.workload import COLLECTIONS, PRIVATE_STORAGE, ingest_requests
+from worker.demo.cluster import REPLY_QUEUE, REQUEST_QUEUE, ClusterSettings, LocalCluster
+from worker.demo.traffic import Outgoing, ResultCollector, send_requests
+
+log = structlog.get_logger(__name__)
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class ScenarioResult:
+    scenario: Scenario
+    figures: dict[str, Any] = field(default_factory=dict)
+    processes: list[dict[str, Any]] = field(default_factory=list)
+    calls: dict[str, int] = field(default_factory=dict)
+    error: str | None = None
+
+
+def _send_paced(client: ServiceBusClient, messages: list[Outgoing], rate: float) -> dict[str, float]:
+    """Send at ``rate`` messages/s in small batches every 50 ms; returns message_id → monotonic send time."""
+    sent_at: dict[str, float] = {}
+    start = time.monotonic()
+    i = 0
+    with client.get_queue_sender(REQUEST_QUEUE) as sender:
+        while i < len(messages):
+            due = min(len(messages), int((time.monotonic() - start) * rate) + 1)
+            if due > i:
+                batch = messages[i:due]
+                now = time.monotonic()
+                sender.send_messages(
+                    [ServiceBusMessage(m.body, message_id=m.message_id, content_type="application/json") for m in batch]
+                )
+                for m in batch:
+                    sent_at[m.message_id] = now
+                i = due
+            time.sleep(0.05)
+    return sent_at
+
+
+def _steady_throughput(times: list[float]) -> float | None:
+    """Results/s between the 10th and 90th percentile of receive times (ramp-up and tail excluded)."""
+    if len(times) < 50:
+        return None
+    times = sorted(times)
+    lo, hi = int(0.1 * len(times)), int(0.9 * len(times)) - 1
+    span = times[hi] - times[lo]
+    return (hi - lo) / span if span > 0 else None
+
+
+class Run:
+    """Runs scenarios in order; later ones may refer to earlier results (half rate, ratios)."""
+
+    def __init__(self, *, out=print) -> None:  # type: ignore[no-untyped-def]
+        self.results: dict[str, ScenarioResult] = {}
+        self.out = out
+
+    def rate_for(self, s: Scenario) -> float | None:
+        if s.rate is None:
+            return None
+        if isinstance(s.rate, str) and s.rate.startswith("half:"):
+            ref = self.results.get(s.rate[5:])
+            peak = ref.figures.get("throughput") if ref else None
+            if not peak:
+                raise RuntimeError(f"{s.name}: needs the peak of scenario {s.rate[5:]!r}, run it first")
+            return peak / 2.0
+        return float(s.rate)
+
+    def run(self, s: Scenario) -> ScenarioResult:
+        try:
+            result = self._run(s)
+        except Exception as exc:  # one failed scenario must not lose the others' figures
+            log.exception("scenario_failed", scenario=s.name)
+            result = ScenarioResult(s, error=f"{type(exc).__name__}: {exc}")
+        self._derive(result)
+        self.results[s.name] = result
+        return result
+
+    # ------------------------------------------------------------------------------------------------------
+    def _run(self, s: Scenario) -> ScenarioResult:
+        rate = self.rate_for(s)
+        n = s.requests if rate is None else max(10, int(rate * s.paced_seconds))
+        settings = ClusterSettings(
+            workers=0 if s.baseline else s.processes,
+            concurrency=s.concurrency,
+            operation_seconds=s.operation_seconds,
+            lock_duration=60.0,
+            private_hosts=[PRIVATE_STORAGE],
+            collections=list(COLLECTIONS),
+            request_budget=s.emulator_budget,
+            geocatalog_budget=s.budget_share,
+            extra_worker_args=("--log-level", "WARNING", *s.worker_args),
+        )
+        messages = ingest_requests(s.name.replace("smoke-", "s")[:24], n, s.items_per_request)
+        me = psutil.Process()
+        with LocalCluster(settings) as cluster:
+            assert cluster.servicebus is not None and cluster.geocatalog is not None
+            client = ServiceBusClient.from_connection_string(cluster.servicebus.connection_string)
+            with client, ResultCollector(client, REPLY_QUEUE) as collector:
+                if not s.baseline:
+                    self._warm_up(client, collector, s)
+                baseline_proc = None
+                if s.baseline:
+                    baseline_proc = self._start_baseline(cluster, s, n)
+                pids = [baseline_proc.pid] if baseline_proc else cluster.worker_pids()
+                stats0 = cluster.geocatalog.stats()
+                procs0 = measure.sample(pids)
+                harness0 = sum(me.cpu_times()[:2])
+                t0 = time.monotonic()
+                if rate is None:
+                    sent_at = send_requests(client, REQUEST_QUEUE, messages)
+                else:
+                    sent_at = _send_paced(client, messages, rate)
+                timeout = 120.0 + n * (s.baseline_poll_seconds + s.operation_seconds if s.baseline else 0.05)
+                collector.wait_for(sent_at, timeout=timeout)
+                procs1 = measure.sample(pids)
+                harness1 = sum(me.cpu_times()[:2])
+                stats1 = cluster.geocatalog.stats()
+                collected = collector.snapshot()
+                if baseline_proc is not None:
+                    self._stop_baseline(baseline_proc)
+        return self._figures(s, n, rate, t0, sent_at, collected, procs0, procs1, stats0, stats1, harness1 - harness0)
+
+    def _warm_up(self, client: ServiceBusClient, collector: ResultCollector, s: Scenario) -> None:
+        """A few requests per process so that links, pools and SAS tokens exist before measuring."""
+        warm = ingest_requests(f"warm{s.name[:16]}", 4 * s.processes, 1)
+        send_requests(client, REQUEST_QUEUE, warm)
+        if not collector.wait_for([m.message_id for m in warm], timeout=90):
+            raise RuntimeError(f"{s.name}: workers did not answer the warm-up requests within 90 s")
+
+    def _start_baseline(self, cluster: LocalCluster, s: Scenario, n: int) -> subprocess.Popen[bytes]:
+        assert cluster.servicebus is not None and cluster.geocatalog is not None
+        cmd = [
+            sys.executable,
+            "-m",
+            "benchmarks.baseline",
+            "--connection-string",
+            cluster.servicebus.connection_string,
+            "--queue",
+            REQUEST_QUEUE,
+            "--reply-queue",
+            REPLY_QUEUE,
+            "--geocatalog-url",
+            cluster.geocatalog.url,
+            "--token",
+            cluster.geocatalog.token,
+            "--sas-api-url",
+            cluster.geocatalog.url,
+            "--poll-seconds",
+            str(s.baseline_poll_seconds),
+            "--count",
+            str(n),
+            "--hold",
+        ]
+        return subprocess.Popen(cmd, cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+
+    @staticmethod
+    def _stop_baseline(proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stdin is not None
+        proc.stdin.close()  # --hold: the baseline exits when its stdin closes
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+    # ------------------------------------------------------------------------------------------------------
+    def _figures(self, s, n, rate, t0, sent_at, collected, procs0, procs1, stats0, stats1, harness_cpu):  # type: ignore[no-untyped-def]
+        got = {mid: collected[mid] for mid in sent_at if mid in collected}
+        latencies = [c.received_at - sent_at[mid] for mid, c in got.items()]
+        times = [c.received_at for c in got.values()]
+        statuses: dict[str, int] = {}
+        for c in got.values():
+            statuses[str(c.result.get("status"))] = statuses.get(str(c.result.get("status")), 0) + 1
+        elapsed = (max(times) - t0) if times else None
+        overall = len(got) / elapsed if elapsed else None
+        steady = _steady_throughput(times) if rate is None else overall
+        items = n * s.items_per_request
+        calls = measure.calls_by_kind(measure.stats_delta(stats0, stats1))
+        gc_calls = sum(calls[k] for k in ("post", "put", "delete", "poll_get", "item_get", "other"))
+        cpu = sum(procs1[p].cpu - procs0[p].cpu for p in procs1 if p in procs0)
+        processes = [
+            {
+                "pid": p,
+                "cpu_seconds": round(procs1[p].cpu - procs0[p].cpu, 3),
+                "peak_rss_mb": round(procs1[p].peak_rss_mb, 1),
+            }
+            for p in procs1
+            if p in procs0
+        ]
+        op_seconds = calls["accepted_writes"] * s.operation_seconds
+        f: dict[str, Any] = {
+            "requests": n,
+            "items": items,
+            "results": len(got),
+            "succeeded": statuses.get("succeeded", 0),
+            "failed": n - statuses.get("succeeded", 0),
+            "statuses": statuses,
+            "offered_rate": rate,
+            "elapsed_s": elapsed,
+            "throughput": steady if steady is not None else overall,
+            "throughput_overall": overall,
+            "latency_p50": measure.percentile(latencies, 50),
+            "latency_p95": measure.percentile(latencies, 95),
+            "latency_p99": measure.percentile(latencies, 99),
+            "latency_max": max(latencies) if latencies else None,
+            "cpu_s_total": cpu,
+            "cpu_ms_per_request": cpu / len(got) * 1000 if got else None,
+            "peak_rss_mb_max": max((p["peak_rss_mb"] for p in processes), default=None),
+            "harness_cpu_s": harness_cpu,
+            "geocatalog_calls": gc_calls,
+            "calls_per_item": gc_calls / items if items else None,
+            "calls_per_item_by_kind": {k: calls[k] / items for k in ("post", "put", "delete", "poll_get", "item_get")},
+            "sas_calls": calls["sas"],
+            "throttled_429": calls["throttled"],
+            "operations": calls["accepted_writes"],
+            "items_per_operation": items / calls["accepted_writes"] if calls["accepted_writes"] else None,
+            "poll_gets_per_op_second": calls["poll_get"] / op_seconds if op_seconds > 0 else None,
+        }
+        return ScenarioResult(s, figures=f, processes=processes, calls=calls)
+
+    def _derive(self, r: ScenarioResult) -> None:
+        s, f = r.scenario, r.figures
+        if not f:
+            return
+        if s.compare_to and s.compare_to in self.results:
+            ref = self.results[s.compare_to].figures.get("throughput")
+            f["scale_ratio"] = f["throughput"] / ref if ref and f.get("throughput") else None
+        if s.baseline_name and s.baseline_name in self.results:
+            b = self.results[s.baseline_name].figures
+            bt = b.get("throughput")
+            f["vs_baseline_throughput"] = f["throughput"] / bt if bt and f.get("throughput") else None
+            bl = b.get("latency_p50")
+            f["vs_baseline_latency_p50"] = f["latency_p50"] / bl if bl and f.get("latency_p50") else None
+            bc = b.get("calls_per_item")
+            f["vs_baseline_calls_per_item"] = f["calls_per_item"] / bc if bc and f.get("calls_per_item") else None
+        f["targets"] = [
+            {
+                "label": t.label,
+                "figure": t.figure,
+                "op": t.op,
+                "threshold": t.threshold,
+                "value": f.get(t.figure),
+                "met": t.met(f.get(t.figure)),
+            }
+            for t in s.targets
+        ]

@@ -1,0 +1,219 @@
+"""The benchmark scenarios and the issue's targets (issue 9), full and ``--smoke`` sets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+BUDGET_CALLS_PER_S = 50.0  # GeoCatalog's documented per-subscription budget
+
+
+@dataclass(frozen=True)
+class Target:
+    label: str  # what the issue asks, printed next to the figure
+    figure: str  # key in the scenario's figures
+    op: str  # ">=" or "<="
+    threshold: float
+
+    def met(self, value: float | None) -> bool | None:
+        if value is None:
+            return None
+        return value >= self.threshold if self.op == ">=" else value <= self.threshold
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    description: str
+    operation_seconds: float = 0.0
+    items_per_request: int = 1
+    concurrency: int = 64
+    processes: int = 1
+    requests: int = 500
+    rate: float | str | None = None  # None: burst (backlog); a number: paced req/s; "half:<scenario>"
+    paced_seconds: float = 15.0  # with rate: how long to send
+    emulator_budget: float | None = None  # GeoCatalog emulator's request_budget (429 beyond it)
+    baseline: bool = False  # run the quickstart's sequential loop instead of workers
+    baseline_poll_seconds: float = 5.0
+    compare_to: str | None = None  # throughput ratio against this scenario ("scale_ratio")
+    baseline_name: str | None = None  # worker/baseline ratio against this baseline scenario
+    worker_args: tuple[str, ...] = ()
+    targets: tuple[Target, ...] = field(default_factory=tuple)
+
+    @property
+    def budget_share(self) -> float:
+        """Each process's ``--geocatalog-budget``: the 50 calls/s subscription budget split evenly."""
+        return BUDGET_CALLS_PER_S / max(1, self.processes)
+
+
+def _op2_targets(op: float) -> tuple[Target, ...]:
+    return (
+        Target("≥ 150 requests/s with 2 s operations (1 process)", "throughput", ">=", 150.0),
+        Target("≤ 3 ms worker CPU per single-item request", "cpu_ms_per_request", "<=", 3.0),
+        Target("≤ 150 MB RSS with 512 requests in flight", "peak_rss_mb_max", "<=", 150.0),
+        Target("≤ 1.2 poll GETs per second of operation time", "poll_gets_per_op_second", "<=", 1.2),
+    )
+
+
+def full() -> list[Scenario]:
+    return [
+        Scenario(
+            "baseline-op2",
+            "quickstart sequential loop, 2 s operations, poll every 5 s",
+            operation_seconds=2.0,
+            requests=4,
+            baseline=True,
+        ),
+        Scenario(
+            "op0-1item-c64-p1",
+            "0 s operations, 1 item/request, concurrency 64, 1 process",
+            operation_seconds=0.0,
+            requests=2000,
+            concurrency=64,
+            targets=(Target("≤ 3 ms worker CPU per single-item request", "cpu_ms_per_request", "<=", 3.0),),
+        ),
+        Scenario(
+            "op0-1item-c64-p2",
+            "as op0-1item-c64-p1 on 2 processes",
+            operation_seconds=0.0,
+            requests=2000,
+            processes=2,
+            compare_to="op0-1item-c64-p1",
+        ),
+        Scenario(
+            "op0-1item-c64-p4",
+            "as op0-1item-c64-p1 on 4 processes",
+            operation_seconds=0.0,
+            requests=2000,
+            processes=4,
+            compare_to="op0-1item-c64-p1",
+        ),
+        Scenario(
+            "op2-1item-c64-p1",
+            "2 s operations, 1 item/request, concurrency 64, 1 process",
+            operation_seconds=2.0,
+            requests=640,
+            concurrency=64,
+        ),
+        Scenario(
+            "op2-1item-c64-p2",
+            "as op2-1item-c64-p1 on 2 processes (I/O-bound scale-out)",
+            operation_seconds=2.0,
+            requests=1280,
+            concurrency=64,
+            processes=2,
+            compare_to="op2-1item-c64-p1",
+            targets=(Target("2 processes ≥ 1.7x one (when the CPU allows it)", "scale_ratio", ">=", 1.7),),
+        ),
+        Scenario(
+            "op2-1item-c64-p4",
+            "as op2-1item-c64-p1 on 4 processes",
+            operation_seconds=2.0,
+            requests=2560,
+            concurrency=64,
+            processes=4,
+            compare_to="op2-1item-c64-p1",
+        ),
+        Scenario(
+            "op2-1item-c512-p1",
+            "2 s operations, 1 item/request, concurrency 512, 1 process (peak)",
+            operation_seconds=2.0,
+            requests=3000,
+            concurrency=512,
+            baseline_name="baseline-op2",
+            targets=_op2_targets(2.0),
+        ),
+        Scenario(
+            "op2-1item-c512-p1-half",
+            "as op2-1item-c512-p1, paced at half its peak rate",
+            operation_seconds=2.0,
+            concurrency=512,
+            rate="half:op2-1item-c512-p1",
+            paced_seconds=15.0,
+            baseline_name="baseline-op2",
+            targets=(Target("p99 ≤ operation time + 1 s at half the peak rate", "latency_p99", "<=", 3.0),),
+        ),
+        Scenario(
+            "op0-50items-c64-p1",
+            "0 s operations, 50 items/request, concurrency 64, 1 process",
+            operation_seconds=0.0,
+            items_per_request=50,
+            requests=200,
+            concurrency=64,
+        ),
+        Scenario(
+            "op2-50items-c64-p1",
+            "2 s operations, 50 items/request, concurrency 64, 1 process",
+            operation_seconds=2.0,
+            items_per_request=50,
+            requests=200,
+            concurrency=64,
+        ),
+        Scenario(
+            "budget50-op5-c512-p3",
+            "50 calls/s GeoCatalog budget enforced (429), 5 s operations, 3 processes",
+            operation_seconds=5.0,
+            requests=6000,
+            concurrency=512,
+            processes=3,
+            emulator_budget=50.0,
+            targets=(
+                Target("≥ 300 single-item requests/s across 3 processes", "throughput", ">=", 300.0),
+                Target("≤ 0.15 GeoCatalog calls per item", "calls_per_item", "<=", 0.15),
+                Target("no request failed by throttling", "failed", "<=", 0.0),
+            ),
+        ),
+    ]
+
+
+def smoke() -> list[Scenario]:
+    """Tiny versions that exercise every code path and figure (CI: works, not timing)."""
+    return [
+        Scenario(
+            "smoke-baseline",
+            "quickstart loop, 0.2 s operations, poll every 0.1 s",
+            operation_seconds=0.2,
+            requests=3,
+            baseline=True,
+            baseline_poll_seconds=0.1,
+        ),
+        Scenario(
+            "smoke-op02-1item-p1",
+            "0.2 s operations, 1 item/request, 1 process",
+            operation_seconds=0.2,
+            requests=40,
+            concurrency=16,
+            baseline_name="smoke-baseline",
+            targets=_op2_targets(0.2),
+        ),
+        Scenario(
+            "smoke-op02-half",
+            "paced at half the peak of smoke-op02-1item-p1",
+            operation_seconds=0.2,
+            concurrency=16,
+            rate="half:smoke-op02-1item-p1",
+            paced_seconds=2.0,
+            targets=(Target("p99 ≤ operation time + 1 s at half the peak rate", "latency_p99", "<=", 1.2),),
+        ),
+        Scenario(
+            "smoke-budget-50items-p2",
+            "budget 50 calls/s, 0.2 s operations, 5 items/request, 2 processes",
+            operation_seconds=0.2,
+            items_per_request=5,
+            requests=10,
+            concurrency=8,
+            processes=2,
+            emulator_budget=50.0,
+            compare_to="smoke-op02-1item-p1",
+            targets=(Target("≤ 0.15 GeoCatalog calls per item", "calls_per_item", "<=", 0.15),),
+        ),
+    ]
+
+
+def select(scenarios: list[Scenario], names: list[str] | None) -> list[Scenario]:
+    if not names:
+        return scenarios
+    known = {s.name: s for s in scenarios}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise SystemExit(f"unknown scenario(s): {', '.join(unknown)}; known: {', '.join(known)}")
+    return [s for s in scenarios if s.name in names]
