@@ -119,3 +119,21 @@ def test_codec_rejects_garbage():
     with pytest.raises(CodecError):
         parse(b"\xa1\x03abc")          # a bare string, not a described section
     assert split_batch(b"\x00\x53\x77\xa1\x01x") is None      # an amqp-value body is not a batch
+
+
+def test_port_in_use_fails_fast_with_a_clear_error(sb_emulator):
+    from worker.emulators.servicebus import EmulatorError, ServiceBusEmulator
+
+    first = sb_emulator(queues=[QueueConfig("q")])
+    started = time.monotonic()
+    with pytest.raises(EmulatorError, match=f"127.0.0.1:{first.port}"):
+        ServiceBusEmulator(port=first.port, queues=[QueueConfig("q")]).start()
+    assert time.monotonic() - started < 5
+    roundtrip_works(first)
+
+
+def test_duplicate_entity_names_are_a_config_error():
+    from worker.emulators.servicebus import ConfigError, ServiceBusEmulator, TopicConfig
+
+    with pytest.raises(ConfigError, match="'Q' is declared more than once"):
+        ServiceBusEmulator(queues=[QueueConfig("q")], topics=[TopicConfig("Q")])

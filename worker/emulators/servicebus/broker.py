@@ -128,11 +128,22 @@ class Broker(Handler):
         self.injector = EventInjector()
         self.connections: set[Any] = set()
         self._touched: list[str] = []
+        self.start_error: Exception | None = None
+        self.stopping = False
 
     # ------------------------------------------------------------------ lifecycle
-    @guarded
     def on_reactor_init(self, event: Any) -> None:
         self.container = event.container
+        try:
+            self._listen()
+        except Exception as exc:
+            self.start_error = exc
+            self.stopping = True
+            self.container.stop()
+            self.on_ready(-1)
+
+    def _listen(self) -> None:
+        assert self.container is not None
         self.container.selectable(self.injector)
         self.acceptor = self.container.acceptor(self.host, self.port)
         sock = self.acceptor._selectable._delegate
@@ -166,7 +177,7 @@ class Broker(Handler):
         except Exception:
             log.exception("servicebus_emulator_tick_failed")
         finally:
-            if self.container is not None and not getattr(self, "stopping", False):
+            if self.container is not None and not self.stopping:
                 self.container.schedule(self.tick_interval, self)
 
     def tick(self) -> None:
@@ -508,9 +519,9 @@ class Broker(Handler):
 
     def _settlement(self, link: Link, dlv: Delivery) -> None:
         token = getattr(dlv, "token", None)
-        if token is None or not (dlv.updated or dlv.remote_state or dlv.settled):
-            return
         state = dlv.remote_state
+        if token is None or (state is None and not dlv.settled):
+            return
         if dlv.settled and getattr(dlv, "handled", False):
             return
         dlv.handled = True

@@ -12,7 +12,7 @@ import structlog
 from proton.reactor import Container
 
 from worker.emulators.servicebus.broker import Broker
-from worker.emulators.servicebus.config import QueueConfig, TopicConfig, load_config_json
+from worker.emulators.servicebus.config import ConfigError, QueueConfig, TopicConfig, load_config_json
 from worker.emulators.servicebus.store import Store
 
 log = structlog.get_logger(__name__)
@@ -51,6 +51,11 @@ class ServiceBusEmulator:
             file_queues, file_topics = load_config_json(config_file)
             all_queues += file_queues
             all_topics += file_topics
+        seen: set[str] = set()
+        for name in [q.name for q in all_queues] + [t.name for t in all_topics]:
+            if name.lower() in seen:
+                raise ConfigError(f"entity {name!r} is declared more than once (names are case-insensitive)")
+            seen.add(name.lower())
         self._queues = all_queues
         self._topics = all_topics
         self._journal: Any = None
@@ -85,7 +90,11 @@ class ServiceBusEmulator:
         self._failure = None
 
         def ready(port: int) -> None:
-            self.port = port
+            if port < 0:
+                assert self._broker is not None
+                self._failure = self._broker.start_error
+            else:
+                self.port = port
             self._ready.set()
 
         commit = self._journal.commit if self._journal is not None else None
