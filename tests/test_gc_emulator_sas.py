@@ -99,6 +99,7 @@ def test_private_asset_with_valid_token_ingests_and_public_needs_none(emu):
     assert ingest(emu, make_stac_item("p3", C, href="https://public.example.com/p3.tif"))["status"] == "Succeeded"
     stored = requests.get(f"{emu.url}/stac/collections/{C}/items/p2", params=V, headers=emu.headers, timeout=5).json()
     assert stored["assets"]["data"]["href"] == f"https://{PRIVATE}/data/p2.tif"  # no token kept
+    assert emu.stats()["signed_asset_hosts"] == {PRIVATE: 1}  # where signed hrefs went (never the token)
 
 
 @pytest.mark.parametrize(

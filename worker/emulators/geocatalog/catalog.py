@@ -108,9 +108,15 @@ class Catalog:
         self._lock = threading.RLock()
         self._seq = 0
         self._due: list[tuple[float, int, str]] = []
+        # raw netloc of every asset href that arrived carrying a SAS signature (never the token itself), so tests
+        # can prove no token was ever attached to a host outside the signing allow-list
+        self.signed_asset_netlocs: Counter[str] = Counter()
+        self._ended: Counter[str] = Counter()  # terminal operations by status (stats without a full scan)
         for op in store.list_operations():
             if op.outcome is None:
                 self._schedule(op)
+            else:
+                self._ended[op.outcome] += 1
 
     # ---------------------------------------------------------------- operations timeline
     def _schedule(self, op: Operation) -> None:
@@ -126,6 +132,8 @@ class Catalog:
                 op = self.store.get_operation(op_id)
                 if op is not None and op.outcome is None:
                     self._apply(op)
+                    op.payload = {}  # applied: the item bodies are no longer needed (memory on long soaks)
+                    self._ended[op.outcome or "Failed"] += 1
                     self.store.put_operation(op)
 
     def _new_operation(
@@ -233,6 +241,7 @@ class Catalog:
             return iid, "IngestionAuthenticationFailed", f"Item '{iid}': {denied}"
         stored = copy.deepcopy(item)
         for asset in stored.get("assets", {}).values():
+            self._record_signed(asset["href"])
             asset["href"] = strip_sas(asset["href"])
         now = rfc3339(op.finished)
         props = stored.setdefault("properties", {})
@@ -243,6 +252,11 @@ class Catalog:
         stored.pop("links", None)
         self.store.put_item(cid, iid, stored)
         return None
+
+    def _record_signed(self, href: str) -> None:
+        parts = urlsplit(href)
+        if any(k.lower() == "sig" for k in parse_qs(parts.query, keep_blank_values=True)):
+            self.signed_asset_netlocs[parts.netloc] += 1
 
     def _asset_access(self, item: dict[str, Any], at: float) -> str | None:
         """Why the service could not copy one of the item's assets at time ``at`` (None when it can)."""
@@ -426,6 +440,8 @@ class Catalog:
         )
         if op.additional_information:
             op.additional_information["TotalPendingItems"] = "0"
+        op.payload = {}
+        self._ended["Canceled"] += 1
         self.store.put_operation(op)
 
     def cancel_operation(self, op_id: str) -> None:
@@ -447,7 +463,8 @@ class Catalog:
         with self._lock:
             self.advance()
             now = self.clock()
-            ops = [op for op in self.store.list_operations() if op.outcome is None]
+            ops = [self.store.get_operation(op_id) for _, _, op_id in sorted(self._due)]
+            ops = [op for op in ops if op is not None and op.outcome is None]
             for op in ops:
                 self._cancel(op, now)
             return len(ops)
@@ -457,8 +474,12 @@ class Catalog:
         with self._lock:
             self.advance()
             now = self.clock()
-            ops: Counter[str] = Counter(op.status_at(now) for op in self.store.list_operations())
-            return self.store.item_counts(), dict(ops)
+            ops = Counter(self._ended)
+            for _, _, op_id in self._due:
+                op = self.store.get_operation(op_id)
+                if op is not None and op.outcome is None:
+                    ops[op.status_at(now)] += 1
+            return self.store.item_counts(), {status: n for status, n in ops.items() if n}
 
     def put_blob(self, key: str, data: bytes, content_type: str) -> None:
         with self._lock:

@@ -166,6 +166,7 @@ class GeoCatalogEmulator:
             "items": items,
             "operations": ops,
             "faults_injected": dict(self._faults.injected),
+            "signed_asset_hosts": dict(self.catalog.signed_asset_netlocs),
         }
 
     def set_faults(self, specs: Iterable[str]) -> None:
