@@ -29,3 +29,10 @@ def test_allow_list_wildcards_and_lookalikes():
     assert not allow.allows_url("ftp://acct.blob.core.windows.net/c")
     assert allow.allows_url("http://127.0.0.1:10000/acct/c/x.tif")
     assert not allow.allows_url("http://127.0.0.1:10001/acct/c/x.tif")
+
+
+def test_envvar_names_for_options_and_flag_pairs():
+    from worker.options import envvar
+
+    assert envvar("--request-queue") == "GCW_REQUEST_QUEUE"
+    assert envvar("--sessions/--no-sessions") == "GCW_SESSIONS"

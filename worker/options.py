@@ -15,8 +15,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def envvar(option: str) -> str:
-    """The environment variable that feeds ``--option``."""
-    return "GCW_" + option.lstrip("-").replace("-", "_").upper()
+    """The environment variable that feeds ``--option`` (for a ``--flag/--no-flag`` pair: ``GCW_FLAG``)."""
+    primary = option.split("/", 1)[0].strip()
+    return "GCW_" + primary.lstrip("-").replace("-", "_").upper()
 
 
 def option(name: str, **kwargs: Any) -> Callable[[F], F]:
