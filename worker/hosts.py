@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import fnmatch
+import re
 from collections.abc import Iterable
 from urllib.parse import urlsplit
+
+# what a host name (or an IPv6 literal, brackets removed) may contain once urlsplit lower-cased it; anything else
+# ("\\", "%", spaces) is read differently by other URL parsers, which could send a token to another host
+_HOST_CHARS = re.compile(r"[a-z0-9.\-_]+|[0-9a-f:.]+", re.ASCII)
 
 
 class HostAllowList:
@@ -37,7 +42,10 @@ class HostAllowList:
         return False
 
     def allows_url(self, url: str) -> bool:
-        """True if ``url`` is http(s), has no user-info, and its host matches a pattern."""
+        """True if ``url`` is an ASCII http(s) URL without spaces, control characters or backslashes, has no
+        user-info, its host is spelled with host-name characters only, and the host matches a pattern."""
+        if not url.isascii() or "\\" in url or any(c <= " " or c == "\x7f" for c in url):
+            return False
         try:
             parts = urlsplit(url)
             port = parts.port
@@ -45,6 +53,8 @@ class HostAllowList:
             return False
         if parts.scheme not in ("https", "http") or not parts.hostname:
             return False
-        if parts.username is not None or parts.password is not None:
+        if parts.username is not None or parts.password is not None or "@" in parts.netloc:
+            return False
+        if not _HOST_CHARS.fullmatch(parts.hostname):
             return False
         return self.allows_host(parts.hostname, port)
