@@ -45,12 +45,13 @@ def plain(value: Any) -> Any:
 
 def _sections(raw: bytes) -> list[tuple[int, Any, bytes]]:
     out: list[tuple[int, Any, bytes]] = []
-    view = memoryview(raw)
     pos = 0
+    data = Data()
     while pos < len(raw):
-        data = Data()
+        data.clear()
+        rest = raw[pos:] if pos else raw
         try:
-            used = data.decode(bytes(view[pos:]))
+            used = data.decode(rest)
         except Exception as exc:
             raise CodecError(f"undecodable AMQP section at byte {pos}: {exc}") from exc
         data.rewind()
@@ -62,7 +63,7 @@ def _sections(raw: bytes) -> list[tuple[int, Any, bytes]]:
             code = int(obj.descriptor)
         except (TypeError, ValueError) as exc:
             raise CodecError(f"AMQP section at byte {pos} has a non-numeric descriptor") from exc
-        out.append((code, plain(obj.value), bytes(view[pos:pos + used])))
+        out.append((code, plain(obj.value), rest[:used]))
         pos += used
     return out
 
@@ -101,13 +102,17 @@ class WireMessage:
 
 
 def parse(raw: bytes) -> WireMessage:
+    return _from_sections(_sections(raw))
+
+
+def _from_sections(sections: list[tuple[int, Any, bytes]]) -> WireMessage:
     header: list[Any] = []
     annotations: dict[Any, Any] = {}
     properties: list[Any] = []
     properties_raw = app_raw = b""
     app: dict[Any, Any] | None = None
     rest: list[bytes] = []
-    for code, value, chunk in _sections(raw):
+    for code, value, chunk in sections:
         if code == HEADER:
             header = list(value or [])
         elif code == DELIVERY_ANN:
@@ -129,12 +134,13 @@ def parse(raw: bytes) -> WireMessage:
 
 
 def split_batch(raw: bytes) -> list[bytes] | None:
-    """The inner messages of a batch transfer (message-format 0x80013700), or None for a plain message.
+    """The inner messages of a batch transfer (message-format 0x80013700), or None for a plain message."""
+    return _batch_payloads(_sections(raw))
 
-    Proton-C drops the transfer's message-format, so a batch is recognised by its shape: only data sections
-    (plus envelope sections), each holding an encoded AMQP message.
-    """
-    sections = _sections(raw)
+
+def _batch_payloads(sections: list[tuple[int, Any, bytes]]) -> list[bytes] | None:
+    """Proton-C drops the transfer's message-format, so a batch is recognised by its shape: only data sections
+    (plus envelope sections), each holding an encoded AMQP message."""
     datas = [v for code, v, _ in sections if code == DATA]
     if not datas or any(code in (SEQUENCE, VALUE) for code, _, _ in sections):
         return None
@@ -145,15 +151,18 @@ def split_batch(raw: bytes) -> list[bytes] | None:
     return list(datas)
 
 
+def _incoming(raw: bytes, wire: WireMessage) -> Incoming:
+    return Incoming(payload=wire, raw=raw, message_id=wire.message_id, session_id=wire.session_id,
+                    ttl=wire.ttl, scheduled_at=wire.scheduled_at)
+
+
 def to_incoming(raw: bytes) -> list[Incoming]:
     """One transfer from a sender link → the messages to enqueue (several for a batch)."""
-    inner = split_batch(raw)
-    out = []
-    for one in inner if inner is not None else [raw]:
-        wire = parse(one)
-        out.append(Incoming(payload=wire, raw=one, message_id=wire.message_id, session_id=wire.session_id,
-                            ttl=wire.ttl, scheduled_at=wire.scheduled_at))
-    return out
+    sections = _sections(raw)
+    inner = _batch_payloads(sections)
+    if inner is None:
+        return [_incoming(raw, _from_sections(sections))]
+    return [_incoming(one, parse(one)) for one in inner]
 
 
 def _encode(obj: Any) -> bytes:
