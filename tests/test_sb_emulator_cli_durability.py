@@ -134,3 +134,19 @@ def test_status_endpoint_paths(sb_emulator):
         urllib.request.urlopen(emu.status_url + "nope", timeout=5)
     assert err.value.code == 404
     assert os.environ.get("GCW_NEVER_SET") is None
+
+
+def test_duplicate_detection_history_survives_restart(sb_emulator, tmp_path: Path):
+    from worker.emulators.servicebus import QueueConfig
+
+    queues = [QueueConfig("replies", requires_duplicate_detection=True, duplicate_detection_window=600)]
+    first = sb_emulator(queues=queues, data_dir=tmp_path)
+    with client(first.connection_string) as c, c.get_queue_sender("replies") as s:
+        s.send_messages(ServiceBusMessage("result", message_id="req-1"))
+    first.stop()
+    second = sb_emulator(queues=queues, data_dir=tmp_path)
+    with client(second.connection_string) as c, c.get_queue_sender("replies") as s:
+        s.send_messages([ServiceBusMessage("result again", message_id="req-1"),
+                         ServiceBusMessage("other", message_id="req-2")])
+    counts = second.stats()["entities"]["replies"]
+    assert counts["active"] == 2 and counts["sent"] == 1

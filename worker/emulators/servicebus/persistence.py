@@ -1,7 +1,7 @@
 """SQLite durability for ``--data-dir``: every accepted message is committed before the client hears "accepted".
 
 Locks do not survive a restart: a message that was locked comes back available (as when its lock expires).
-The duplicate-detection history is kept in memory only.
+The duplicate-detection history (message ids within the window) is kept too.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ CREATE TABLE IF NOT EXISTS messages (
     delivery_count INTEGER NOT NULL, deferred INTEGER NOT NULL, dl_reason TEXT, dl_description TEXT,
     dl_source TEXT, ttl REAL, PRIMARY KEY (path, seq));
 CREATE TABLE IF NOT EXISTS counters (path TEXT PRIMARY KEY, seq INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS message_ids (path TEXT NOT NULL, message_id TEXT NOT NULL, at REAL NOT NULL,
+    PRIMARY KEY (path, message_id));
 CREATE TABLE IF NOT EXISTS sessions (path TEXT NOT NULL, session_id TEXT NOT NULL, state BLOB,
     PRIMARY KEY (path, session_id));
 """
@@ -59,6 +61,10 @@ class SqliteJournal:
         self._begin()
         self._db.execute("INSERT OR REPLACE INTO sessions VALUES (?,?,?)", (path.lower(), session_id, state))
 
+    def save_message_id(self, path: str, message_id: str, at: float) -> None:
+        self._begin()
+        self._db.execute("INSERT OR REPLACE INTO message_ids VALUES (?,?,?)", (path.lower(), message_id, at))
+
     def commit(self) -> None:
         if self._dirty:
             self._db.execute("COMMIT")
@@ -79,6 +85,10 @@ class SqliteJournal:
             store.restore_counter(path, seq)
         for path, session_id, state in self._db.execute("SELECT path, session_id, state FROM sessions"):
             store.restore_session_state(path, session_id, state)
+        for path, message_id, at in self._db.execute("SELECT path, message_id, at FROM message_ids ORDER BY at"):
+            store.restore_message_id(path, message_id, at)
+        # forget ids older than the longest window any entity could use (7 days is Azure's maximum)
+        self._db.execute("DELETE FROM message_ids WHERE at < ?", (store.now() - 7 * 86400,))
         return len(rows)
 
     def close(self) -> None:

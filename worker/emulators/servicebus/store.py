@@ -115,6 +115,7 @@ class Journal(Protocol):
     def save(self, path: str, msg: StoredMessage) -> None: ...
     def delete(self, path: str, seq: int) -> None: ...
     def save_session_state(self, path: str, session_id: str, state: bytes | None) -> None: ...
+    def save_message_id(self, path: str, message_id: str, at: float) -> None: ...
 
 
 @dataclass
@@ -325,6 +326,8 @@ class Store:
         if message_id in window:
             return True
         window[message_id] = now
+        if self._journal is not None:
+            self._journal.save_message_id(target.path, message_id, now)
         return False
 
     def _enqueue_topic(self, topic: Topic, item: Incoming, now: float) -> int:
@@ -685,6 +688,15 @@ class Store:
                     self._timer(msg.expires_at, "ttl", target, msg.seq)
             elif msg.state is MessageState.SCHEDULED:
                 self._timer(msg.visible_at, "schedule", target, msg.seq)
+
+    def restore_message_id(self, path: str, message_id: str, at: float) -> None:
+        with self._lock:
+            try:
+                target = self.resolve_target(path)
+            except EntityNotFound:
+                return
+            if self._clock() - at < target.config.duplicate_detection_window:
+                target.dup_window[message_id] = at
 
     def restore_counter(self, path: str, seq: int) -> None:
         with self._lock:
