@@ -230,3 +230,18 @@ def test_invalid_configuration_fails_at_start_with_a_clear_message() -> None:
         assert h.servicebus is not None
         key = h.servicebus.connection_string.split("SharedAccessKey=")[1].split(";")[0]
         assert key not in w.output()
+
+
+def test_lock_lost_cancels_the_work_publishes_nothing_and_redelivery_takes_over() -> None:
+    # renewal capped at 1 s with a 2 s lock and a 4 s operation: every delivery loses its lock
+    with Harness(lock_duration=2, max_delivery_count=2, operation_seconds=4, collections=["c1"]) as h:
+        w = h.start_worker(concurrency=2, max_lock_renewal_seconds=1)
+        h.wait_ready(w)
+        h.send([ingest_request("c1", [stac_item("lost", "c1")])])
+        assert wait_until(lambda: h.queue_stats()["dead_letter"] == 1, 40)
+        assert h.collect_replies(1, timeout=3) == []  # nothing published for a message whose lock was lost
+        dead = h.dead_letters()
+        assert dead[0].dead_letter_reason == "MaxDeliveryCountExceeded"
+        assert h.metric(w, "gcw_locks_lost_total") >= 2
+        assert len(w.events("lock_lost")) >= 2
+        assert wait_until(lambda: len(w.events("result_discarded")) >= 1, 10)

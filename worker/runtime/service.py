@@ -10,7 +10,6 @@ from __future__ import annotations
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 import structlog
 from azure.servicebus import ServiceBusClient
@@ -128,6 +127,3 @@ class Consumer:
                     break
         finally:
             self.drain()
-
-    def alive(self) -> Any:
-        return [o.is_alive() for o in self.owners]
