@@ -245,3 +245,14 @@ def test_lock_lost_cancels_the_work_publishes_nothing_and_redelivery_takes_over(
         assert h.metric(w, "gcw_locks_lost_total") >= 2
         assert len(w.events("lock_lost")) >= 2
         assert wait_until(lambda: len(w.events("result_discarded")) >= 1, 10)
+
+
+def test_sigint_stops_like_sigterm() -> None:
+    with Harness(lock_duration=5, operation_seconds=0.1) as h:
+        w = h.start_worker(concurrency=2)
+        h.wait_ready(w)
+        w.proc.send_signal(2)
+        assert w.proc.wait(timeout=30) == 0
+        assert wait_until(lambda: bool(w.events("worker_stopped")), 5)
+        assert w.events("signal_received")[0]["signal"] == "SIGINT"
+        assert w.events("worker_stopped")[0]["exit_status"] == 0

@@ -188,8 +188,10 @@ def run(cfg: RunConfig) -> int:
         breaker_max_open_seconds=cfg.breaker_max_open_seconds,
     )
     consumer = Consumer(client, settings, processor, limits=limits, metrics=metrics, health=health)
+    status = 0
     try:
-        consumer.run(stop)
+        if not consumer.run(stop):
+            status = 1  # a receiver loop crashed: let the orchestrator restart the pod
     finally:
         for closer in (getattr(processor, "batcher", None), client, server):
             try:
@@ -199,5 +201,5 @@ def run(cfg: RunConfig) -> int:
                     closer.close()
             except Exception:
                 log.debug("close_failed", exc_info=True)
-        log.info("worker_stopped")
-    return 0
+        log.info("worker_stopped", exit_status=status)
+    return status

@@ -129,6 +129,8 @@ class ReceiverOwner(threading.Thread):
             self._renew_locks()
             self._abandon_due()
             if self._drain_deadline is not None:
+                for key in list(self._abandon_at):  # retries waiting out their backoff: let them go now
+                    self._abandon_at[key] = 0.0
                 if not self._inflight:
                     return
                 if self._clock() >= self._drain_deadline:
@@ -227,6 +229,8 @@ class ReceiverOwner(threading.Thread):
                 self._breaker.record_neutral()
             self._health.set_connected(self.name, False)
             log.warning("receive_failed", receiver=self.name, error=redact(f"{type(exc).__name__}: {exc}"))
+            # messages received on this link can no longer be settled through it: their redelivery takes over
+            self._lose_all("receiver link failed")
             self._reset_receiver()
             self._run_commands(block_for=1.0)
             return
@@ -270,6 +274,8 @@ class ReceiverOwner(threading.Thread):
 
     # ---- lock renewal ------------------------------------------------------------------------------------
     def _renew_locks(self) -> None:
+        if self._receiver is None:
+            return
         now = self._clock()
         cap = self.settings.max_lock_renewal_seconds
         if self.settings.sessions:

@@ -118,12 +118,17 @@ class Consumer:
         self._pool.shutdown(wait=False, cancel_futures=True)
         log.info("drain_finished", still_running=[o.name for o in self.owners if o.is_alive()])
 
-    def run(self, stop: threading.Event) -> None:
+    def run(self, stop: threading.Event) -> bool:
+        """Consume until ``stop`` is set, then drain. False when a receiver loop died on its own."""
         self.start()
+        clean = True
         try:
             while not stop.wait(0.5):
-                if not any(o.is_alive() for o in self.owners):
-                    log.error("all_receivers_stopped")
+                dead = [o.name for o in self.owners if not o.is_alive()]
+                if dead:
+                    log.error("receiver_loop_died", receivers=dead)
+                    clean = False
                     break
         finally:
             self.drain()
+        return clean
