@@ -22,6 +22,12 @@ def main(argv: list[str] | None = None) -> int:
     run_p.add_argument("--smoke", action="store_true", help="tiny scenarios (CI: checks the runner, not timing)")
     run_p.add_argument("--scenario", action="append", help="run only this scenario (repeatable)")
     run_p.add_argument("--json", type=Path, help="write the JSON document here (default benchmarks/results/)")
+    run_p.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="record each measured process with py-spy (collapsed stacks) into DIR",
+    )
     list_p = sub.add_parser("list", help="list the scenarios")
     list_p.add_argument("--smoke", action="store_true")
     args = parser.parse_args(argv)
@@ -34,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     logging.getLogger("azure").setLevel(logging.WARNING)
     logging.getLogger("uamqp").setLevel(logging.WARNING)
-    run = Run()
+    run = Run(profile_dir=args.profile)
     results = []
     for s in chosen:
         print(f"== {s.name}: {s.description}", flush=True)

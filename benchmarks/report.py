@@ -45,6 +45,7 @@ COLUMNS = [
     ("p50 s", "latency_p50"),
     ("p95 s", "latency_p95"),
     ("p99 s", "latency_p99"),
+    ("pub p99", "published_p99"),
     ("CPU ms/req", "cpu_ms_per_request"),
     ("RSS MB", "peak_rss_mb_max"),
     ("calls/item", "calls_per_item"),
@@ -64,7 +65,7 @@ def table(results: list[ScenarioResult]) -> str:
     for r in results:
         f = r.figures
         if r.error or not f:
-            rows.append([r.scenario.name, f"ERROR {r.error}"] + [""] * (len(COLUMNS) - 2))
+            rows.append([r.scenario.name, "ERROR"] + [""] * (len(COLUMNS) - 2))
             continue
         ratio = f.get("vs_baseline_throughput") or f.get("scale_ratio")
         row = [r.scenario.name]
@@ -86,6 +87,7 @@ def table(results: list[ScenarioResult]) -> str:
         for row in [header, *rows]
     ]
     lines.insert(1, "  ".join("-" * w for w in widths))
+    lines += [f"{r.scenario.name}: {r.error}" for r in results if r.error]
     return "\n".join(lines)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -33,13 +35,14 @@ class ScenarioResult:
 
 
 def _send_paced(client: ServiceBusClient, messages: list[Outgoing], rate: float) -> dict[str, float]:
-    """Send at ``rate`` messages/s in small batches every 50 ms; returns message_id → monotonic send time."""
+    """Send at ``rate`` messages/s in small batches (every 20 ms); returns message_id → monotonic send time."""
     sent_at: dict[str, float] = {}
     start = time.monotonic()
     i = 0
     with client.get_queue_sender(REQUEST_QUEUE) as sender:
+        per_batch = _batch_size(messages)
         while i < len(messages):
-            due = min(len(messages), int((time.monotonic() - start) * rate) + 1)
+            due = min(len(messages), int((time.monotonic() - start) * rate) + 1, i + per_batch)
             if due > i:
                 batch = messages[i:due]
                 now = time.monotonic()
@@ -49,8 +52,15 @@ def _send_paced(client: ServiceBusClient, messages: list[Outgoing], rate: float)
                 for m in batch:
                     sent_at[m.message_id] = now
                 i = due
-            time.sleep(0.05)
+            else:
+                time.sleep(0.02)
     return sent_at
+
+
+def _batch_size(messages: list[Outgoing]) -> int:
+    """Messages per send call: the SDK caps a batch at 256 KiB."""
+    largest = max((len(m.body) for m in messages), default=1)
+    return max(1, min(50, 200_000 // largest))
 
 
 def _steady_throughput(times: list[float]) -> float | None:
@@ -66,9 +76,9 @@ def _steady_throughput(times: list[float]) -> float | None:
 class Run:
     """Runs scenarios in order; later ones may refer to earlier results (half rate, ratios)."""
 
-    def __init__(self, *, out=print) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, *, profile_dir: Path | None = None) -> None:
         self.results: dict[str, ScenarioResult] = {}
-        self.out = out
+        self.profile_dir = profile_dir
 
     def rate_for(self, s: Scenario) -> float | None:
         if s.rate is None:
@@ -120,21 +130,27 @@ class Run:
                 pids = [baseline_proc.pid] if baseline_proc else cluster.worker_pids()
                 stats0 = cluster.geocatalog.stats()
                 procs0 = measure.sample(pids)
+                load0 = os.getloadavg()[0]
                 harness0 = sum(me.cpu_times()[:2])
+                profilers = self._start_profilers(s, pids)
                 t0 = time.monotonic()
                 if rate is None:
-                    sent_at = send_requests(client, REQUEST_QUEUE, messages)
+                    sent_at = send_requests(client, REQUEST_QUEUE, messages, batch_size=_batch_size(messages))
                 else:
                     sent_at = _send_paced(client, messages, rate)
                 timeout = 120.0 + n * (s.baseline_poll_seconds + s.operation_seconds if s.baseline else 0.05)
                 collector.wait_for(sent_at, timeout=timeout)
                 procs1 = measure.sample(pids)
+                self._stop_profilers(profilers)
                 harness1 = sum(me.cpu_times()[:2])
+                load1 = os.getloadavg()[0]
                 stats1 = cluster.geocatalog.stats()
                 collected = collector.snapshot()
                 if baseline_proc is not None:
                     self._stop_baseline(baseline_proc)
-        return self._figures(s, n, rate, t0, sent_at, collected, procs0, procs1, stats0, stats1, harness1 - harness0)
+        result = self._figures(s, n, rate, t0, sent_at, collected, procs0, procs1, stats0, stats1, harness1 - harness0)
+        result.figures["load_average_1m"] = [load0, load1]
+        return result
 
     def _warm_up(self, client: ServiceBusClient, collector: ResultCollector, s: Scenario) -> None:
         """A few requests per process so that links, pools and SAS tokens exist before measuring."""
@@ -142,6 +158,42 @@ class Run:
         send_requests(client, REQUEST_QUEUE, warm)
         if not collector.wait_for([m.message_id for m in warm], timeout=90):
             raise RuntimeError(f"{s.name}: workers did not answer the warm-up requests within 90 s")
+
+    def _start_profilers(self, s: Scenario, pids: list[int]) -> list[subprocess.Popen[bytes]]:
+        """py-spy (sampling, every thread, no GIL needed) on each measured process, collapsed-stack output."""
+        if self.profile_dir is None:
+            return []
+        self.profile_dir.mkdir(parents=True, exist_ok=True)
+        py_spy = Path(sys.executable).with_name("py-spy")
+        procs = []
+        for i, pid in enumerate(pids):
+            out = self.profile_dir / f"{s.name}-{i}.txt"
+            cmd = [
+                str(py_spy),
+                "record",
+                "--pid",
+                str(pid),
+                "--rate",
+                "250",
+                "--format",
+                "raw",
+                "--nonblocking",
+                "--output",
+                str(out),
+            ]
+            procs.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        time.sleep(0.5)  # attached before the load starts
+        return procs
+
+    @staticmethod
+    def _stop_profilers(procs: list[subprocess.Popen[bytes]]) -> None:
+        for p in procs:
+            p.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+        for p in procs:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
 
     def _start_baseline(self, cluster: LocalCluster, s: Scenario, n: int) -> subprocess.Popen[bytes]:
         assert cluster.servicebus is not None and cluster.geocatalog is not None
@@ -183,6 +235,8 @@ class Run:
     def _figures(self, s, n, rate, t0, sent_at, collected, procs0, procs1, stats0, stats1, harness_cpu):  # type: ignore[no-untyped-def]
         got = {mid: collected[mid] for mid in sent_at if mid in collected}
         latencies = [c.received_at - sent_at[mid] for mid, c in got.items()]
+        wall = time.time() - time.monotonic()  # monotonic → epoch offset (same clock as the in-process broker)
+        published = [c.enqueued_at - (sent_at[mid] + wall) for mid, c in got.items() if c.enqueued_at is not None]
         times = [c.received_at for c in got.values()]
         statuses: dict[str, int] = {}
         for c in got.values():
@@ -219,6 +273,9 @@ class Run:
             "latency_p95": measure.percentile(latencies, 95),
             "latency_p99": measure.percentile(latencies, 99),
             "latency_max": max(latencies) if latencies else None,
+            "published_p50": measure.percentile(published, 50),
+            "published_p95": measure.percentile(published, 95),
+            "published_p99": measure.percentile(published, 99),
             "cpu_s_total": cpu,
             "cpu_ms_per_request": cpu / len(got) * 1000 if got else None,
             "peak_rss_mb_max": max((p["peak_rss_mb"] for p in processes), default=None),

@@ -65,6 +65,7 @@ class Collected:
     correlation_id: str | None
     message_id: str | None
     received_at: float
+    enqueued_at: float | None = None  # the broker's enqueued time of the result (epoch seconds)
 
 
 @dataclass
@@ -112,6 +113,7 @@ class ResultCollector:
                             correlation_id=msg.correlation_id,
                             message_id=msg.message_id,
                             received_at=time.monotonic(),
+                            enqueued_at=msg.enqueued_time_utc.timestamp() if msg.enqueued_time_utc else None,
                         )
                     except ValueError:
                         item = None
