@@ -73,6 +73,7 @@ class ReliabilityHarness(Harness):
         reply_queue: bool = True,
         private_hosts: Sequence[str] = (),
         sas_expiry_seconds: float = 3600,
+        seed: int = 3,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -80,6 +81,7 @@ class ReliabilityHarness(Harness):
         self.with_reply_queue = reply_queue
         self.private_hosts = list(private_hosts)
         self.sas_expiry_seconds = sas_expiry_seconds
+        self.seed = seed
         self.bearer = "gcw-bearer-" + secrets.token_urlsafe(24)
         self._data_dir = Path(tempfile.mkdtemp(prefix="gcw-rel-sb-")) if durable else None
         self._sb_port = 0
@@ -97,6 +99,7 @@ class ReliabilityHarness(Harness):
             token=self.bearer,
             private_hosts=self.private_hosts,
             sas_expiry_seconds=self.sas_expiry_seconds,
+            seed=self.seed,
         ).start()
         from azure.servicebus import ServiceBusClient
 
