@@ -385,3 +385,24 @@ def test_message_ids_are_unique_per_send(emu):
     with client(emu) as c, c.get_queue_sender("q") as s:
         s.send_messages([ServiceBusMessage("same", message_id=str(uuid.uuid4())) for _ in range(3)])
     assert emu.stats()["entities"]["q"]["active"] == 3
+
+
+def test_application_properties_survive_dead_lettering(emu):
+    """Dead-lettering re-encodes application properties (to add the reason): every type must survive it."""
+    when = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
+    ident = uuid.uuid4()
+    props = {"s": "text", "i": -7, "f": 2.25, "b": False, "raw": b"ok", "when": when, "id": ident}
+    with client(emu) as c:
+        with c.get_queue_sender("q") as s:
+            s.send_messages(ServiceBusMessage("typed", application_properties=props))
+        with c.get_queue_receiver("q") as r:
+            (m,) = receive(r, 1)
+            original = dict(m.application_properties)
+            r.dead_letter_message(m, reason="R", error_description="D")
+        with c.get_queue_receiver("q", sub_queue=ServiceBusSubQueue.DEAD_LETTER) as d:
+            (dead,) = receive(d, 1)
+            after = dict(dead.application_properties)
+            d.complete_message(dead)
+    assert after.pop(b"DeadLetterReason") == b"R" and after.pop(b"DeadLetterErrorDescription") == b"D"
+    assert after == original
+    assert original[b"i"] == -7
