@@ -691,8 +691,8 @@ def validate_item(
             raise InvalidRequest(f"must be an object, got {_type_name(asset)}", field=apath)
         _check_href(asset.get("href"), f"{apath}.href")
 
-    links = item.get("links")
-    if links is not None:
+    if "links" in item:
+        links = item["links"]
         if not isinstance(links, list):
             raise InvalidRequest(f"must be an array, got {_type_name(links)}", field=f"{path}.links")
         for i, link in enumerate(links):
