@@ -153,6 +153,29 @@ def test_topic_fans_out_to_every_subscription(emu):
     assert stats["events/Subscriptions/b"]["dead_letter"] == 0
 
 
+def test_correlation_filter_subscription_gets_only_matching_messages(sb_emulator):
+    from worker.emulators.servicebus.config import CorrelationFilter
+
+    emu = sb_emulator(topics=[TopicConfig("results", subscriptions=[
+        SubscriptionConfig("failures", filters=(CorrelationFilter(properties=(("status", "failed"),)),)),
+        SubscriptionConfig("tenant-a", filters=(CorrelationFilter(subject="ingest", correlation_id="a"),)),
+        SubscriptionConfig("everything")])])
+    with client(emu) as c:
+        with c.get_topic_sender("results") as s:
+            s.send_messages([
+                ServiceBusMessage("1", subject="ingest", correlation_id="a", application_properties={"status": "ok"}),
+                ServiceBusMessage("2", subject="ingest", correlation_id="b",
+                                  application_properties={"status": "failed"}),
+                ServiceBusMessage("3", subject="delete", correlation_id="a")])
+        for sub, expected in (("failures", ["2"]), ("tenant-a", ["1"]), ("everything", ["1", "2", "3"])):
+            with c.get_subscription_receiver("results", sub) as r:
+                got = receive(r, len(expected), wait=3)
+                assert [str(m) for m in got] == expected, sub
+                assert r.receive_messages(max_wait_time=0.3) == []
+                for m in got:
+                    r.complete_message(m)
+
+
 def test_unknown_subscription_is_not_found(emu):
     with client(emu) as c, pytest.raises(MessagingEntityNotFoundError), \
             c.get_subscription_receiver("events", "nope") as r:

@@ -202,3 +202,48 @@ def test_config_json_and_durations():
         parse_config({"UserConfig": {"Namespaces": [{"Queues": [{"Properties": {}}]}]}})
     with pytest.raises(ConfigError, match="lock_duration"):
         QueueConfig("q", lock_duration=0)
+
+
+def test_correlation_filters_route_topic_messages(clock: Clock):
+    from worker.emulators.servicebus.config import CorrelationFilter
+
+    s = Store(clock=clock)
+    s.add_topic(TopicConfig("t", subscriptions=[
+        SubscriptionConfig("all"),
+        SubscriptionConfig("ingest", filters=(CorrelationFilter(subject="ingest"),
+                                              CorrelationFilter(properties=(("priority", "high"),)))),
+    ]))
+
+    def attrs(subject=None, **props):
+        return {"subject": subject, "properties": props}
+
+    s.enqueue("t", [msg("a", attributes=attrs("ingest")), msg("b", attributes=attrs("delete")),
+                    msg("c", attributes=attrs("delete", priority="high")), msg("d")])
+    got = []
+    while (m := s.next_message("t/Subscriptions/ingest", peek_lock=False)) is not None:
+        got.append(m.payload)
+    assert got == ["a", "c"]
+    assert s.stats()["entities"]["t/Subscriptions/all"]["active"] == 4
+
+
+def test_config_json_rules():
+    doc = {"UserConfig": {"Namespaces": [{"Topics": [{"Name": "t", "Subscriptions": [
+        {"Name": "corr", "Rules": [{"Name": "r", "Properties": {"FilterType": "Correlation", "CorrelationFilter": {
+            "Label": "ingest", "CorrelationId": "c1", "Properties": {"tenant": "a"}}}}]},
+        {"Name": "sqltrue", "Rules": [{"Name": "r", "Properties": {"FilterType": "Sql",
+                                                                     "SqlFilter": {"SqlExpression": "1=1"}}}]}]}]}]}}
+    _, topics = parse_config(doc)
+    corr, sqltrue = topics[0].subscriptions
+    assert corr.accepts({"subject": "ingest", "correlation_id": "c1", "properties": {"tenant": "a"}})
+    assert not corr.accepts({"subject": "ingest", "correlation_id": "c1", "properties": {"tenant": "b"}})
+    assert sqltrue.filters == () and sqltrue.accepts(None)
+    bad_sql = {"UserConfig": {"Namespaces": [{"Topics": [{"Name": "t", "Subscriptions": [
+        {"Name": "s", "Rules": [{"Name": "r", "Properties": {"FilterType": "Sql",
+                                                               "SqlFilter": {"SqlExpression": "x > 1"}}}]}]}]}]}}
+    with pytest.raises(ConfigError, match=r"Subscriptions\[0\]\.Rules\[0\]: SQL filters are not supported"):
+        parse_config(bad_sql)
+    bad_field = {"UserConfig": {"Namespaces": [{"Topics": [{"Name": "t", "Subscriptions": [
+        {"Name": "s", "Rules": [{"Name": "r", "Properties": {"FilterType": "Correlation",
+                                                               "CorrelationFilter": {"Lable": "x"}}}]}]}]}]}}
+    with pytest.raises(ConfigError, match=r"unknown field.*Lable"):
+        parse_config(bad_field)

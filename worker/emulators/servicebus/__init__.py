@@ -1,6 +1,20 @@
 """An AMQP 1.0 broker that the unmodified azure-servicebus SDK uses (see docs/emulator-servicebus.md)."""
 
-from worker.emulators.servicebus.config import ConfigError, QueueConfig, SubscriptionConfig, TopicConfig
+from worker.emulators.servicebus.config import (
+    ConfigError,
+    CorrelationFilter,
+    QueueConfig,
+    SubscriptionConfig,
+    TopicConfig,
+)
 from worker.emulators.servicebus.emulator import EmulatorError, ServiceBusEmulator
 
-__all__ = ["ConfigError", "EmulatorError", "QueueConfig", "ServiceBusEmulator", "SubscriptionConfig", "TopicConfig"]
+__all__ = [
+    "ConfigError",
+    "CorrelationFilter",
+    "EmulatorError",
+    "QueueConfig",
+    "ServiceBusEmulator",
+    "SubscriptionConfig",
+    "TopicConfig",
+]

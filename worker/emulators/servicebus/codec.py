@@ -95,6 +95,20 @@ class WireMessage:
         ttl = self.header[2] if len(self.header) > 2 else None
         return None if ttl is None else int(ttl) / 1000.0
 
+    def attributes(self) -> dict[str, Any]:
+        """System and application properties by name, for subscription filters."""
+        props = self.properties + [None] * (13 - len(self.properties))
+
+        def text(value: Any) -> str | None:
+            if value is None:
+                return None
+            return bytes(value).decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+        app = {text(k): (text(v) if isinstance(v, bytes) else v) for k, v in (self.app_properties or {}).items()}
+        return {"message_id": text(props[0]), "to": text(props[2]), "subject": text(props[3]),
+                "reply_to": text(props[4]), "correlation_id": text(props[5]), "content_type": text(props[6]),
+                "session_id": text(props[10]), "reply_to_session_id": text(props[12]), "properties": app}
+
     @property
     def scheduled_at(self) -> float | None:
         when = self.annotations.get(A_SCHEDULED)
@@ -153,7 +167,7 @@ def _batch_payloads(sections: list[tuple[int, Any, bytes]]) -> list[bytes] | Non
 
 def _incoming(raw: bytes, wire: WireMessage) -> Incoming:
     return Incoming(payload=wire, raw=raw, message_id=wire.message_id, session_id=wire.session_id,
-                    ttl=wire.ttl, scheduled_at=wire.scheduled_at)
+                    ttl=wire.ttl, scheduled_at=wire.scheduled_at, attributes=wire.attributes())
 
 
 def to_incoming(raw: bytes) -> list[Incoming]:

@@ -31,6 +31,31 @@ class QueueConfig:
 
 
 @dataclass(frozen=True)
+class CorrelationFilter:
+    """Azure's correlation filter: every field that is set must equal the message's (AND); ``properties``
+    are application properties. A subscription with several filters takes a message matching any of them."""
+
+    correlation_id: str | None = None
+    message_id: str | None = None
+    to: str | None = None
+    reply_to: str | None = None
+    subject: str | None = None
+    session_id: str | None = None
+    reply_to_session_id: str | None = None
+    content_type: str | None = None
+    properties: tuple[tuple[str, Any], ...] = ()
+
+    def matches(self, attributes: dict[str, Any]) -> bool:
+        for name in ("correlation_id", "message_id", "to", "reply_to", "subject", "session_id",
+                     "reply_to_session_id", "content_type"):
+            wanted = getattr(self, name)
+            if wanted is not None and attributes.get(name) != wanted:
+                return False
+        app = attributes.get("properties") or {}
+        return all(key in app and app[key] == value for key, value in self.properties)
+
+
+@dataclass(frozen=True)
 class SubscriptionConfig:
     name: str
     lock_duration: float = 30.0
@@ -40,9 +65,15 @@ class SubscriptionConfig:
     duplicate_detection_window: float = 600.0
     default_ttl: float | None = None
     dead_letter_on_expiration: bool = False
+    filters: tuple[CorrelationFilter, ...] = ()       # empty: every message (Azure's $Default TrueFilter)
 
     def __post_init__(self) -> None:
         _validate_common(self, "subscription")
+
+    def accepts(self, attributes: dict[str, Any] | None) -> bool:
+        if not self.filters:
+            return True
+        return attributes is not None and any(f.matches(attributes) for f in self.filters)
 
 
 @dataclass(frozen=True)
@@ -131,6 +162,49 @@ def _props(entity: dict[str, Any], where: str) -> dict[str, Any]:
     return out
 
 
+_CORRELATION_FIELDS = {"CorrelationId": "correlation_id", "MessageId": "message_id", "To": "to",
+                       "ReplyTo": "reply_to", "Label": "subject", "Subject": "subject", "SessionId": "session_id",
+                       "ReplyToSessionId": "reply_to_session_id", "ContentType": "content_type"}
+_TRUE_SQL = {"1=1", "1 = 1", "true"}
+
+
+def _rules(sub: dict[str, Any], where: str) -> tuple[CorrelationFilter, ...]:
+    """Subscription ``Rules``: correlation filters are supported; a SQL filter only as ``1=1`` (match all)."""
+    rules = sub.get("Rules") or []
+    if not isinstance(rules, list):
+        raise ConfigError(f"{where}.Rules must be a list")
+    filters: list[CorrelationFilter] = []
+    match_all = False
+    for i, rule in enumerate(rules):
+        rw = f"{where}.Rules[{i}]"
+        props = rule.get("Properties") if isinstance(rule, dict) else None
+        if not isinstance(props, dict):
+            raise ConfigError(f"{rw}.Properties is required and must be an object")
+        kind = props.get("FilterType")
+        if kind == "Correlation":
+            spec = props.get("CorrelationFilter")
+            if not isinstance(spec, dict):
+                raise ConfigError(f"{rw}.Properties.CorrelationFilter is required for FilterType Correlation")
+            unknown = set(spec) - set(_CORRELATION_FIELDS) - {"Properties"}
+            if unknown:
+                raise ConfigError(f"{rw}.Properties.CorrelationFilter has unknown field(s) {sorted(unknown)}; "
+                                  f"allowed: {sorted(_CORRELATION_FIELDS)} and Properties")
+            app = spec.get("Properties") or {}
+            if not isinstance(app, dict):
+                raise ConfigError(f"{rw}.Properties.CorrelationFilter.Properties must be an object")
+            fields = {_CORRELATION_FIELDS[k]: str(v) for k, v in spec.items() if k != "Properties" and v is not None}
+            filters.append(CorrelationFilter(**fields, properties=tuple(sorted(app.items()))))
+        elif kind == "Sql":
+            expr = str((props.get("SqlFilter") or {}).get("SqlExpression", "")).strip().lower()
+            if expr not in _TRUE_SQL:
+                raise ConfigError(f"{rw}: SQL filters are not supported by this emulator (only '1=1'); "
+                                  "use FilterType Correlation")
+            match_all = True
+        else:
+            raise ConfigError(f"{rw}.Properties.FilterType must be 'Correlation' or 'Sql', got {kind!r}")
+    return () if match_all else tuple(filters)
+
+
 def _name(entity: Any, where: str) -> str:
     if not isinstance(entity, dict) or not isinstance(entity.get("Name"), str):
         raise ConfigError(f"{where}.Name is required and must be a string")
@@ -170,7 +244,7 @@ def parse_config(doc: Any) -> tuple[list[QueueConfig], list[TopicConfig]]:
             subs = []
             for k, s in enumerate(t.get("Subscriptions") or []):
                 sw = f"{tw}.Subscriptions[{k}]"
-                subs.append(SubscriptionConfig(_name(s, sw), **_props(s, sw)))
+                subs.append(SubscriptionConfig(_name(s, sw), filters=_rules(s, sw), **_props(s, sw)))
             topics.append(TopicConfig(name, subscriptions=subs,
                                       requires_duplicate_detection=tprops.get("requires_duplicate_detection", False),
                                       duplicate_detection_window=tprops.get("duplicate_detection_window", 600.0),

@@ -75,7 +75,8 @@ class SqliteJournal:
         rows = self._db.execute("SELECT * FROM messages ORDER BY path, seq").fetchall()
         for (path, seq, raw, message_id, session_id, enqueued_at, expires_at, state, visible_at, delivery_count,
              deferred, dl_reason, dl_description, dl_source, ttl) in rows:
-            msg = StoredMessage(seq=seq, payload=codec.parse(raw), raw=raw, message_id=message_id,
+            wire = codec.parse(raw)
+            msg = StoredMessage(seq=seq, payload=wire, raw=raw, message_id=message_id, attributes=wire.attributes(),
                                 session_id=session_id, enqueued_at=enqueued_at, expires_at=expires_at,
                                 state=MessageState(state), visible_at=visible_at, delivery_count=delivery_count,
                                 deferred=bool(deferred), dead_letter_reason=dl_reason,

@@ -86,6 +86,7 @@ class Incoming:
     session_id: str | None = None
     ttl: float | None = None                 # seconds, from header.ttl
     scheduled_at: float | None = None        # epoch seconds, from x-opt-scheduled-enqueue-time
+    attributes: dict[str, Any] | None = None  # system + application properties, for subscription filters
 
 
 @dataclass(eq=False)
@@ -107,6 +108,7 @@ class StoredMessage:
     dead_letter_description: str | None = None
     dead_letter_source: str | None = None
     ttl: float | None = None
+    attributes: dict[str, Any] | None = None
 
 
 class Journal(Protocol):
@@ -146,6 +148,10 @@ class Entity:
         self.dlq: Entity | None = None if is_dlq else Entity(f"{path}/$DeadLetterQueue", config, is_dlq=True)
         self.seq = 0
         self.dup_window: OrderedDict[str, float] = OrderedDict()
+
+    def accepts(self, attributes: dict[str, Any] | None) -> bool:
+        accepts = getattr(self.config, "accepts", None)
+        return True if accepts is None else bool(accepts(attributes))
 
     def key(self, msg: StoredMessage) -> str | None:
         return msg.session_id if self.requires_session else None
@@ -335,15 +341,18 @@ class Store:
         if item.scheduled_at is not None and item.scheduled_at > now:
             msg = StoredMessage(seq=topic.seq, payload=item.payload, raw=item.raw, message_id=item.message_id,
                                 session_id=item.session_id, enqueued_at=now, expires_at=None,
-                                state=MessageState.SCHEDULED, visible_at=item.scheduled_at, ttl=item.ttl)
+                                state=MessageState.SCHEDULED, visible_at=item.scheduled_at, ttl=item.ttl,
+                                attributes=item.attributes)
             topic.messages[msg.seq] = msg
             self._timer(item.scheduled_at, "schedule", topic, msg.seq)
             self._save(topic.path, msg)
             return msg.seq
         for sub in topic.subscriptions.values():
+            if not sub.accepts(item.attributes):
+                continue
             sub.stats.sent += 1
             self._append(sub, Incoming(item.payload, item.raw, item.message_id, item.session_id, item.ttl or
-                                       topic.config.default_ttl, None), now)
+                                       topic.config.default_ttl, None, item.attributes), now)
         return topic.seq
 
     def _append(self, entity: Entity, item: Incoming, now: float) -> StoredMessage:
@@ -754,8 +763,11 @@ class Store:
             del target.messages[seq]
             self._delete(target.path, seq)
             for sub in target.subscriptions.values():
+                if not sub.accepts(msg.attributes):
+                    continue
                 sub.stats.sent += 1
-                self._append(sub, Incoming(msg.payload, msg.raw, msg.message_id, msg.session_id, msg.ttl, None), now)
+                self._append(sub, Incoming(msg.payload, msg.raw, msg.message_id, msg.session_id, msg.ttl, None,
+                                           msg.attributes), now)
                 result.changed.add(sub.path)
             return
         self._activate_new(target, msg, now)
