@@ -162,6 +162,25 @@ def full() -> list[Scenario]:
                 Target("no request failed by throttling", "failed", "<=", 0.0),
             ),
         ),
+        Scenario(
+            "budget50-op5-c1024-p3",
+            "50 calls/s GeoCatalog budget enforced (429), 5 s operations, 3 processes, concurrency 1024",
+            operation_seconds=5.0,
+            requests=9000,
+            concurrency=1024,
+            processes=3,
+            emulator_budget=50.0,
+            targets=(
+                Target(
+                    "≥ 300 single-item requests/s across 3 processes",
+                    "throughput",
+                    ">=",
+                    300.0,
+                ),
+                Target("≤ 0.15 GeoCatalog calls per item", "calls_per_item", "<=", 0.15),
+                Target("no request failed by throttling", "failed", "<=", 0.0),
+            ),
+        ),
     ]
 
 

@@ -102,3 +102,73 @@ def test_smoke_run_produces_every_figure(tmp_path: Path) -> None:
     base = by_name["smoke-baseline"]
     assert base["calls"]["post"] == base["figures"]["requests"]
     assert base["calls"]["poll_get"] >= base["calls"]["post"]
+
+
+# -- the performance fixes the benchmarks led to (pure logic, no network) ---------------------------------------
+
+
+def _item(i: int) -> dict:
+    return {"type": "Feature", "id": f"b-{i}", "collection": "c", "properties": {"datetime": "2024-01-01T00:00:00Z"}}
+
+
+def test_rate_limiter_delay_estimates_without_reserving() -> None:
+    from worker.ratelimit import RateLimiter
+
+    now = [100.0]
+    limiter = RateLimiter(10.0, burst=1.0, clock=lambda: now[0])
+    assert limiter.delay() == 0.0  # one token in the bucket
+    assert limiter.delay() == 0.0  # asking reserves nothing
+    assert limiter.reserve() == 0.0
+    assert limiter.delay() == pytest.approx(0.1)  # the next token comes in 1/rate
+    assert limiter.reserve() == pytest.approx(0.1)
+    assert limiter.delay() == pytest.approx(0.2)  # behind the queued caller
+
+
+def test_batch_stays_open_while_the_budget_is_backed_up() -> None:
+    import threading
+
+    from tests.test_batching_fake import FakeCatalog
+    from worker.batching import Batcher, BatchSettings
+
+    class Limited(FakeCatalog):
+        class rate_limiter:  # quacks like RateLimiter.delay()
+            @staticmethod
+            def delay() -> float:
+                return 0.4
+
+    fake = Limited()
+    with Batcher(fake, BatchSettings(linger=0.01, budget_linger_max=0.4)) as batcher:
+        results = []
+        threads = [
+            threading.Thread(target=lambda i=i: results.append(batcher.submit("c", [_item(i)], request_id=f"r{i}")))
+            for i in range(3)
+        ]
+        for t in threads:  # 100 ms apart: far beyond the 10 ms linger, inside the budget wait
+            t.start()
+            threading.Event().wait(0.1)
+        for t in threads:
+            t.join(10)
+    assert all(r.all_succeeded for r in results) and len(results) == 3
+    assert fake.post_sizes == [3]
+
+
+def test_blocked_submit_is_woken_by_its_cancel_event() -> None:
+    import threading
+    import time
+
+    from tests.test_batching_fake import FakeCatalog
+    from worker.batching import Batcher, BatchSettings
+    from worker.retry import Cancelled
+
+    class Slow(FakeCatalog):
+        def create_items(self, collection, items, *, cancel=None):  # type: ignore[no-untyped-def]
+            time.sleep(1.0)  # a slow POST: the caller is blocked in submit() meanwhile
+            return super().create_items(collection, items, cancel=cancel)
+
+    cancel = threading.Event()
+    with Batcher(Slow(), BatchSettings(linger=0.0)) as batcher:
+        threading.Timer(0.2, cancel.set).start()
+        started = time.monotonic()
+        with pytest.raises(Cancelled):
+            batcher.submit("c", [_item(1)], cancel=cancel, request_id="r1")
+        assert time.monotonic() - started < 0.8  # woken by the watcher, not by the slow operation

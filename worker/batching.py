@@ -91,6 +91,9 @@ INVALID_OPERATION_CODES = frozenset(
 _PER_ITEM_CODES = frozenset({ERRORS_IN_BATCH, ALREADY_EXISTS})
 
 
+CANCEL_CHECK_SECONDS = 0.05  # how often the cancel watcher looks at the cancel events of blocked submit() calls
+
+
 class OperationFailed(WorkerError):
     """A GeoCatalog operation ended Failed/Canceled; ``code`` is the service's error code."""
 
@@ -143,6 +146,7 @@ class BatchSettings:
     operation_timeout: float = 600.0  # deadline of each poll loop
     probe_concurrency: int = 8  # parallel GETs / single re-submits while resolving a failure
     max_flushes: int = 32  # flush threads (batches in flight at once)
+    budget_linger_max: float = 2.0  # while the client's rate limiter is backed up, keep a batch open up to this
 
     def __post_init__(self) -> None:
         if self.max_items < 1 or self.max_bytes < 1 or self.linger < 0 or self.operation_timeout <= 0:
@@ -517,6 +521,10 @@ class Batcher:
         self._stop = threading.Event()
         self._pool = ThreadPoolExecutor(max_workers=self.settings.max_flushes, thread_name_prefix="gcw-batch")
         self.stats = {"batches": 0, "posts": 0, "submissions": 0}
+        self._waiters_lock = threading.Lock()
+        self._waiters: dict[int, tuple[threading.Event, threading.Event]] = {}
+        self._watcher = threading.Thread(target=self._watch_cancels, name="gcw-batch-cancel", daemon=True)
+        self._watcher.start()
 
     def close(self) -> None:
         """Stop: in-flight poll loops end with ``Cancelled`` (their requests retry), no new batches start."""
@@ -556,13 +564,35 @@ class Batcher:
         sub.remaining = len(sub.entries)
         done = threading.Event()
         sub.future.add_done_callback(lambda _f: done.set())
-        self._enqueue(collection, mode, sub)
         cancel = cancel or threading.Event()
-        while not done.wait(0.05):
-            if cancel.is_set() or self._stop.is_set():
-                self._withdraw(sub)
-                raise Cancelled(f"cancelled while waiting for the ingest of request {request_id}")
+        # The caller sleeps until its result or until the one cancel watcher wakes it: with hundreds of requests
+        # in flight, a timed wait per caller was the worker's largest CPU cost (benchmarks: docs/benchmarks.md).
+        with self._waiters_lock:
+            self._waiters[id(sub)] = (cancel, done)
+        if self._stop.is_set():  # closed after the check above, maybe after the watcher's last sweep
+            done.set()
+        try:
+            self._enqueue(collection, mode, sub)
+            done.wait()
+        finally:
+            with self._waiters_lock:
+                self._waiters.pop(id(sub), None)
+        if not sub.future.done():
+            self._withdraw(sub)
+            raise Cancelled(f"cancelled while waiting for the ingest of request {request_id}")
         return sub.future.result()
+
+    def _watch_cancels(self) -> None:
+        """One thread for every blocked ``submit``: wakes those whose cancel event is set, and all on close."""
+        while not self._stop.wait(CANCEL_CHECK_SECONDS):
+            with self._waiters_lock:
+                waiters = list(self._waiters.values())
+            for cancel, done in waiters:
+                if cancel.is_set():
+                    done.set()
+        with self._waiters_lock:
+            for _, done in self._waiters.values():
+                done.set()
 
     def _withdraw(self, sub: _Submission) -> None:
         with self._lock:
@@ -613,6 +643,13 @@ class Batcher:
 
     def _flush(self, batch: _Batch) -> None:
         batch.full.wait(self.settings.linger)
+        limiter = getattr(self.client, "rate_limiter", None)
+        if limiter is not None and not batch.full.is_set():
+            # Under the GeoCatalog budget the POST would only queue for a token: spend that time with the batch
+            # still open, so that it carries more items and calls per item fall as load rises.
+            delay = min(limiter.delay(), self.settings.budget_linger_max)
+            if delay > 0:
+                batch.full.wait(delay)
         with self._lock:
             if not batch.closed:
                 self._close_locked(batch)

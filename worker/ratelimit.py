@@ -83,6 +83,17 @@ class RateLimiter:
                 wait += -self._tokens / self._rate
             return wait
 
+    def delay(self) -> float:
+        """How long a call reserved now would wait (seconds), without reserving. For callers that can use the
+        wait productively, e.g. the batcher keeps a batch open instead of queueing its POST."""
+        with self._lock:
+            now = self._clock()
+            self._refill(now)
+            wait = max(0.0, self._last - now)
+            if self._tokens < 1.0:
+                wait += (1.0 - self._tokens) / self._rate
+            return wait
+
     def refund(self) -> None:
         """Give back a reserved token that was not used (a cancelled wait)."""
         with self._lock:
