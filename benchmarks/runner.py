@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,33 @@ def _batch_size(messages: list[Outgoing]) -> int:
     """Messages per send call: the SDK caps a batch at 256 KiB."""
     largest = max((len(m.body) for m in messages), default=1)
     return max(1, min(50, 200_000 // largest))
+
+
+def _epoch(value: object) -> float | None:
+    try:
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def _phases(got: dict, sent_at: dict[str, float], wall: float) -> dict[str, float | None]:
+    """Where the latency goes, from the result's own received_at/completed_at (the worker's clock, same box):
+    queued = send → worker received it, processing = received → completed, publish = completed → result
+    enqueued at the broker. p50 and p99 of each."""
+    queued, processing, publish = [], [], []
+    for mid, c in got.items():
+        rec, done = _epoch(c.result.get("received_at")), _epoch(c.result.get("completed_at"))
+        if rec is None or done is None:
+            continue
+        queued.append(rec - (sent_at[mid] + wall))
+        processing.append(done - rec)
+        if c.enqueued_at is not None:
+            publish.append(c.enqueued_at - done)
+    out: dict[str, float | None] = {}
+    for name, values in (("queued", queued), ("processing", processing), ("publish", publish)):
+        out[f"{name}_p50"] = measure.percentile(values, 50)
+        out[f"{name}_p99"] = measure.percentile(values, 99)
+    return out
 
 
 def _steady_throughput(times: list[float]) -> float | None:
@@ -237,6 +265,7 @@ class Run:
         latencies = [c.received_at - sent_at[mid] for mid, c in got.items()]
         wall = time.time() - time.monotonic()  # monotonic → epoch offset (same clock as the in-process broker)
         published = [c.enqueued_at - (sent_at[mid] + wall) for mid, c in got.items() if c.enqueued_at is not None]
+        phases = _phases(got, sent_at, wall)
         times = [c.received_at for c in got.values()]
         statuses: dict[str, int] = {}
         for c in got.values():
@@ -276,6 +305,7 @@ class Run:
             "published_p50": measure.percentile(published, 50),
             "published_p95": measure.percentile(published, 95),
             "published_p99": measure.percentile(published, 99),
+            **phases,
             "cpu_s_total": cpu,
             "cpu_ms_per_request": cpu / len(got) * 1000 if got else None,
             "peak_rss_mb_max": max((p["peak_rss_mb"] for p in processes), default=None),

@@ -133,6 +133,15 @@ def full() -> list[Scenario]:
             targets=(Target("p99 ≤ operation time + 1 s at half the peak rate", "latency_p99", "<=", 3.0),),
         ),
         Scenario(
+            "op2-1item-c512-p1-half-nolimit",
+            "as op2-1item-c512-p1-half with the client-side budget lifted (diagnostic: is the tail token waits?)",
+            operation_seconds=2.0,
+            concurrency=512,
+            rate="half:op2-1item-c512-p1",
+            paced_seconds=15.0,
+            worker_args=("--geocatalog-budget", "1000"),
+        ),
+        Scenario(
             "op0-50items-c64-p1",
             "0 s operations, 50 items/request, concurrency 64, 1 process",
             operation_seconds=0.0,
