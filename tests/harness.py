@@ -138,6 +138,7 @@ class Harness:
         self.geocatalog: GeoCatalogEmulator | None = None
         self.workers: list[WorkerProcess] = []
         self._client: ServiceBusClient | None = None
+        self._session_client: ServiceBusClient | None = None  # no SDK retries: "no session" returns quickly
 
     # ---- lifecycle -----------------------------------------------------------------------------------------
     def __enter__(self) -> Harness:
@@ -160,6 +161,7 @@ class Harness:
             collections=self.collections,
         ).start()
         self._client = ServiceBusClient.from_connection_string(self.connection_string)
+        self._session_client = ServiceBusClient.from_connection_string(self.connection_string, retry_total=0)
         return self
 
     def _start_servicebus_process(self) -> None:
@@ -212,8 +214,9 @@ class Harness:
             if worker.proc.poll() is None:
                 worker.proc.kill()
                 worker.proc.wait(timeout=10)
-        if self._client is not None:
-            self._client.close()
+        for client in (self._client, self._session_client):
+            if client is not None:
+                client.close()
         if self.servicebus is not None:
             self.servicebus.stop()
         if self.servicebus_proc is not None and self.servicebus_proc.poll() is None:
@@ -365,10 +368,13 @@ class Harness:
         deadline = time.monotonic() + timeout
         extra_deadline: float | None = None
         kwargs: dict[str, Any] = {}
+        client = self.client
         if self.sessions:
             from azure.servicebus import NEXT_AVAILABLE_SESSION
 
             kwargs["session_id"] = NEXT_AVAILABLE_SESSION
+            assert self._session_client is not None
+            client = self._session_client
         while True:
             now = time.monotonic()
             if len(replies) >= count and extra_deadline is None:
@@ -376,7 +382,7 @@ class Harness:
             if now >= deadline or (extra_deadline is not None and now >= extra_deadline):
                 return replies
             try:
-                with self.client.get_queue_receiver(REPLY_QUEUE, max_wait_time=1, **kwargs) as receiver:
+                with client.get_queue_receiver(REPLY_QUEUE, max_wait_time=1, **kwargs) as receiver:
                     for message in receiver.receive_messages(max_message_count=100, max_wait_time=0.5):
                         replies.append(
                             Reply(

@@ -256,3 +256,33 @@ def test_sigint_stops_like_sigterm() -> None:
         assert wait_until(lambda: bool(w.events("worker_stopped")), 5)
         assert w.events("signal_received")[0]["signal"] == "SIGINT"
         assert w.events("worker_stopped")[0]["exit_status"] == 0
+
+
+@pytest.mark.slow
+def test_sessions_spread_across_workers_in_order_with_session_replies() -> None:
+    with Harness(lock_duration=5, operation_seconds=0.1, collections=["c1"], sessions=True) as h:
+        workers = [h.start_worker(concurrency=8, max_sessions=2, session_idle_seconds=1) for _ in range(2)]
+        for w in workers:
+            h.wait_ready(w)
+        sessions = [f"s{k}" for k in range(4)]
+        bodies, sids, reply_sids = [], [], []
+        for n in range(5):
+            for sid in sessions:
+                bodies.append(ingest_request("c1", [stac_item(f"{sid}-{n}", "c1")]))
+                sids.append(sid)
+                reply_sids.append(f"r-{sid}")
+        ids = h.send(bodies, session_ids=sids, reply_to_session_ids=reply_sids)
+        replies = h.collect_replies(len(ids), timeout=90, settle_extra=1.0)
+        assert_exactly_once(replies, ids)
+        assert all(r.body["status"] == "succeeded" for r in replies)
+        for r in replies:
+            assert r.session_id == "r-" + r.body["items"][0]["id"].split("-")[0]
+        # in order within each session: completion order of its requests follows the send order
+        completed = sorted(
+            (e["timestamp"], e["message_id"]) for w in workers for e in w.events("request_completed")
+        )
+        position = {mid: i for i, mid in enumerate(ids)}
+        for sid in sessions:
+            mine = [position[mid] for _, mid in completed if sids[position[mid]] == sid]
+            assert mine == sorted(mine), (sid, mine)
+        assert all(w.events("session_accepted") for w in workers), "one worker held every session"

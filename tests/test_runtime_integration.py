@@ -83,9 +83,11 @@ def receive_all(client: ServiceBusClient, queue: str, count: int, timeout: float
     return got
 
 
-def make_consumer(client, processor, **settings) -> Consumer:  # type: ignore[no-untyped-def]
+def make_consumer(client, processor, session_client=None, **settings) -> Consumer:  # type: ignore[no-untyped-def]
     s = ConsumerSettings(reply_queue="replies", **settings)
-    return Consumer(client, s, processor, limits=Limits(), metrics=Metrics(), health=HealthState())
+    return Consumer(
+        client, s, processor, limits=Limits(), metrics=Metrics(), health=HealthState(), session_client=session_client
+    )
 
 
 def test_an_exception_in_one_message_is_dead_lettered_and_the_worker_keeps_going(sb_emulator) -> None:  # type: ignore[no-untyped-def]
@@ -133,11 +135,14 @@ def test_session_input_is_processed_in_order_per_session_and_replies_carry_the_s
                 for sid in sessions
             ]
             sender.send_messages(msgs)
+        session_client = ServiceBusClient.from_connection_string(emu.connection_string, retry_total=0)
         consumer = make_consumer(
-            client, processor, request_queue="requests", sessions=True, max_sessions=3, session_idle_seconds=1
+            client, processor, request_queue="requests", sessions=True, max_sessions=3, session_idle_seconds=1,
+            session_client=session_client,
         )
         with Running(consumer):
-            replies = receive_all(client, "replies", 18, session=True)
+            replies = receive_all(session_client, "replies", 18, session=True)
+        session_client.close()
     assert len(replies) == 18
     for sid in sessions:
         seen = [item for s, item in processor.order if s == sid]

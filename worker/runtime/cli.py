@@ -159,10 +159,13 @@ def run(cfg: RunConfig) -> int:
     try:
         limits = build_limits(cfg)
         processor = build_processor(cfg, metrics, limits)
-        client = make_servicebus_client(
-            connection_string=cfg.servicebus_connection_string.reveal() if cfg.servicebus_connection_string else None,
-            namespace=cfg.servicebus_namespace,
-        )
+        secret = cfg.servicebus_connection_string
+        connection = {
+            "connection_string": secret.reveal() if secret else None,
+            "namespace": cfg.servicebus_namespace,
+        }
+        client = make_servicebus_client(**connection)
+        session_client = make_servicebus_client(**connection, retry_total=0) if cfg.sessions else None
     except Exception as exc:
         log.error("startup_failed", error=redact(f"{type(exc).__name__}: {exc}"))
         server.stop()
@@ -187,13 +190,15 @@ def run(cfg: RunConfig) -> int:
         breaker_open_seconds=cfg.breaker_open_seconds,
         breaker_max_open_seconds=cfg.breaker_max_open_seconds,
     )
-    consumer = Consumer(client, settings, processor, limits=limits, metrics=metrics, health=health)
+    consumer = Consumer(
+        client, settings, processor, limits=limits, metrics=metrics, health=health, session_client=session_client
+    )
     status = 0
     try:
         if not consumer.run(stop):
             status = 1  # a receiver loop crashed: let the orchestrator restart the pod
     finally:
-        for closer in (getattr(processor, "batcher", None), client, server):
+        for closer in (getattr(processor, "batcher", None), client, session_client, server):
             try:
                 if closer is server:
                     server.stop()

@@ -73,10 +73,14 @@ class ReceiverOwner(threading.Thread):
         metrics: Metrics,
         health: HealthState,
         capacity: int,
+        receiver_client: ServiceBusClient | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(name=name, daemon=True)
         self.client = client
+        # session acquisition: a client without SDK retries, so "no session available" returns after
+        # max_wait_time instead of ~20 s of retried attempts (which would stall this loop)
+        self.receiver_client = receiver_client or client
         self.settings = settings
         self.capacity = capacity
         self._dispatch = dispatch
@@ -164,9 +168,11 @@ class ReceiverOwner(threading.Thread):
             kwargs["session_id"] = NEXT_AVAILABLE_SESSION
         try:
             if s.request_queue:
-                receiver = self.client.get_queue_receiver(s.request_queue, **kwargs)
+                receiver = self.receiver_client.get_queue_receiver(s.request_queue, **kwargs)
             else:
-                receiver = self.client.get_subscription_receiver(s.request_topic, s.request_subscription, **kwargs)
+                receiver = self.receiver_client.get_subscription_receiver(
+                    s.request_topic, s.request_subscription, **kwargs
+                )
             receiver.__enter__()
         except OperationTimeoutError:
             # no session available right now: normal for session input
@@ -518,6 +524,7 @@ class ReceiverOwner(threading.Thread):
             )
         finally:
             self._inflight.pop(rec.key, None)
+            self._last_message_at = self._clock()  # a session is idle from its last activity, not its last receive
 
     def _retry(self, rec: InFlight, disp: Disposition) -> None:
         s = self.settings

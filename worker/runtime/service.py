@@ -37,7 +37,9 @@ class Consumer:
         limits: Limits,
         metrics: Metrics,
         health: HealthState,
+        session_client: ServiceBusClient | None = None,
     ) -> None:
+        """``session_client``: a client built with ``retry_total=0`` used to accept sessions (see owner.py)."""
         self.client = client
         self.settings = settings
         self.processor = processor
@@ -66,6 +68,7 @@ class Consumer:
                 metrics=metrics,
                 health=health,
                 capacity=capacity,
+                receiver_client=session_client if settings.sessions else None,
             )
             for i, capacity in enumerate(capacities)
         ]
