@@ -419,3 +419,41 @@ def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 
             return True
         time.sleep(interval)
     return bool(predicate())
+
+
+def _bench(argv: Sequence[str] | None = None) -> None:
+    """``python -m tests.harness --requests 300 --concurrency 64``: end-to-end figures (not a test)."""
+    import argparse
+
+    import psutil
+
+    parser = argparse.ArgumentParser(description=_bench.__doc__)
+    parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--operation-seconds", type=float, default=0.2)
+    args = parser.parse_args(argv)
+    with Harness(lock_duration=30, operation_seconds=args.operation_seconds, collections=["c1"]) as h:
+        workers = [h.start_worker(concurrency=args.concurrency, geocatalog_budget=1000) for _ in range(args.workers)]
+        for w in workers:
+            h.wait_ready(w)
+        procs = [psutil.Process(w.pid) for w in workers]
+        cpu0 = sum(sum(p.cpu_times()[:2]) for p in procs)
+        bodies = [ingest_request("c1", [stac_item(f"b{i}", "c1")]) for i in range(args.requests)]
+        started = time.monotonic()
+        ids = h.send(bodies)
+        replies = h.collect_replies(len(ids), timeout=600)
+        wall = time.monotonic() - started
+        cpu = sum(sum(p.cpu_times()[:2]) for p in procs) - cpu0
+        assert h.geocatalog is not None
+        posts = h.geocatalog.stats()["requests"].get("POST /stac/collections/{collectionId}/items", {})
+        print(
+            f"requests={len(ids)} replies={len(replies)} distinct={len({r.body['request_id'] for r in replies})} "
+            f"workers={args.workers} concurrency={args.concurrency} wall={wall:.2f}s "
+            f"throughput={len(ids) / wall:.1f} req/s (send included) worker_cpu={cpu:.2f}s "
+            f"cpu_per_request={cpu / len(ids) * 1000:.2f} ms ingest_posts={sum(posts.values())}"
+        )
+
+
+if __name__ == "__main__":
+    _bench()
