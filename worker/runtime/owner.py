@@ -93,11 +93,9 @@ class ReceiverOwner(threading.Thread):
         self._receiver: Any = None
         self._senders: dict[str, Any] = {}
         self._drain_deadline: float | None = None
-        self._stop_now = threading.Event()
         self._session_id: str | None = None
         self._session_lock_until: float = 0.0
         self._session_lock_duration: float = 0.0
-        self._session_opened: float = 0.0
         self._last_message_at: float = 0.0
         self._abandon_at: dict[int, float] = {}
         self._open_failures = 0
@@ -198,7 +196,6 @@ class ReceiverOwner(threading.Thread):
         if s.sessions:
             session = receiver.session
             self._session_id = session.session_id
-            self._session_opened = self._clock()
             self._last_message_at = self._clock()
             self._set_session_lock(session.locked_until_utc)
             log.info("session_accepted", receiver=self.name, session_id=self._session_id)
