@@ -286,3 +286,22 @@ def test_sessions_spread_across_workers_in_order_with_session_replies() -> None:
             mine = [position[mid] for _, mid in completed if sids[position[mid]] == sid]
             assert mine == sorted(mine), (sid, mine)
         assert all(w.events("session_accepted") for w in workers), "one worker held every session"
+
+
+def test_a_request_whose_reply_cannot_be_sent_is_never_completed() -> None:
+    # reply_to names an allowed entity that does not exist: the reply fails, the request is abandoned (never
+    # completed without its reply) and Service Bus dead-letters it after max_delivery_count deliveries
+    with Harness(lock_duration=5, max_delivery_count=2, operation_seconds=0.1, collections=["c1"]) as h:
+        w = h.start_worker(concurrency=2, allowed_reply_to=["ghost"])
+        h.wait_ready(w)
+        with h.client.get_queue_sender("requests") as sender:
+            from azure.servicebus import ServiceBusMessage
+
+            body = json.dumps(ingest_request("c1", [stac_item("g1", "c1")])).encode()
+            sender.send_messages(ServiceBusMessage(body, message_id="to-ghost", reply_to="ghost"))
+        assert wait_until(lambda: h.queue_stats()["dead_letter"] == 1, 60), w.output()[-3000:]
+        assert h.dead_letters()[0].dead_letter_reason == "MaxDeliveryCountExceeded"
+        assert h.queue_stats()["completed"] == 0
+        assert len(w.events("reply_failed")) >= 2
+        assert len(w.events("message_abandoned")) >= 2
+        assert h.collect_replies(1, timeout=2) == []
