@@ -17,6 +17,7 @@ import structlog
 from azure.servicebus import ServiceBusClient, ServiceBusMessage
 
 from benchmarks import measure
+from benchmarks.collector import StreamingCollector
 from benchmarks.scenarios import Scenario
 from benchmarks.workload import COLLECTIONS, PRIVATE_STORAGE, ingest_requests
 from worker.demo.cluster import REPLY_QUEUE, REQUEST_QUEUE, ClusterSettings, LocalCluster
@@ -149,7 +150,7 @@ class Run:
         with LocalCluster(settings) as cluster:
             assert cluster.servicebus is not None and cluster.geocatalog is not None
             client = ServiceBusClient.from_connection_string(cluster.servicebus.connection_string)
-            with client, ResultCollector(client, REPLY_QUEUE) as collector:
+            with client, StreamingCollector(client, REPLY_QUEUE) as collector:
                 if not s.baseline:
                     self._warm_up(client, collector, s)
                 baseline_proc = None
