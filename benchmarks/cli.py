@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import time
 from pathlib import Path
@@ -30,7 +31,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     list_p = sub.add_parser("list", help="list the scenarios")
     list_p.add_argument("--smoke", action="store_true")
+    show_p = sub.add_parser("show", help="print a JSON result as the markdown table of docs/benchmarks.md")
+    show_p.add_argument("file", type=Path)
     args = parser.parse_args(argv)
+    if args.command == "show":
+        print(report.markdown(json.loads(args.file.read_text())))
+        return 0
 
     chosen = scenarios.select(scenarios.smoke() if args.smoke else scenarios.full(), getattr(args, "scenario", None))
     if args.command == "list":

@@ -133,3 +133,40 @@ def document(results: list[ScenarioResult], *, smoke: bool) -> dict[str, Any]:
 def write_json(doc: dict[str, Any], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(doc, indent=2, default=str) + "\n")
+
+
+def markdown(doc: dict[str, Any]) -> str:
+    """The figures table of docs/benchmarks.md, from a JSON document."""
+    head = (
+        "| scenario | req | req/s | p50 s | p99 s | proc p99 s | CPU ms/req | RSS MB | calls/item | POST | poll GET "
+        "| 429 | polls/op-s | ratio |"
+    )
+    lines = [head, "|" + "---|" * 14]
+    for s in doc["scenarios"]:
+        f, c = s["figures"], s["calls"]
+        if s["error"] or not f:
+            lines.append(f"| {s['name']} | error: {s['error']} |" + " |" * 12)
+            continue
+        ratio = ""
+        if f.get("vs_baseline_throughput"):
+            ratio = f"{f['vs_baseline_throughput']:,.0f}x base"
+        elif f.get("scale_ratio"):
+            ratio = f"{f['scale_ratio']:.1f}x"
+        cells = [
+            s["name"],
+            f["requests"],
+            _fmt(f["throughput"], 1),
+            _fmt(f["latency_p50"]),
+            _fmt(f["latency_p99"]),
+            _fmt(f.get("processing_p99")),
+            _fmt(f["cpu_ms_per_request"]),
+            _fmt(f["peak_rss_mb_max"], 1),
+            _fmt(f["calls_per_item"], 3),
+            c.get("post"),
+            c.get("poll_get"),
+            c.get("throttled"),
+            _fmt(f["poll_gets_per_op_second"]),
+            ratio or "-",
+        ]
+        lines.append("| " + " | ".join(str(x) for x in cells) + " |")
+    return "\n".join(lines)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import measure, scenarios
+from benchmarks import measure, report, scenarios
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -99,6 +99,8 @@ def test_smoke_run_produces_every_figure(tmp_path: Path) -> None:
     half = by_name["smoke-op02-half"]["figures"]
     assert half["offered_rate"] == pytest.approx(by_name["smoke-op02-1item-p1"]["figures"]["throughput"] / 2)
     # the baseline is the quickstart: one POST per request and at least one poll GET per operation
+    table = report.markdown(doc)
+    assert all(f"| {name} |" in table for name in by_name) and "error" not in table
     base = by_name["smoke-baseline"]
     assert base["calls"]["post"] == base["figures"]["requests"]
     assert base["calls"]["poll_get"] >= base["calls"]["post"]
