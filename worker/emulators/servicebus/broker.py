@@ -166,10 +166,11 @@ class Broker(Handler):
             self.acceptor.close()
         for conn in list(self.connections):
             if conn.state & ACTIVE:
+                conn.condition = error_condition("amqp:connection:forced", "The emulator is shutting down.")
                 conn.close()
         self.injector.close()
         if self.container is not None:
-            self.container.stop()
+            self.container.schedule(0.5, _StopContainer(self.container))
 
     def on_timer_task(self, event: Any) -> None:
         try:
@@ -742,3 +743,13 @@ _OPERATIONS: dict[str, Callable[[Broker, str, dict[str, Any]], tuple[int, Any]]]
 }
 
 __all__ = ["Broker", "Entity", "EntityNotFound", "entity_path"]
+
+
+class _StopContainer:
+    """Timer handler: stop the container once closing connections had a moment to flush their sockets."""
+
+    def __init__(self, container: Any) -> None:
+        self.container = container
+
+    def on_timer_task(self, event: Any) -> None:
+        self.container.stop()
