@@ -165,3 +165,85 @@ def test_topic_subscription_input(sb_emulator) -> None:  # type: ignore[no-untyp
             replies = receive_all(client, "replies", 5)
     assert sorted(r[2]["request_id"] for r in replies) == [f"t-{i}" for i in range(5)]
     assert all(r[2]["status"] == "succeeded" for r in replies)
+
+
+def test_hostile_message_properties_and_bodies_never_stop_the_receiver(sb_emulator) -> None:  # type: ignore[no-untyped-def]
+    """Messages that the SDK delivers but that used to raise on the receiver-owner thread (killing the loop, then
+    the process, then every pod they were redelivered to): a non-finite gcw-attempt, an AMQP value body of null,
+    a reply_to_session_id over 128 characters. Each is answered/dead-lettered; the next message is processed."""
+    from azure.servicebus.amqp import AmqpAnnotatedMessage
+
+    emu = sb_emulator(queues=[QueueConfig("requests", lock_duration=5), QueueConfig("replies")])
+    with ServiceBusClient.from_connection_string(emu.connection_string) as client:
+        consumer = make_consumer(client, SimpleProcessor(), request_queue="requests", concurrency=4)
+        with client.get_queue_sender("requests") as sender:
+            sender.send_messages(
+                ServiceBusMessage(
+                    body("c1", "x"), message_id="inf-attempt", application_properties={"gcw-attempt": float("inf")}
+                )
+            )
+            sender.send_messages(AmqpAnnotatedMessage(value_body=None, properties={"message_id": "null-body"}))
+            sender.send_messages(
+                AmqpAnnotatedMessage(
+                    data_body=body("c1", "y"), properties={"message_id": "long-session", "reply_to_group_id": "s" * 200}
+                )
+            )
+            sender.send_messages(ServiceBusMessage(body("c1", "a"), message_id="ok-1"))
+        with Running(consumer) as running:
+            replies = receive_all(client, "replies", 4, timeout=20)
+            assert all(o.is_alive() for o in consumer.owners)
+            assert running.thread.is_alive()
+        by_id = {r[2]["request_id"]: r[2] for r in replies}
+        assert by_id["ok-1"]["status"] == "succeeded"
+        assert by_id["inf-attempt"]["status"] == "succeeded" and by_id["inf-attempt"]["attempts"] == 1
+        assert by_id["null-body"]["status"] == "invalid" and by_id["null-body"]["error"]["message"].startswith("body")
+        assert by_id["long-session"]["status"] == "invalid"
+        assert "reply_to_session_id" in by_id["long-session"]["error"]["message"]
+        with client.get_queue_receiver("requests", sub_queue=ServiceBusSubQueue.DEAD_LETTER) as dlq:
+            dead = {m.message_id: m.dead_letter_reason for m in dlq.peek_messages(max_message_count=10)}
+        assert dead == {"null-body": "InvalidRequest", "long-session": "InvalidRequest"}
+        assert emu.stats()["entities"]["requests"]["active"] == 0
+
+
+def test_reply_to_matching_an_allowed_entity_in_other_case_gets_its_reply_there(sb_emulator) -> None:  # type: ignore[no-untyped-def]
+    emu = sb_emulator(queues=[QueueConfig("requests"), QueueConfig("replies"), QueueConfig("replies-b")])
+    with ServiceBusClient.from_connection_string(emu.connection_string) as client:
+        s = ConsumerSettings(
+            reply_queue="replies", request_queue="requests", concurrency=2, allowed_reply_to=frozenset({"replies-b"})
+        )
+        consumer = Consumer(
+            client, s, SimpleProcessor(), limits=Limits(allowed_reply_to=frozenset({"replies", "replies-b"})),
+            metrics=Metrics(), health=HealthState(),
+        )
+        with client.get_queue_sender("requests") as sender:
+            sender.send_messages(ServiceBusMessage(body("c1", "x"), message_id="cased", reply_to="Replies-B"))
+        with Running(consumer):
+            got = receive_all(client, "replies-b", 1, timeout=15)
+        assert [r[2]["request_id"] for r in got] == ["cased"]
+
+
+def test_a_message_that_cannot_be_read_is_dead_lettered_and_the_loop_goes_on(sb_emulator, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import worker.runtime.owner as owner_module
+
+    real = owner_module.meta_from_message
+
+    def meta_or_boom(message):  # type: ignore[no-untyped-def]
+        if message.message_id == "unreadable":
+            raise RuntimeError("cannot read sig=SECRET123")
+        return real(message)
+
+    monkeypatch.setattr(owner_module, "meta_from_message", meta_or_boom)
+    emu = sb_emulator(queues=[QueueConfig("requests", lock_duration=5), QueueConfig("replies")])
+    with ServiceBusClient.from_connection_string(emu.connection_string) as client:
+        consumer = make_consumer(client, SimpleProcessor(), request_queue="requests", concurrency=4)
+        with client.get_queue_sender("requests") as sender:
+            sender.send_messages(ServiceBusMessage(body("c1", "x"), message_id="unreadable"))
+            sender.send_messages(ServiceBusMessage(body("c1", "a"), message_id="ok-1"))
+        with Running(consumer):
+            replies = receive_all(client, "replies", 1, timeout=15)
+            assert all(o.is_alive() for o in consumer.owners)
+        assert [r[2]["request_id"] for r in replies] == ["ok-1"]
+        with client.get_queue_receiver("requests", sub_queue=ServiceBusSubQueue.DEAD_LETTER) as dlq:
+            dead = dlq.peek_messages(max_message_count=10)
+        assert [(m.message_id, m.dead_letter_reason) for m in dead] == [("unreadable", "InvalidRequest")]
+        assert "SECRET123" not in (dead[0].dead_letter_error_description or "")

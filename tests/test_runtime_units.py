@@ -290,3 +290,49 @@ def test_every_run_flag_and_env_var_is_documented() -> None:
     for param in run_command.params:
         assert f"`{param.opts[0]}" in doc, f"{param.opts[0]} missing from docs/configuration.md"
         assert f"`{param.envvar}`" in doc, f"{param.envvar} missing from docs/configuration.md"
+
+
+# ---- hostile message properties and bodies (must never crash the receiver-owner thread) -------------------------
+def test_attempt_counter_survives_non_finite_numbers() -> None:
+    assert attempt_of({ATTEMPT_PROPERTY: float("inf")}) == 1
+    assert attempt_of({ATTEMPT_PROPERTY: float("-inf")}) == 1
+    assert attempt_of({ATTEMPT_PROPERTY: float("nan")}) == 1
+    assert attempt_of({ATTEMPT_PROPERTY: "1e400"}) == 1
+    assert attempt_of({ATTEMPT_PROPERTY: object()}) == 1
+
+
+class _Body:
+    def __init__(self, body: object) -> None:
+        self.body = body
+
+
+@pytest.mark.parametrize(
+    "body", [None, {b"k": b"v"}, {"k": b"v"}, [b"a", 1], 3.5, True, dt.datetime(2026, 1, 1), object()]
+)
+def test_body_bytes_never_raises_on_odd_amqp_bodies(body: object) -> None:
+    from worker.runtime.messages import body_bytes
+
+    assert isinstance(body_bytes(_Body(body)), bytes)  # type: ignore[arg-type]
+
+
+def test_body_bytes_of_a_missing_body_is_empty() -> None:
+    from worker.runtime.messages import body_bytes
+
+    assert body_bytes(_Body(None)) == b""  # type: ignore[arg-type]
+
+
+def test_reply_with_overlong_reply_to_session_id_is_still_buildable() -> None:
+    # the contract answers such a request ``invalid``; the SDK refuses a session_id over 128 characters, which
+    # raised on the receiver-owner thread and killed the loop (and every pod the message was redelivered to)
+    reply = build_reply(b"{}", meta(reply_to_session_id="s" * 200), status="invalid")
+    assert reply.session_id is None
+    assert reply.message_id == "result-m-1"
+
+
+def test_reply_destination_matches_allowed_entities_case_insensitively() -> None:
+    # the contract accepts reply_to case-insensitively, so the reply must go where the request asked
+    s = ConsumerSettings(reply_queue="replies", request_queue="q", allowed_reply_to=frozenset({"Other"}))
+    assert s.reply_destination("OTHER") == "Other"
+    assert s.reply_destination("other") == "Other"
+    assert s.reply_destination("REPLIES") == "replies"
+    assert s.reply_destination("evil") == "replies"

@@ -42,7 +42,7 @@ def attempt_of(props: Mapping[str, Any]) -> int:
     raw = props.get(ATTEMPT_PROPERTY)
     try:
         attempt = int(raw) if raw is not None else 1
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # "garbage", NaN, +-inf: this runs on the owner thread
         return 1
     return max(1, attempt)
 
@@ -83,11 +83,16 @@ def build_reply(body: bytes, meta: MessageMeta, *, status: str | None = None) ->
     props: dict[str, Any] = {REQUEST_ID_PROPERTY: meta.message_id, ATTEMPT_PROPERTY: meta.attempt}
     if status:
         props["gcw-status"] = status
+    # An over-long reply_to_session_id makes the request invalid (contract), but the SDK raises ValueError for a
+    # session_id over 128 characters: the ``invalid`` answer goes out without one rather than never.
+    session_id = meta.reply_to_session_id or None
+    if session_id is not None and len(session_id) > MAX_MESSAGE_ID:
+        session_id = None
     return ServiceBusMessage(
         body,
         message_id=reply_message_id(meta.message_id),
         correlation_id=meta.correlation_id or meta.message_id,
-        session_id=meta.reply_to_session_id or None,
+        session_id=session_id,
         content_type="application/json",
         subject="result",
         application_properties=props,
@@ -124,17 +129,28 @@ def build_retry_copy(
 
 
 def body_bytes(message: ServiceBusReceivedMessage) -> bytes:
-    """The message body as bytes, whatever AMQP body section it came in."""
+    """The message body as bytes, whatever AMQP body section it came in.
+
+    Never raises (it runs on the receiver-owner thread): an odd body becomes bytes that the contract rejects.
+    """
     body = message.body
+    if body is None:
+        return b""
     if isinstance(body, bytes):
         return body
     if isinstance(body, str):
-        return body.encode("utf-8")
+        return body.encode("utf-8", "surrogatepass")  # a lone surrogate stays invalid UTF-8: the contract rejects it
     if isinstance(body, dict | list | int | float):
         import json
 
-        return json.dumps(body).encode("utf-8")
-    return b"".join(part if isinstance(part, bytes) else str(part).encode("utf-8") for part in body)
+        try:
+            return json.dumps(body).encode("utf-8")
+        except (TypeError, ValueError):
+            return repr(body).encode("utf-8", "replace")
+    try:
+        return b"".join(part if isinstance(part, bytes) else str(part).encode("utf-8", "replace") for part in body)
+    except TypeError:  # not iterable: an AMQP value section holding a single non-JSON value
+        return str(body).encode("utf-8", "replace")
 
 
 def clip(text: str | None, limit: int) -> str | None:

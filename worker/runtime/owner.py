@@ -243,11 +243,19 @@ class ReceiverOwner(threading.Thread):
         now = self._clock()
         if messages:
             self._last_message_at = now
-        for index, message in enumerate(messages):
+        dispatched = 0
+        for message in messages:
             self._metrics.received.inc()
-            rec = self._track(message, now)
-            rec.probe = probe and index == 0
+            try:
+                rec = self._track(message, now)
+            except Exception as exc:  # an unreadable message must not take the loop (and this pod) down
+                self._dead_letter_unreadable(message, exc)
+                continue
+            rec.probe = probe and dispatched == 0
+            dispatched += 1
             self._dispatch(rec, self)
+        if probe and messages and not dispatched:
+            self._breaker.record_neutral()
         self._metrics.in_flight.set(self._total_inflight())
 
     def _track(self, message: Any, now: float) -> InFlight:
@@ -271,6 +279,21 @@ class ReceiverOwner(threading.Thread):
         )
         self._inflight[rec.key] = rec
         return rec
+
+    def _dead_letter_unreadable(self, message: Any, exc: Exception) -> None:
+        """A message whose properties or body cannot even be read: dead-letter it (no result can be built)."""
+        message_id = redact(str(getattr(message, "message_id", None)))
+        what = redact(f"{type(exc).__name__}: {exc}")
+        log.error("message_unreadable", message_id=message_id, error=what)
+        try:
+            self._receiver.dead_letter_message(
+                message,
+                reason="InvalidRequest",
+                error_description=clip(f"message: unreadable Service Bus message ({what})", MAX_DESCRIPTION),
+            )
+            self._metrics.dead_lettered.labels(reason="InvalidRequest").inc()
+        except Exception as settle_exc:  # its lock expires: the redelivery (delivery count) takes over
+            log.warning("settle_failed", message_id=message_id, error=redact(f"{type(settle_exc).__name__}"))
 
     def _total_inflight(self) -> int:
         return len(self._inflight)
@@ -460,8 +483,24 @@ class ReceiverOwner(threading.Thread):
         groups: dict[tuple[str, str | None], list[tuple[InFlight, Disposition, ServiceBusMessage]]] = {}
         for rec, disp in items:
             dest = self.settings.reply_destination(rec.meta.reply_to)
-            reply = build_reply(disp.result.to_json_bytes(), rec.meta, status=getattr(disp.result, "status", None))
-            groups.setdefault((dest, rec.meta.reply_to_session_id), []).append((rec, disp, reply))
+            try:
+                reply = build_reply(
+                    disp.result.to_json_bytes(), rec.meta, status=getattr(disp.result, "status", None)
+                )
+            except Exception as exc:  # never on the owner thread's way: dead-letter it with the reason instead
+                what = redact(f"{type(exc).__name__}: {exc}")
+                log.error("reply_unbuildable", message_id=rec.meta.message_id, error=what)
+                self._settle(
+                    rec,
+                    Disposition(
+                        action=Action.DEAD_LETTER,
+                        reason="ProcessingError",
+                        description=f"the result message could not be built: {what}; "
+                        f"outcome was {disp.reason or disp.action}: {disp.description or ''}",
+                    ),
+                )
+                continue
+            groups.setdefault((dest, reply.session_id), []).append((rec, disp, reply))
         sent: list[tuple[InFlight, Disposition]] = []
         for (dest, _session), members in groups.items():
             try:

@@ -42,6 +42,11 @@ class ConsumerSettings:
         return bool(self.request_queue) and not self.sessions
 
     def reply_destination(self, reply_to: str | None) -> str:
-        if reply_to and (reply_to == self.reply_queue or reply_to in self.allowed_reply_to):
-            return reply_to
+        """Where a request's result goes: its ``reply_to`` when allowed, as configured (entity names are
+        case-insensitive, and the contract accepts ``reply_to`` case-insensitively), else ``reply_queue``."""
+        if reply_to:
+            wanted = reply_to.lower()
+            for entity in (self.reply_queue, *sorted(self.allowed_reply_to)):
+                if entity.lower() == wanted:
+                    return entity
         return self.reply_queue
