@@ -51,6 +51,19 @@ def test_every_value_is_redacted_and_json(log_stream: io.StringIO) -> None:
     assert event["href"].startswith("https://acct.blob.core.windows.net/c/x.tif?") and "sig=***" in event["href"]
 
 
+def test_deeply_nested_values_are_redacted_too(log_stream: io.StringIO) -> None:
+    # the scrubber stops descending at depth 8; what lies deeper was rendered unredacted
+    url = "https://acct.blob.core.windows.net/c/x.tif?sv=2024&sig=DEEPSECRET"
+    deep: object = {"href": url, "auth": "Bearer DEEPBEARER", "token": Secret("DEEPTOKEN")}
+    for _ in range(12):
+        deep = {"k": [deep]}
+    structlog.get_logger("t").info("deep", payload=deep)
+    out = log_stream.getvalue()
+    for secret in ("DEEPSECRET", "DEEPBEARER", "DEEPTOKEN"):
+        assert secret not in out
+    assert lines(log_stream)[-1]["event"] == "deep"
+
+
 def test_exceptions_and_stdlib_records_are_redacted(log_stream: io.StringIO) -> None:
     try:
         raise ValueError("failed at https://a.blob.core.windows.net/c/b?sig=EXCSECRET")

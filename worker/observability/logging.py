@@ -31,8 +31,8 @@ def _scrub(value: Any, depth: int = 0) -> Any:
         return REDACTED
     if isinstance(value, str):
         return redact(value)
-    if depth > 8:
-        return value
+    if depth > 8:  # too deep to walk: flatten to text, which is still redacted (never the raw value)
+        return redact(str(value))
     if isinstance(value, dict):
         return {k: (REDACTED if _secret_key(k) and v else _scrub(v, depth + 1)) for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):
