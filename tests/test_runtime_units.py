@@ -336,3 +336,34 @@ def test_reply_destination_matches_allowed_entities_case_insensitively() -> None
     assert s.reply_destination("other") == "Other"
     assert s.reply_destination("REPLIES") == "replies"
     assert s.reply_destination("evil") == "replies"
+
+
+def test_reply_correlation_id_is_always_within_the_service_bus_limit() -> None:
+    # a correlation_id over 128 characters makes the request ``invalid`` (contract), but the reply used to copy it
+    # onto its correlation id: Service Bus rejects such a message, so the reply never went out and the request was
+    # redelivered until MaxDeliveryCount without any result. The SDK checks only message_id / session_id /
+    # reply_to_session_id / partition_key (MESSAGE_PROPERTY_MAX_LENGTH), not correlation_id: we must.
+    from azure.servicebus._common.constants import MESSAGE_PROPERTY_MAX_LENGTH
+
+    long_corr = build_reply(b"{}", meta(correlation_id="c" * 200), status="invalid")
+    assert long_corr.correlation_id == "m-1"  # the request's message id (its result's request_id) instead
+    exactly = build_reply(b"{}", meta(correlation_id="c" * 128))
+    assert exactly.correlation_id == "c" * 128  # at the limit: kept
+    from worker.runtime.messages import reply_correlation_id
+
+    # a message id over the limit too (also ``invalid``), with or without a correlation id: a stable hash
+    for m in (meta(message_id="x" * 300), meta(message_id="x" * 300, correlation_id="c" * 300)):
+        reply = build_reply(b"{}", m, status="invalid")
+        assert len(reply.correlation_id) <= MESSAGE_PROPERTY_MAX_LENGTH
+        assert reply.correlation_id == reply_correlation_id(m) == build_reply(b"{}", m).correlation_id
+    assert reply_correlation_id(meta(message_id="x" * 300)) != reply_correlation_id(meta(message_id="x" * 301))
+    # every id the reply carries passes the SDK's own validation when set again
+    for m in (meta(correlation_id="c" * 200, reply_to_session_id="s" * 200), meta(message_id="x" * 300)):
+        reply = build_reply(b"{}", m, status="invalid")
+        ServiceBusMessage(
+            b"{}", message_id=reply.message_id, correlation_id=reply.correlation_id, session_id=reply.session_id
+        )
+        assert all(
+            len(v) <= MESSAGE_PROPERTY_MAX_LENGTH
+            for v in (reply.message_id, reply.correlation_id, reply.session_id or "")
+        )

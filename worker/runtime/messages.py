@@ -78,6 +78,23 @@ def reply_message_id(request_id: str) -> str:
     return reply_id
 
 
+def reply_correlation_id(meta: MessageMeta) -> str:
+    """The reply's correlation id: the request's ``correlation_id``, else its ``message_id``, always sendable.
+
+    Service Bus rejects a message whose correlation id is over 128 characters (the SDK does not check it, so the
+    send fails on the broker): a too-long correlation id (the request is then ``invalid``) is replaced by the
+    request's message id; when that is too long as well, by ``sha256:`` + the hex SHA-256 of the correlation id
+    (or the message id) as sent, which is stable across redeliveries. docs/messages.md documents the rule.
+    """
+    for candidate in (meta.correlation_id, meta.message_id):
+        if candidate and len(candidate) <= MAX_MESSAGE_ID:
+            return candidate
+    import hashlib
+
+    original = meta.correlation_id or meta.message_id or ""
+    return "sha256:" + hashlib.sha256(original.encode("utf-8", "surrogatepass")).hexdigest()
+
+
 def build_reply(body: bytes, meta: MessageMeta, *, status: str | None = None) -> ServiceBusMessage:
     """The result message for the request described by ``meta``."""
     props: dict[str, Any] = {REQUEST_ID_PROPERTY: meta.message_id, ATTEMPT_PROPERTY: meta.attempt}
@@ -91,7 +108,7 @@ def build_reply(body: bytes, meta: MessageMeta, *, status: str | None = None) ->
     return ServiceBusMessage(
         body,
         message_id=reply_message_id(meta.message_id),
-        correlation_id=meta.correlation_id or meta.message_id,
+        correlation_id=reply_correlation_id(meta),
         session_id=session_id,
         content_type="application/json",
         subject="result",
