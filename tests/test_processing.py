@@ -316,3 +316,50 @@ def test_secret_in_operation_message_is_redacted_everywhere(make, fake):
     assert out.result.items[0].error["code"] == "IngestionAuthenticationFailed"
     assert "TOPSECRET" not in out.result.to_json_bytes().decode()
     assert "TOPSECRET" not in (out.description or "")
+
+
+class SomeFailFetcher:
+    """Serves ``docs``; raises ``error`` for the URLs in ``failing``."""
+
+    def __init__(self, docs: dict[str, object], failing: set[str], error: WorkerError) -> None:
+        self.docs, self.failing, self.error = docs, failing, error
+
+    def fetch(self, url: str) -> dict:
+        if url in self.failing:
+            raise self.error
+        return self.docs[url]  # type: ignore[return-value]
+
+
+def test_claim_check_request_failure_has_one_entry_per_url_with_fetched_ids_or_url_index(make):
+    # docs/messages.md promises one items[] entry per item; a whole-request failure of an item_urls request used to
+    # answer ``items: []`` because request.items is empty for a claim check
+    err = WorkerError("blob 503", code="ItemFetchUnavailable", kind=ErrorKind.TRANSIENT)
+    docs = {"u0": make_item("a"), "u2": make_item("c")}
+    out = run(
+        make(fetcher=SomeFailFetcher(docs, {"u1"}, err), max_attempts=1, fetch_concurrency=1),
+        ingest(item_urls=["u0", "u1", "u2"]),
+    )
+    assert out.settle is Settle.DEAD_LETTER and out.reason == "RetriesExhausted"
+    r = out.result.to_dict()
+    assert r["status"] == "failed"
+    # sequential fetch: u0 fetched (id known), u1 failed, u2 never fetched -> the URL index stands in
+    assert [i["id"] for i in r["items"]] == ["a", "item_urls[1]", "item_urls[2]"]
+    assert all(i["status"] == "failed" and i["error"]["code"] == "ItemFetchUnavailable" for i in r["items"])
+
+
+def test_claim_check_request_failure_after_fetching_uses_every_fetched_id(make):
+    # every item fetched, then signing fails for good: the entries carry the fetched ids
+    signer = FailingSigner(WorkerError("SAS 403", code="SasForbidden", kind=ErrorKind.PERMANENT))
+    docs = {"u0": make_item("a"), "u1": make_item("b")}
+    out = run(make(fetcher=DictFetcher(docs), signer=signer), ingest(item_urls=["u0", "u1"]))
+    assert out.settle is Settle.DEAD_LETTER and out.reason == "IngestFailed"
+    assert [(i.id, i.status, i.error["code"]) for i in out.result.items] == [
+        ("a", "failed", "SasForbidden"),
+        ("b", "failed", "SasForbidden"),
+    ]
+
+
+def test_claim_check_request_without_fetcher_fails_with_one_entry_per_url(make):
+    out = run(make(), ingest(item_urls=["u0", "u1"]))
+    assert out.result.status == "failed" and out.result.error["code"] == "NoFetcher"
+    assert [i.id for i in out.result.items] == ["item_urls[0]", "item_urls[1]"]

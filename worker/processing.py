@@ -122,16 +122,17 @@ class Processor:
             action=request.action,
             attempt=request.meta.attempt,
         )
+        fetched: dict[int, str] = {}  # item_urls index -> fetched item id (for a whole-request failure's items)
         try:
             if request.action == "ingest":
-                results, ops = self._ingest(request, cancel)
+                results, ops = self._ingest(request, cancel, fetched)
             else:
                 results, ops = self._delete(request, cancel)
         except WorkerError as e:
             if is_cancelled(e) or cancel.is_set():
                 bound.info("request_cancelled")
                 return Outcome(None, Settle.RETRY, retry_after=0.0)
-            outcome = self._request_failure(request, e, received_at)
+            outcome = self._request_failure(request, e, received_at, fetched)
             bound.info(
                 "request_finished",
                 status=outcome.result and outcome.result.status,
@@ -155,7 +156,10 @@ class Processor:
 
     # ------------------------------------------------------------------------------------------ ingest
 
-    def _load_items(self, request: contract.Request, cancel: threading.Event) -> list[dict]:
+    def _load_items(
+        self, request: contract.Request, cancel: threading.Event, fetched: dict[int, str] | None = None
+    ) -> list[dict]:
+        """The request's items; claim-check items are fetched, and each fetched id is recorded in ``fetched``."""
         if not request.item_urls:
             return list(request.items)
         if self.fetcher is None:
@@ -172,7 +176,10 @@ class Processor:
                 raise WorkerError("cancelled before fetching items", code="Cancelled", kind=ErrorKind.TRANSIENT)
             assert self.fetcher is not None
             raw = self.fetcher.fetch(url)
-            return contract.validate_item(raw, request.collection, f"item_urls[{i}]", limits)
+            item = contract.validate_item(raw, request.collection, f"item_urls[{i}]", limits)
+            if fetched is not None:
+                fetched[i] = str(item["id"])  # distinct keys per thread: safe without a lock
+            return item
 
         items = parallel_map(fetch, list(enumerate(request.item_urls)), self.settings.fetch_concurrency)
         seen: dict[str, int] = {}
@@ -185,8 +192,10 @@ class Processor:
             seen[item_id] = i
         return items
 
-    def _ingest(self, request: contract.Request, cancel: threading.Event) -> tuple[list[ItemResult], list[OpRecord]]:
-        items = self._load_items(request, cancel)
+    def _ingest(
+        self, request: contract.Request, cancel: threading.Event, fetched: dict[int, str] | None = None
+    ) -> tuple[list[ItemResult], list[OpRecord]]:
+        items = self._load_items(request, cancel, fetched)
         signed = [self.signer.sign_item(it) for it in items] if self.signer is not None else items
         trust = request.meta.attempt > 1 or request.meta.delivery_count > 1
 
@@ -263,8 +272,16 @@ class Processor:
     def _failed_reason(self, request: contract.Request) -> str:
         return "IngestFailed" if request.action == "ingest" else "DeleteFailed"
 
-    def _request_failure(self, request: contract.Request, e: WorkerError, received_at: datetime) -> Outcome:
-        """A failure that hit the whole request before any per-item outcome existed."""
+    def _request_failure(
+        self,
+        request: contract.Request,
+        e: WorkerError,
+        received_at: datetime,
+        fetched: dict[int, str] | None = None,
+    ) -> Outcome:
+        """A failure that hit the whole request before any per-item outcome existed.
+
+        A ``failed`` result still has one entry per requested item (``_requested_ids``)."""
         attempt = request.meta.attempt
         if e.kind is ErrorKind.INVALID:
             result = contract.Result.for_request(
@@ -276,8 +293,7 @@ class Processor:
         if e.kind is ErrorKind.TRANSIENT and not self._exhausted(request):
             return Outcome(None, Settle.RETRY, retry_after=self._backoff(attempt, e.retry_after))
         reason = "RetriesExhausted" if e.kind is ErrorKind.TRANSIENT else self._failed_reason(request)
-        ids = [str(i.get("id")) for i in request.items] if request.action == "ingest" else list(request.item_ids)
-        items = [contract.ItemOutcome(i, "failed", _error_dict(e)) for i in ids]
+        items = [contract.ItemOutcome(i, "failed", _error_dict(e)) for i in _requested_ids(request, fetched or {})]
         result = contract.Result.for_request(
             request, status="failed", items=items, error=_error_dict(e), received_at=received_at
         )
@@ -328,6 +344,25 @@ class Processor:
                 _describe(request, f"all {len(results)} items failed: {details}", attempt),
             )
         return Outcome(result, Settle.COMPLETE)
+
+
+def _requested_ids(request: contract.Request, fetched: dict[int, str]) -> list[str]:
+    """One id per requested item: inline item ids, delete ids, or for ``item_urls`` the fetched item's id when it
+    was fetched, else ``item_urls[<index>]`` (never a valid item id, so it cannot be mistaken for one; also used
+    for a fetched id that repeats an earlier entry's, so entries stay distinct)."""
+    if request.action != "ingest":
+        return list(request.item_ids)
+    if not request.item_urls:
+        return [str(i.get("id")) for i in request.items]
+    ids: list[str] = []
+    seen: set[str] = set()
+    for i in range(len(request.item_urls)):
+        item_id = fetched.get(i)
+        if item_id is None or item_id in seen:
+            item_id = f"item_urls[{i}]"
+        seen.add(item_id)
+        ids.append(item_id)
+    return ids
 
 
 def _err(r: ItemResult) -> WorkerError:
