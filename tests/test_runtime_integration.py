@@ -247,3 +247,44 @@ def test_a_message_that_cannot_be_read_is_dead_lettered_and_the_loop_goes_on(sb_
             dead = dlq.peek_messages(max_message_count=10)
         assert [(m.message_id, m.dead_letter_reason) for m in dead] == [("unreadable", "InvalidRequest")]
         assert "SECRET123" not in (dead[0].dead_letter_error_description or "")
+
+
+def test_idle_session_owner_attempts_do_not_grow_connections_or_open_fds(sb_emulator) -> None:  # type: ignore[no-untyped-def]
+    """Each "no session available" attempt builds a session receiver; the owner closes it, so an idle worker's
+    connections to the broker and its open file descriptors stay flat however long it waits."""
+    import os
+
+    from worker.runtime.breaker import CircuitBreaker
+    from worker.runtime.owner import ReceiverOwner
+
+    emu = sb_emulator(queues=[QueueConfig("requests", requires_session=True), QueueConfig("replies")])
+
+    def fds() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    def connections() -> int:
+        return len(emu._broker.connections)
+
+    with ServiceBusClient.from_connection_string(emu.connection_string, retry_total=0) as session_client:
+        owner = ReceiverOwner(
+            "session-0",
+            client=session_client,
+            settings=ConsumerSettings(
+                reply_queue="replies", request_queue="requests", sessions=True, idle_receive_wait=0.2
+            ),
+            dispatch=lambda rec, own: None,
+            breaker=CircuitBreaker(),
+            metrics=Metrics(),
+            health=HealthState(),
+            capacity=1,
+            receiver_client=session_client,
+        )
+        assert owner._open() is False  # warm-up: the first attempt may open what later ones share
+        time.sleep(0.3)
+        before = (fds(), connections())
+        for _ in range(6):
+            assert owner._open() is False
+        time.sleep(0.5)  # let the broker see any close
+        after = (fds(), connections())
+    assert after[0] <= before[0], (before, after)
+    assert after[1] <= before[1], (before, after)

@@ -367,3 +367,53 @@ def test_reply_correlation_id_is_always_within_the_service_bus_limit() -> None:
             len(v) <= MESSAGE_PROPERTY_MAX_LENGTH
             for v in (reply.message_id, reply.correlation_id, reply.session_id or "")
         )
+
+
+# ---- receiver owner: opening a session receiver ----------------------------------------------------------------
+class _NoSessionReceiver:
+    """A session receiver whose open finds no session (what the SDK raises after max_wait_time)."""
+
+    def __init__(self) -> None:
+        self.closed = 0
+
+    def __enter__(self) -> _NoSessionReceiver:
+        from azure.servicebus.exceptions import OperationTimeoutError
+
+        raise OperationTimeoutError(message="no session available")
+
+    def close(self) -> None:
+        self.closed += 1
+
+
+class _ReceiverClient:
+    def __init__(self) -> None:
+        self.receivers: list[_NoSessionReceiver] = []
+
+    def get_queue_receiver(self, queue_name: str, **kwargs: object) -> _NoSessionReceiver:
+        self.receivers.append(_NoSessionReceiver())
+        return self.receivers[-1]
+
+
+def test_session_receiver_that_finds_no_session_is_closed_every_time() -> None:
+    # each idle attempt used to drop the receiver without close(): its handler (and, depending on the SDK's error
+    # path, its AMQP connection) was left to the garbage collector, once per max_wait_time on every idle owner
+    from worker.observability.health import HealthState
+    from worker.observability.metrics import Metrics
+    from worker.runtime.owner import ReceiverOwner
+
+    receivers = _ReceiverClient()
+    owner = ReceiverOwner(
+        "session-0",
+        client=None,  # type: ignore[arg-type]  # never reached: no session, so no sender is opened
+        settings=ConsumerSettings(reply_queue="replies", request_queue="requests", sessions=True),
+        dispatch=lambda rec, own: None,
+        breaker=CircuitBreaker(),
+        metrics=Metrics(),
+        health=HealthState(),
+        capacity=1,
+        receiver_client=receivers,  # type: ignore[arg-type]
+    )
+    for _ in range(5):
+        assert owner._open() is False
+    assert [r.closed for r in receivers.receivers] == [1] * 5
+    assert owner._receiver is None

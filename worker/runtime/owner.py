@@ -59,6 +59,16 @@ LOCK_LOST_ERRORS = (MessageLockLostError, SessionLockLostError)
 MAX_COMMANDS_PER_TURN = 256
 
 
+def _close_quietly(receiver: Any) -> None:
+    """Close a receiver that failed to open (never raises: this runs on the owner thread)."""
+    if receiver is None:
+        return
+    try:
+        receiver.close()
+    except Exception:
+        log.debug("receiver_close_failed", exc_info=True)
+
+
 class ReceiverOwner(threading.Thread):
     """Owns one receiver. ``capacity`` is its share of in-flight slots (1 for a session: ordered)."""
 
@@ -164,6 +174,7 @@ class ReceiverOwner(threading.Thread):
         }
         if s.sessions:
             kwargs["session_id"] = NEXT_AVAILABLE_SESSION
+        receiver: Any = None
         try:
             if s.request_queue:
                 receiver = self.receiver_client.get_queue_receiver(s.request_queue, **kwargs)
@@ -173,10 +184,13 @@ class ReceiverOwner(threading.Thread):
                 )
             receiver.__enter__()
         except OperationTimeoutError:
-            # no session available right now: normal for session input
+            # no session available right now: normal for session input. Close the receiver all the same (every
+            # idle attempt makes one): whatever the SDK left open for it must not wait for the garbage collector.
+            _close_quietly(receiver)
             self._health.set_connected(self.name, True)
             return False
         except Exception as exc:
+            _close_quietly(receiver)
             self._open_failures += 1
             self._health.set_connected(self.name, False)
             log.warning(
