@@ -288,3 +288,54 @@ def test_idle_session_owner_attempts_do_not_grow_connections_or_open_fds(sb_emul
         after = (fds(), connections())
     assert after[0] <= before[0], (before, after)
     assert after[1] <= before[1], (before, after)
+
+
+class HugeFailureProcessor:
+    """Fails every item of a 1,000-item request with a long, distinct error: a result of several MB unbounded."""
+
+    def process(self, request, cancel, *, received_at=None):  # type: ignore[no-untyped-def]
+        ids = [f"{request.request_id}-{n:04d}".ljust(149, "x") for n in range(1000)]
+        items = [
+            ItemOutcome(
+                id=i,
+                status="failed",
+                error={"code": "InvalidItem", "message": f"item {i} rejected: " + "detail " * 300},
+            )
+            for i in ids
+        ]
+        result = Result.for_request(
+            request,
+            status="failed",
+            items=items,
+            error={"code": "InvalidItem", "message": f"1000 of 1000 items failed; first: {ids[0]}: ..."},
+            received_at=received_at or datetime.now(UTC),
+        )
+        return Outcome(result, Settle.DEAD_LETTER, "DeleteFailed", "all 1000 items failed")
+
+
+def test_a_result_too_large_for_the_reply_queue_is_shortened_and_delivered(sb_emulator) -> None:  # type: ignore[no-untyped-def]
+    """A 1,000-item result with long per-item errors is megabytes; the reply queue takes 256 KiB (the emulator's
+    default, like the Standard tier). It used to fail every send, so the request was abandoned and redelivered
+    until MaxDeliveryCount without any result. Now it is shortened (every item id and status kept) and sent, and
+    several such results finishing together are sent in batches that fit."""
+    emu = sb_emulator(
+        queues=[QueueConfig("requests", lock_duration=5, max_delivery_count=3), QueueConfig("replies")]
+    )
+    with ServiceBusClient.from_connection_string(emu.connection_string) as client:
+        consumer = make_consumer(client, HugeFailureProcessor(), request_queue="requests", concurrency=4)
+        with client.get_queue_sender("requests") as sender:
+            sender.send_messages([ServiceBusMessage(body("c1", "a"), message_id=f"huge-{n}") for n in range(3)])
+        with Running(consumer):
+            replies = receive_all(client, "replies", 3, timeout=30)
+        assert sorted(r[2]["request_id"] for r in replies) == ["huge-0", "huge-1", "huge-2"]
+        for _, _, result in replies:
+            assert len(json.dumps(result, separators=(",", ":"))) <= 240 * 1024
+            assert result["status"] == "failed" and result["error"]["code"] == "InvalidItem"
+            assert result["error"]["message"].startswith("1000 of 1000 items failed")
+            assert "result shortened to fit" in result["error"]["message"]
+            rid = result["request_id"]
+            assert [i["id"] for i in result["items"]] == [f"{rid}-{n:04d}".ljust(149, "x") for n in range(1000)]
+            assert {i["status"] for i in result["items"]} == {"failed"}
+        with client.get_queue_receiver("requests", sub_queue=ServiceBusSubQueue.DEAD_LETTER) as dlq:
+            dead = {m.message_id: m.dead_letter_reason for m in dlq.peek_messages(max_message_count=10)}
+        assert dead == {f"huge-{n}": "DeleteFailed" for n in range(3)}  # answered, then dead-lettered as decided

@@ -417,3 +417,70 @@ def test_session_receiver_that_finds_no_session_is_closed_every_time() -> None:
         assert owner._open() is False
     assert [r.closed for r in receivers.receivers] == [1] * 5
     assert owner._receiver is None
+
+
+# ---- result size -----------------------------------------------------------------------------------------------
+def _big_result(n: int = 1000, message_chars: int = 2000, ops: int = 0, id_chars: int = 149):  # type: ignore[no-untyped-def]
+    from worker.contract import ItemOutcome, OperationRef, Result
+
+    ids = [f"i{k:04d}".ljust(id_chars, "x") for k in range(n)]
+    now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    return Result(
+        request_id="m-1",
+        correlation_id="c-1",
+        action="ingest",
+        collection="c1",
+        status="failed",
+        items=[ItemOutcome(i, "failed", {"code": "Bad", "message": f"{i}: " + "x" * message_chars}) for i in ids],
+        operations=[OperationRef(f"{k:08d}-0000-4000-8000-000000000000", "Failed") for k in range(ops)],
+        error={"code": "Bad", "message": f"{n} of {n} items failed"},
+        attempts=1,
+        received_at=now,
+        completed_at=now,
+    ), ids
+
+
+@pytest.mark.parametrize(
+    ("message_chars", "ops", "id_chars", "expect"),
+    [
+        (2000, 0, 20, "cut to 256"),  # clipping the messages is enough
+        (2000, 0, 149, "collapsed"),  # distinct messages: clipped to 64 -> still differ -> messages dropped
+        (2000, 3000, 149, "operations listed"),
+        (10, 0, 149, None),  # fits as it is
+    ],
+)
+def test_result_body_is_bounded_keeping_status_counts_and_every_item(message_chars, ops, id_chars, expect) -> None:  # type: ignore[no-untyped-def]
+    from pathlib import Path
+
+    import jsonschema
+
+    from worker.runtime.messages import DEFAULT_MAX_RESULT_BYTES, result_body
+
+    n = 100 if expect is None else 1000
+    result, ids = _big_result(n=n, message_chars=message_chars, ops=ops, id_chars=id_chars)
+    body, shortened = result_body(result)
+    assert len(body) <= DEFAULT_MAX_RESULT_BYTES
+    doc = json.loads(body)
+    schema = json.loads((Path(__file__).parent.parent / "worker/schemas/result-v1.schema.json").read_text())
+    jsonschema.validate(doc, schema)
+    assert [i["id"] for i in doc["items"]] == ids and {i["status"] for i in doc["items"]} == {"failed"}
+    assert doc["status"] == "failed" and doc["error"]["code"] == "Bad"
+    assert doc["error"]["message"].startswith(f"{len(ids)} of {len(ids)} items failed")
+    if expect is None:
+        assert shortened is None and body == result.to_json_bytes()
+    else:
+        assert expect in shortened and "result shortened to fit" in doc["error"]["message"]
+
+
+def test_result_body_collapses_repeated_item_errors() -> None:
+    from worker.contract import ItemOutcome
+    from worker.runtime.messages import result_body
+
+    result, ids = _big_result(id_chars=40)
+    same = {"code": "AssetAccessDenied", "message": "storage said 403 " + "y" * 2000}
+    result.items = [ItemOutcome(i, "failed", dict(same)) for i in ids]
+    body, shortened = result_body(result, 150 * 1024)
+    doc = json.loads(body)
+    assert len(body) <= 150 * 1024 and "collapsed" in shortened
+    assert doc["items"][0]["error"]["message"].startswith("storage said 403")
+    assert all(i["error"] == {"code": "AssetAccessDenied", "message": "same as items[0]"} for i in doc["items"][1:])

@@ -56,6 +56,9 @@ def _secret(value: str | None) -> Secret | None:
 @option("--concurrency", type=int, default=64, show_default=True, help="Requests in flight per process.")
 @option("--max-receive-batch", type=int, default=32, show_default=True, help="Messages per receive call.")
 @option("--max-attempts", type=int, default=5, show_default=True, help="Attempts before RetriesExhausted.")
+@option("--max-result-bytes", type=int, default=240 * 1024, show_default=True,
+        help="Result bodies are shortened to fit (keeping status, counts and every item id); keep it under the "
+        "reply queue's message size limit (256 KiB on Standard).")
 @option("--retry-base-seconds", type=float, default=5.0, show_default=True, help="Backoff of the 1st retry.")
 @option("--retry-max-seconds", type=float, default=300.0, show_default=True, help="Backoff cap.")
 @option("--max-lock-renewal-seconds", type=float, default=3600.0, show_default=True,
@@ -106,6 +109,7 @@ def run_command(**kwargs: Any) -> None:
         concurrency=kwargs["concurrency"],
         max_receive_batch=kwargs["max_receive_batch"],
         max_attempts=kwargs["max_attempts"],
+        max_result_bytes=kwargs["max_result_bytes"],
         retry_base_seconds=kwargs["retry_base_seconds"],
         retry_max_seconds=kwargs["retry_max_seconds"],
         max_lock_renewal_seconds=kwargs["max_lock_renewal_seconds"],
@@ -180,6 +184,7 @@ def run(cfg: RunConfig) -> int:
         max_receive_batch=cfg.max_receive_batch,
         max_lock_renewal_seconds=cfg.max_lock_renewal_seconds,
         max_attempts=cfg.max_attempts,
+        max_result_bytes=cfg.max_result_bytes,
         retry_base_seconds=cfg.retry_base_seconds,
         retry_max_seconds=cfg.retry_max_seconds,
         drain_seconds=cfg.drain_seconds,

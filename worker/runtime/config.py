@@ -46,6 +46,7 @@ class RunConfig:
     concurrency: int = 64
     max_receive_batch: int = 32
     max_attempts: int = 5
+    max_result_bytes: int = 240 * 1024  # result bodies are shortened to fit (docs/messages.md "Result size")
     retry_base_seconds: float = 5.0
     retry_max_seconds: float = 300.0
     max_lock_renewal_seconds: float = 3600.0
@@ -111,6 +112,11 @@ class RunConfig:
         for flag, value in positive_ints.items():
             if value < 1:
                 raise ConfigError(f"{_flag_env(flag)} must be >= 1, got {value}")
+        if self.max_result_bytes < 64 * 1024:
+            raise ConfigError(
+                f"{_flag_env('--max-result-bytes')} must be >= 65536 (room for a shortened result), "
+                f"got {self.max_result_bytes}"
+            )
         if self.concurrency > 1024:
             raise ConfigError(f"{_flag_env('--concurrency')} must be <= 1024, got {self.concurrency}")
         non_negative = {

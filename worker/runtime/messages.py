@@ -11,7 +11,7 @@ from typing import Any
 
 from azure.servicebus import ServiceBusMessage, ServiceBusReceivedMessage
 
-from worker.contract import MessageMeta
+from worker.contract import MessageMeta, Result
 
 ATTEMPT_PROPERTY = "gcw-attempt"
 REQUEST_ID_PROPERTY = "gcw-request-id"
@@ -19,6 +19,10 @@ REPLY_ID_PREFIX = "result-"
 MAX_DESCRIPTION = 4096
 MAX_REASON = 256
 MAX_MESSAGE_ID = 128
+# The reply queue's message size limit is 256 KiB on the Standard tier (the emulator's default too), counting the
+# properties as well as the body: a result body is kept this far under it (docs/messages.md "Result size").
+DEFAULT_MAX_RESULT_BYTES = 240 * 1024
+RESULT_SIZE_NOTE_RESERVE = 512  # room kept for the note appended to the result's error message
 
 
 def _text(value: Any) -> str | None:
@@ -179,3 +183,123 @@ def clip(text: str | None, limit: int) -> str | None:
 
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
+
+
+# ---- result size ---------------------------------------------------------------------------------------------
+def _encode(doc: dict[str, Any]) -> bytes:
+    import json
+
+    return json.dumps(doc, ensure_ascii=True, separators=(",", ":")).encode("ascii")
+
+
+def _clip_str(value: Any, limit: int) -> Any:
+    if isinstance(value, str) and len(value) > limit:
+        return value[: max(0, limit - 3)] + "..."
+    return value
+
+
+def _item_errors(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    return [i["error"] for i in doc["items"] if isinstance(i.get("error"), dict)]
+
+
+def _clip_item_errors(limit: int) -> Any:
+    def stage(doc: dict[str, Any]) -> str:
+        for error in _item_errors(doc):
+            error["code"] = _clip_str(error.get("code"), 64)
+            error["message"] = _clip_str(error.get("message"), limit)
+        if isinstance(doc.get("error"), dict):
+            doc["error"]["code"] = _clip_str(doc["error"].get("code"), 128)
+            doc["error"]["message"] = _clip_str(doc["error"].get("message"), 1024)
+        return f"item error messages cut to {limit} characters"
+
+    return stage
+
+
+def _collapse_repeated_errors(doc: dict[str, Any]) -> str:
+    first: dict[tuple[Any, Any], int] = {}
+    for index, item in enumerate(doc["items"]):
+        error = item.get("error")
+        if not isinstance(error, dict):
+            continue
+        key = (error.get("code"), error.get("message"))
+        if key in first:
+            error["message"] = f"same as items[{first[key]}]"
+        else:
+            first[key] = index
+    return "repeated item errors collapsed (\"same as items[i]\")"
+
+
+def _drop_item_error_messages(doc: dict[str, Any]) -> str:
+    for error in _item_errors(doc):
+        error["message"] = ""
+    return "item error messages dropped (codes kept)"
+
+
+def _shorten_operations(limit: int) -> Any:
+    def stage(doc: dict[str, Any]) -> str:
+        ops = doc["operations"]
+        total = len(ops)
+        keep_lo, keep_hi = 0, total  # the longest prefix that fits (binary search on the encoded size)
+        while keep_lo < keep_hi:
+            mid = (keep_lo + keep_hi + 1) // 2
+            doc["operations"] = ops[:mid]
+            if len(_encode(doc)) <= limit:
+                keep_lo = mid
+            else:
+                keep_hi = mid - 1
+        doc["operations"] = ops[:keep_lo]
+        return f"{keep_lo} of {total} operations listed"
+
+    return stage
+
+
+def _drop_item_errors(doc: dict[str, Any]) -> str:
+    for item in doc["items"]:
+        item.pop("error", None)
+    return "per-item errors dropped (ids and statuses kept)"
+
+
+def _clip_ids(doc: dict[str, Any]) -> str:
+    # only an ``invalid`` request can have ids this long (Service Bus ids are at most 128 characters)
+    for name in ("request_id", "correlation_id"):
+        doc[name] = _clip_str(doc.get(name), 1024)
+    return "request ids over 1024 characters cut"
+
+
+def result_body(result: Result, max_bytes: int = DEFAULT_MAX_RESULT_BYTES) -> tuple[bytes, str | None]:
+    """The encoded result, shortened if needed so that it stays within ``max_bytes``.
+
+    Returns ``(body, what was shortened or None)``. Status, counts, the summary error and every item's id and
+    status are always kept; step by step, until the body fits (docs/messages.md "Result size"): item error
+    messages are cut to 256 characters, repeated item errors (same code and message) collapsed into
+    ``"same as items[i]"``, messages cut to 64 characters and collapsed again, item error messages dropped
+    (codes kept), operations listed only as far as they fit, item errors dropped entirely, over-long request
+    ids cut. The request-level ``error.message`` (when there is one) ends with a note saying what was done.
+    """
+    body = result.to_json_bytes()
+    if len(body) <= max_bytes:
+        return body, None
+    doc = result.to_dict()
+    target = max(0, max_bytes - RESULT_SIZE_NOTE_RESERVE)
+    stages = (
+        _clip_item_errors(256),
+        _collapse_repeated_errors,
+        _clip_item_errors(64),
+        _collapse_repeated_errors,
+        _drop_item_error_messages,
+        _shorten_operations(target),
+        _drop_item_errors,
+        _clip_ids,
+    )
+    done: list[str] = []
+    for stage in stages:
+        what = stage(doc)
+        if what not in done:
+            done.append(what)
+        if len(_encode(doc)) <= target:
+            break
+    summary = "; ".join(done)
+    if isinstance(doc.get("error"), dict):
+        note = f" [result shortened to fit {max_bytes} bytes: {summary}]"
+        doc["error"]["message"] = str(doc["error"].get("message") or "") + note
+    return _encode(doc), summary

@@ -47,6 +47,7 @@ from worker.runtime.messages import (
     build_retry_copy,
     clip,
     meta_from_message,
+    result_body,
     utcnow,
 )
 from worker.runtime.outcome import Action, Disposition
@@ -57,6 +58,23 @@ log = structlog.get_logger(__name__)
 
 LOCK_LOST_ERRORS = (MessageLockLostError, SessionLockLostError)
 MAX_COMMANDS_PER_TURN = 256
+REPLY_OVERHEAD_BYTES = 2048  # per message in a batch: properties and AMQP framing around the body
+
+
+def _size_chunks(members: list[Any], sizes: list[int], limit: int) -> list[list[Any]]:
+    """``members`` in order, split so that each chunk's ``sizes`` (plus per-message overhead) stay within
+    ``limit``: several large results sent as one batch would exceed the queue's message size limit."""
+    chunks: list[list[Any]] = []
+    total = 0
+    for member, size in zip(members, sizes, strict=True):
+        size += REPLY_OVERHEAD_BYTES
+        if chunks and total + size <= limit:
+            chunks[-1].append(member)
+            total += size
+        else:
+            chunks.append([member])
+            total = size
+    return chunks
 
 
 def _close_quietly(receiver: Any) -> None:
@@ -495,12 +513,21 @@ class ReceiverOwner(threading.Thread):
     def _send_replies(self, items: list[tuple[InFlight, Disposition]]) -> list[tuple[InFlight, Disposition]]:
         """Publish the results; return the items whose reply is durably sent (only those may be settled)."""
         groups: dict[tuple[str, str | None], list[tuple[InFlight, Disposition, ServiceBusMessage]]] = {}
+        sizes: dict[int, int] = {}
         for rec, disp in items:
             dest = self.settings.reply_destination(rec.meta.reply_to)
             try:
-                reply = build_reply(
-                    disp.result.to_json_bytes(), rec.meta, status=getattr(disp.result, "status", None)
-                )
+                body, shortened = result_body(disp.result, self.settings.max_result_bytes)
+                if shortened:
+                    log.warning(
+                        "result_shortened",
+                        message_id=rec.meta.message_id,
+                        limit=self.settings.max_result_bytes,
+                        size=len(body),
+                        what=shortened,
+                    )
+                reply = build_reply(body, rec.meta, status=getattr(disp.result, "status", None))
+                sizes[rec.key] = len(body)
             except Exception as exc:  # never on the owner thread's way: dead-letter it with the reason instead
                 what = redact(f"{type(exc).__name__}: {exc}")
                 log.error("reply_unbuildable", message_id=rec.meta.message_id, error=what)
@@ -516,7 +543,12 @@ class ReceiverOwner(threading.Thread):
                 continue
             groups.setdefault((dest, reply.session_id), []).append((rec, disp, reply))
         sent: list[tuple[InFlight, Disposition]] = []
-        for (dest, _session), members in groups.items():
+        batches = [
+            (dest, chunk)
+            for (dest, _session), members in groups.items()
+            for chunk in _size_chunks(members, [sizes[rec.key] for rec, _, _ in members], self._batch_limit())
+        ]
+        for dest, members in batches:
             try:
                 self._sender(dest).send_messages([m for _, _, m in members])
                 sent.extend((rec, disp) for rec, disp, _ in members)
@@ -540,6 +572,10 @@ class ReceiverOwner(threading.Thread):
         for _rec, disp in sent:
             self._metrics.results.labels(status=str(getattr(disp.result, "status", "unknown"))).inc()
         return sent
+
+    def _batch_limit(self) -> int:
+        """Bytes per reply batch: the result size limit plus the room it keeps under 256 KiB."""
+        return max(self.settings.max_result_bytes, 256 * 1024 - 4 * REPLY_OVERHEAD_BYTES)
 
     def _settle(self, rec: InFlight, disp: Disposition) -> None:
         try:

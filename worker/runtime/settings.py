@@ -28,6 +28,8 @@ class ConsumerSettings:
     breaker_threshold: int = 5  # consecutive transient failures that open the circuit breaker
     breaker_open_seconds: float = 10.0
     breaker_max_open_seconds: float = 120.0
+    # a result body is shortened to stay within this (docs/messages.md "Result size"); 256 KiB Standard tier
+    max_result_bytes: int = 240 * 1024
 
     @property
     def entity(self) -> str:
