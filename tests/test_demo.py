@@ -39,3 +39,17 @@ def test_demo_end_to_end_exits_zero_and_shows_every_stage():
     assert "replayed 1" in out and ": succeeded" in out
     assert "matches" in out
     assert "SharedAccessKey=" not in out  # the connection string's key is never printed
+
+
+def test_send_requests_splits_batches_that_would_exceed_the_broker_limit(sb_emulator):
+    from azure.servicebus import ServiceBusClient
+
+    from worker.demo.traffic import Outgoing, send_requests
+    from worker.emulators.servicebus import QueueConfig
+
+    emu = sb_emulator(queues=[QueueConfig("q")])
+    body = b"x" * 20_000  # 50 of these are ~1 MB: far over the 256 KiB batch limit
+    with ServiceBusClient.from_connection_string(emu.connection_string) as client:
+        sent = send_requests(client, "q", [Outgoing(message_id=f"m{i}", body=body) for i in range(60)])
+    assert len(sent) == 60
+    assert emu.stats()["entities"]["q"]["active"] == 60

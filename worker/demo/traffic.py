@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from azure.servicebus import ServiceBusClient, ServiceBusMessage
+from azure.servicebus.exceptions import MessageSizeExceededError
 
 
 @dataclass
@@ -25,36 +26,44 @@ class Outgoing:
 def send_requests(
     client: ServiceBusClient, queue: str, requests: Iterable[Outgoing], batch_size: int = 50
 ) -> dict[str, float]:
-    """Send in batches; returns message_id → monotonic send time (for end-to-end latency)."""
+    """Send in batches of at most ``batch_size`` messages that also fit the broker's batch size limit.
+
+    Returns message_id → monotonic send time (for end-to-end latency).
+    """
     sent_at: dict[str, float] = {}
     with client.get_queue_sender(queue) as sender:
-        batch: list[Outgoing] = []
+        batch = sender.create_message_batch()
+        ids: list[str] = []
 
         def flush() -> None:
+            nonlocal batch
+            sender.send_messages(batch)
             now = time.monotonic()
-            sender.send_messages(
-                [
-                    ServiceBusMessage(
-                        r.body,
-                        message_id=r.message_id,
-                        correlation_id=r.correlation_id,
-                        reply_to=r.reply_to,
-                        session_id=r.session_id,
-                        content_type="application/json",
-                        application_properties=r.application_properties,
-                    )
-                    for r in batch
-                ]
-            )
-            for r in batch:
-                sent_at[r.message_id] = now
-            batch.clear()
+            sent_at.update(dict.fromkeys(ids, now))
+            ids.clear()
+            batch = sender.create_message_batch()
 
-        for request in requests:
-            batch.append(request)
-            if len(batch) >= batch_size:
+        for r in requests:
+            message = ServiceBusMessage(
+                r.body,
+                message_id=r.message_id,
+                correlation_id=r.correlation_id,
+                reply_to=r.reply_to,
+                session_id=r.session_id,
+                content_type="application/json",
+                application_properties=r.application_properties,
+            )
+            if len(ids) >= batch_size:
                 flush()
-        if batch:
+            try:
+                batch.add_message(message)
+            except MessageSizeExceededError:
+                if not ids:
+                    raise  # a single message larger than a batch may be: the broker would refuse it too
+                flush()
+                batch.add_message(message)
+            ids.append(r.message_id)
+        if ids:
             flush()
     return sent_at
 
