@@ -152,17 +152,35 @@ class Harness:
             self._start_servicebus_process()
         else:
             self._start_servicebus()
-        self.geocatalog = GeoCatalogEmulator(
-            host="127.0.0.1",
-            port=0,
-            operation_seconds=self.operation_seconds,
-            faults=self.faults,
-            request_budget=self.request_budget,
-            collections=self.collections,
-        ).start()
+        self.geocatalog = GeoCatalogEmulator(host="127.0.0.1", port=0, **self._geocatalog_options()).start()
         self._client = ServiceBusClient.from_connection_string(self.connection_string)
         self._session_client = ServiceBusClient.from_connection_string(self.connection_string, retry_total=0)
         return self
+
+    def _geocatalog_options(self) -> dict[str, Any]:
+        """Keyword arguments of the GeoCatalog emulator (subclasses add theirs)."""
+        return {
+            "operation_seconds": self.operation_seconds,
+            "faults": self.faults,
+            "request_budget": self.request_budget,
+            "collections": self.collections,
+        }
+
+    def _queues(self) -> list[QueueConfig]:
+        """The request and reply queues (subclasses may leave the reply queue out)."""
+        return [
+            QueueConfig(
+                REQUEST_QUEUE,
+                lock_duration=self.lock_duration,
+                max_delivery_count=self.max_delivery_count,
+                requires_session=self.sessions,
+            ),
+            QueueConfig(
+                REPLY_QUEUE,
+                requires_duplicate_detection=self.reply_duplicate_detection,
+                requires_session=self.sessions,
+            ),
+        ]
 
     def _start_servicebus_process(self) -> None:
         args = [sys.executable, "-m", "worker", "emulator", "servicebus", "--port", "0"]
@@ -190,23 +208,7 @@ class Harness:
         self.servicebus_proc.wait(timeout=10)
 
     def _start_servicebus(self) -> None:
-        self.servicebus = ServiceBusEmulator(
-            host="127.0.0.1",
-            port=0,
-            queues=[
-                QueueConfig(
-                    REQUEST_QUEUE,
-                    lock_duration=self.lock_duration,
-                    max_delivery_count=self.max_delivery_count,
-                    requires_session=self.sessions,
-                ),
-                QueueConfig(
-                    REPLY_QUEUE,
-                    requires_duplicate_detection=self.reply_duplicate_detection,
-                    requires_session=self.sessions,
-                ),
-            ],
-        ).start()
+        self.servicebus = ServiceBusEmulator(host="127.0.0.1", port=0, queues=self._queues()).start()
         self.connection_string = self.servicebus.connection_string
 
     def stop(self) -> None:

@@ -21,7 +21,6 @@ from azure.servicebus import ServiceBusMessage
 from azure.servicebus.exceptions import MessageSizeExceededError
 
 from tests.harness import REPLY_QUEUE, REQUEST_QUEUE, Harness, Reply, WorkerProcess
-from worker.emulators.geocatalog import GeoCatalogEmulator
 from worker.emulators.servicebus import QueueConfig, ServiceBusEmulator
 from worker.emulators.servicebus.emulator import SAS_KEY_VALUE
 
@@ -88,32 +87,22 @@ class ReliabilityHarness(Harness):
         self.scanner = SecretScanner([self.bearer, SAS_KEY_VALUE])
 
     def start(self) -> ReliabilityHarness:
-        self._start_servicebus()
-        self.geocatalog = GeoCatalogEmulator(
-            host="127.0.0.1",
-            port=0,
-            operation_seconds=self.operation_seconds,
-            faults=self.faults,
-            request_budget=self.request_budget,
-            collections=self.collections,
-            token=self.bearer,
-            private_hosts=self.private_hosts,
-            sas_expiry_seconds=self.sas_expiry_seconds,
-            seed=self.seed,
-        ).start()
-        from azure.servicebus import ServiceBusClient
-
-        self._client = ServiceBusClient.from_connection_string(self.connection_string)
+        super().start()
         self.scanner.add(self.connection_string)
         return self
 
+    def _geocatalog_options(self) -> dict[str, Any]:
+        return {
+            **super()._geocatalog_options(),
+            "token": self.bearer,
+            "private_hosts": self.private_hosts,
+            "sas_expiry_seconds": self.sas_expiry_seconds,
+            "seed": self.seed,
+        }
+
     def _queues(self) -> list[QueueConfig]:
-        queues = [
-            QueueConfig(REQUEST_QUEUE, lock_duration=self.lock_duration, max_delivery_count=self.max_delivery_count)
-        ]
-        if self.with_reply_queue:
-            queues.append(QueueConfig(REPLY_QUEUE, requires_duplicate_detection=self.reply_duplicate_detection))
-        return queues
+        queues = super()._queues()
+        return queues if self.with_reply_queue else [q for q in queues if q.name != REPLY_QUEUE]
 
     def _start_servicebus(self) -> None:
         self.servicebus = ServiceBusEmulator(
