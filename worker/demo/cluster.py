@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -140,12 +139,6 @@ class LocalCluster:
         self.workers[index] = proc
         return proc
 
-    def kill_worker(self, index: int) -> None:
-        """SIGKILL: the process vanishes mid-flight, its locks expire and its messages are redelivered."""
-        proc = self.workers.pop(index)
-        proc.kill()
-        proc.wait(timeout=10)
-
     def terminate_worker(self, index: int, timeout: float = 30) -> int:
         """SIGTERM: the worker drains and exits; returns its exit code."""
         proc = self.workers.pop(index)
@@ -160,15 +153,3 @@ class LocalCluster:
 
     def worker_pids(self) -> list[int]:
         return [p.pid for p in self.workers.values() if p.poll() is None]
-
-    def worker_log(self, index: int) -> str:
-        path = self.log_dir / f"worker-{index}.log"
-        return path.read_text(errors="replace") if path.exists() else ""
-
-    def wait_until(self, predicate, timeout: float, interval: float = 0.1) -> bool:  # type: ignore[no-untyped-def]
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if predicate():
-                return True
-            time.sleep(interval)
-        return bool(predicate())
