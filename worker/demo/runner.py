@@ -194,7 +194,8 @@ def _dlq(cluster: LocalCluster, *args: str) -> str:
     env = {**os.environ, "GCW_SERVICEBUS_CONNECTION_STRING": cluster.servicebus.connection_string}
     cmd = [sys.executable, "-m", "worker", "dlq", *args, "--request-queue", REQUEST_QUEUE]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, check=False)
-    return (done.stdout + done.stderr).rstrip()
+    # stdout is the report; stderr carries the progress bar (and, on failure, the error worth showing).
+    return (done.stdout if done.returncode == 0 else done.stdout + done.stderr).rstrip()
 
 
 def _dead_letters_and_replay(
