@@ -13,6 +13,8 @@ Rules:
   Azurite-style, the first path segment), container = the next path segment;
 - an existing SAS query (``sig``, ``se``, ``sp``, ``sv``, ``sr``, ``st``, ``skoid``, ...) is replaced, other query
   parameters are kept byte-for-byte and in order;
+- hosts of GeoCatalog's managed storage (``HrefSigner(collection_hosts=...)``) get the collection-level token of
+  the item's collection (``GeoCatalogSasProvider`` via ``CollectionTokenCache``), and no other host ever does;
 - tokens are ``Secret``s; ``SigningError`` text never contains one.
 """
 
@@ -411,6 +413,47 @@ class TokenCache:
         return token
 
 
+class CollectionTokenCache:
+    """Tokens that depend on the STAC collection (GeoCatalog's ``/sas/token/{collectionId}``): one ``TokenCache``
+    per collection over ``factory(collection)``, so each (collection, account, container) has its own entry with
+    the ``TokenCache`` semantics (single flight, refresh ``margin`` before expiry, nothing cached on failure).
+    """
+
+    def __init__(
+        self,
+        factory: Callable[[str], TokenProvider],
+        *,
+        margin: timedelta | float = timedelta(minutes=5),
+        metrics: Metrics | None = None,
+        now: Callable[[], datetime] = _utcnow,
+    ) -> None:
+        self.factory = factory
+        self.margin = margin
+        self.metrics = metrics
+        self._now = now
+        self._lock = threading.Lock()
+        self._caches: dict[str, TokenCache] = {}
+
+    def cache_for(self, collection: str) -> TokenCache:
+        with self._lock:
+            cache = self._caches.get(collection)
+            if cache is None:
+                cache = TokenCache(self.factory(collection), margin=self.margin, metrics=self.metrics, now=self._now)
+                self._caches[collection] = cache
+            return cache
+
+    def get(self, collection: str, account: str, container: str) -> SasToken:
+        return self.cache_for(collection).get(account, container)
+
+    def invalidate(self, collection: str, account: str, container: str) -> None:
+        self.cache_for(collection).invalidate(account, container)
+
+    @property
+    def fetches(self) -> int:
+        with self._lock:
+            return sum(cache.fetches for cache in self._caches.values())
+
+
 # ---------------------------------------------------------------------------------------------- signer
 
 
@@ -453,23 +496,54 @@ def replace_sas_query(href: str, token: str) -> str:
 
 
 class HrefSigner:
-    def __init__(self, cache: TokenCache, allow: HostAllowList) -> None:
+    """Signs asset hrefs whose host is on ``allow`` with a token from ``cache`` (per account/container).
+
+    With ``collection_cache`` and ``collection_hosts`` (GeoCatalog's managed storage), an href whose host matches
+    ``collection_hosts`` gets the token of the item's collection from ``collection_cache`` instead (those hosts are
+    added to the allow-list); such an href is left unchanged when no collection is known. A collection token is
+    never sent to a host outside ``collection_hosts``, and ``cache`` is never asked for one inside it.
+    """
+
+    def __init__(
+        self,
+        cache: TokenCache,
+        allow: HostAllowList,
+        *,
+        collection_cache: CollectionTokenCache | None = None,
+        collection_hosts: HostAllowList | None = None,
+    ) -> None:
         self.cache = cache
+        self.collection_cache = collection_cache
+        self.collection_hosts = collection_hosts if collection_cache is not None and collection_hosts else None
+        if self.collection_hosts is not None:
+            allow = HostAllowList((*allow.patterns, *self.collection_hosts.patterns))
         self.allow = allow
 
-    def sign_href(self, href: str) -> str:
-        """Signed ``href`` if its host is allow-listed; any other href is returned unchanged."""
+    def sign_href(self, href: str, collection: str | None = None) -> str:
+        """Signed ``href`` if its host is allow-listed; any other href is returned unchanged.
+
+        ``collection`` (the request's) selects the token for an href on a ``collection_hosts`` host."""
         if not isinstance(href, str) or not self.allow or not self.allow.allows_url(href):
             return href
         key = blob_account_container(href)
         if key is None:
             return href
-        token = self.cache.get(*key)
+        if self.collection_hosts is not None and self.collection_hosts.allows_url(href):
+            if not isinstance(collection, str) or not collection or self.collection_cache is None:
+                return href
+            token = self.collection_cache.get(collection, *key)
+        else:
+            token = self.cache.get(*key)
         return replace_sas_query(href, token.token.reveal())
 
-    def sign_item(self, item: dict) -> dict:
-        """A copy of ``item`` with every asset href (and ``alternate`` hrefs) signed; the input is not modified."""
+    def sign_item(self, item: dict, collection: str | None = None) -> dict:
+        """A copy of ``item`` with every asset href (and ``alternate`` hrefs) signed; the input is not modified.
+
+        ``collection`` defaults to the item's ``collection`` field (``contract.validate_item`` fills it in and
+        checks it equals the request's collection)."""
         signed = copy.deepcopy(item)
+        if collection is None and isinstance(signed, dict) and isinstance(signed.get("collection"), str):
+            collection = signed["collection"]
         assets = signed.get("assets") if isinstance(signed, dict) else None
         if not isinstance(assets, dict):
             return signed
@@ -477,10 +551,10 @@ class HrefSigner:
             if not isinstance(asset, dict):
                 continue
             if isinstance(asset.get("href"), str):
-                asset["href"] = self.sign_href(asset["href"])
+                asset["href"] = self.sign_href(asset["href"], collection)
             alternates = asset.get("alternate")
             if isinstance(alternates, dict):
                 for alternate in alternates.values():
                     if isinstance(alternate, dict) and isinstance(alternate.get("href"), str):
-                        alternate["href"] = self.sign_href(alternate["href"])
+                        alternate["href"] = self.sign_href(alternate["href"], collection)
         return signed

@@ -52,6 +52,9 @@ def _secret(value: str | None) -> Secret | None:
 @option("--sas-subscription-key", help="Subscription key for the SAS API (optional). Secret.")
 @option("--static-sas", multiple=True, help="'account/container=TOKEN' static SAS tokens (repeatable). Secret.")
 @option("--sign-host", multiple=True, help="Host pattern whose asset hrefs are signed (repeatable allow-list).")
+@option("--geocatalog-sas-host", multiple=True,
+        help="Host pattern of the catalog's managed storage (repeatable): its asset hrefs are signed with "
+        "GeoCatalog's collection SAS token (GET /sas/token/{collectionId}); added to the signing allow-list.")
 @option("--item-url-host", multiple=True, help="Host pattern item_urls may be fetched from (repeatable allow-list).")
 @option("--concurrency", type=int, default=64, show_default=True, help="Requests in flight per process.")
 @option("--max-receive-batch", type=int, default=32, show_default=True, help="Messages per receive call.")
@@ -105,6 +108,7 @@ def run_command(**kwargs: Any) -> None:
         sas_subscription_key=_secret(kwargs["sas_subscription_key"]),
         static_sas=tuple(kwargs["static_sas"]),
         sign_hosts=tuple(kwargs["sign_host"]),
+        geocatalog_sas_hosts=tuple(kwargs["geocatalog_sas_host"]),
         item_url_hosts=tuple(kwargs["item_url_host"]),
         concurrency=kwargs["concurrency"],
         max_receive_batch=kwargs["max_receive_batch"],

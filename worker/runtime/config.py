@@ -41,6 +41,7 @@ class RunConfig:
     sas_subscription_key: Secret | None = None
     static_sas: tuple[str, ...] = ()  # "account/container=token"
     sign_hosts: tuple[str, ...] = ()
+    geocatalog_sas_hosts: tuple[str, ...] = ()  # managed-storage hosts signed with GeoCatalog's collection SAS
     item_url_hosts: tuple[str, ...] = ()
     # runtime
     concurrency: int = 64
@@ -101,6 +102,13 @@ class RunConfig:
             key, sep, token = entry.partition("=")
             if not sep or "/" not in key or not token:
                 raise ConfigError(f"--static-sas entries look like 'account/container=TOKEN', got {redact(entry)!r}")
+        for pattern in self.geocatalog_sas_hosts:
+            host = pattern.strip()
+            if not host or "/" in host or "@" in host or host.strip("*.?") == "":
+                raise ConfigError(
+                    f"{_flag_env('--geocatalog-sas-host')} entries are host patterns such as "
+                    f"'*.blob.core.windows.net' or 'account.blob.core.windows.net', got {redact(pattern)!r}"
+                )
         positive_ints = {
             "--concurrency": self.concurrency,
             "--max-attempts": self.max_attempts,

@@ -21,30 +21,9 @@ def build_limits(cfg: RunConfig) -> Limits:
     )
 
 
-def build_signer(cfg: RunConfig, metrics: Metrics) -> Any | None:
-    """None when no host may be signed (``--sign-host`` empty): hrefs are then passed through unchanged."""
-    if not cfg.sign_hosts:
-        return None
-    from worker.signing import HrefSigner, PlanetaryComputerSasProvider, RoutingProvider, StaticSasProvider, TokenCache
-
-    default = None
-    if cfg.sas_api_url:
-        default = PlanetaryComputerSasProvider(cfg.sas_api_url, subscription_key=cfg.sas_subscription_key)
-    routes: dict[str, Any] = {}
-    if cfg.static_sas:
-        static = StaticSasProvider(
-            {key: Secret(token) for key, _, token in (e.partition("=") for e in cfg.static_sas)}
-        )
-        routes = {key: static for key, _, _ in (e.partition("=") for e in cfg.static_sas)}
-    provider = RoutingProvider(routes, default=default)
-    return HrefSigner(TokenCache(provider, metrics=metrics), HostAllowList(cfg.sign_hosts))
-
-
-def build_processor(cfg: RunConfig, metrics: Metrics, limits: Limits) -> Any:
-    from worker.batching import Batcher, BatchSettings
+def build_geocatalog_client(cfg: RunConfig, metrics: Metrics) -> Any:
+    """The GeoCatalog client: the static token when given (emulator), else ``DefaultAzureCredential``."""
     from worker.geocatalog import GeoCatalogClient
-    from worker.itemfetch import ItemFetcher
-    from worker.processing import ProcessingSettings, Processor
     from worker.ratelimit import RateLimiter
     from worker.retry import RetryPolicy
 
@@ -56,7 +35,7 @@ def build_processor(cfg: RunConfig, metrics: Metrics, limits: Limits) -> Any:
     client_kwargs: dict[str, Any] = {}
     if cfg.geocatalog_api_version:
         client_kwargs["api_version"] = cfg.geocatalog_api_version
-    geocatalog = GeoCatalogClient(
+    return GeoCatalogClient(
         cfg.geocatalog_url or "",
         credential=credential,
         static_token=cfg.geocatalog_token,
@@ -66,6 +45,58 @@ def build_processor(cfg: RunConfig, metrics: Metrics, limits: Limits) -> Any:
         metrics=metrics,
         **client_kwargs,
     )
+
+
+def build_signer(cfg: RunConfig, metrics: Metrics, geocatalog: Any = None) -> Any | None:
+    """None when no host may be signed (``--sign-host`` and ``--geocatalog-sas-host`` empty): hrefs are then
+    passed through unchanged.
+
+    Hrefs on a ``--geocatalog-sas-host`` host get GeoCatalog's collection SAS token for the item's collection,
+    fetched through ``geocatalog`` (the processor's client: same credential, rate limiter and retries; one is
+    built from ``cfg`` when not given).
+    """
+    if not cfg.sign_hosts and not cfg.geocatalog_sas_hosts:
+        return None
+    from worker.signing import (
+        CollectionTokenCache,
+        GeoCatalogSasProvider,
+        HrefSigner,
+        PlanetaryComputerSasProvider,
+        RoutingProvider,
+        StaticSasProvider,
+        TokenCache,
+    )
+
+    default = None
+    if cfg.sas_api_url:
+        default = PlanetaryComputerSasProvider(cfg.sas_api_url, subscription_key=cfg.sas_subscription_key)
+    routes: dict[str, Any] = {}
+    if cfg.static_sas:
+        static = StaticSasProvider(
+            {key: Secret(token) for key, _, token in (e.partition("=") for e in cfg.static_sas)}
+        )
+        routes = {key: static for key, _, _ in (e.partition("=") for e in cfg.static_sas)}
+    provider = RoutingProvider(routes, default=default)
+    collection_cache = None
+    if cfg.geocatalog_sas_hosts:
+        client = geocatalog if geocatalog is not None else build_geocatalog_client(cfg, metrics)
+        collection_cache = CollectionTokenCache(
+            lambda collection: GeoCatalogSasProvider(None, collection, client=client), metrics=metrics
+        )
+    return HrefSigner(
+        TokenCache(provider, metrics=metrics),
+        HostAllowList(cfg.sign_hosts),
+        collection_cache=collection_cache,
+        collection_hosts=HostAllowList(cfg.geocatalog_sas_hosts),
+    )
+
+
+def build_processor(cfg: RunConfig, metrics: Metrics, limits: Limits) -> Any:
+    from worker.batching import Batcher, BatchSettings
+    from worker.itemfetch import ItemFetcher
+    from worker.processing import ProcessingSettings, Processor
+
+    geocatalog = build_geocatalog_client(cfg, metrics)
     session = requests.Session()
     adapter = requests.adapters.HTTPAdapter(pool_maxsize=max(16, min(cfg.concurrency, 256)))
     session.mount("http://", adapter)
@@ -87,4 +118,4 @@ def build_processor(cfg: RunConfig, metrics: Metrics, limits: Limits) -> Any:
         operation_timeout=cfg.operation_timeout_seconds,
         limits=limits,
     )
-    return Processor(geocatalog, build_signer(cfg, metrics), fetcher, batcher, settings, metrics)
+    return Processor(geocatalog, build_signer(cfg, metrics, geocatalog), fetcher, batcher, settings, metrics)
