@@ -36,3 +36,10 @@ def test_envvar_names_for_options_and_flag_pairs():
 
     assert envvar("--request-queue") == "GCW_REQUEST_QUEUE"
     assert envvar("--sessions/--no-sessions") == "GCW_SESSIONS"
+
+
+def test_plain_http_needs_an_exact_host_pattern():
+    allow = HostAllowList(["*.blob.core.windows.net", "devstore.local"])
+    assert allow.allows_url("https://acct.blob.core.windows.net/c/x.tif")
+    assert not allow.allows_url("http://acct.blob.core.windows.net/c/x.tif")  # a token would travel in clear
+    assert allow.allows_url("http://devstore.local/acct/c/x.tif")

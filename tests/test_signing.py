@@ -197,7 +197,7 @@ def test_property_no_token_on_foreign_host_exactly_one_sas_other_params_kept(cas
     hostname = host.split(":", 1)[0]  # a pattern without a port matches the host on any port
     allowed = (
         hostname.endswith(".blob.core.windows.net")
-        and href.split(":", 1)[0] in ("http", "https")
+        and href.split(":", 1)[0] == "https"  # the wildcard pattern admits https only: no token in clear
         and len(segments) >= 1
     )
     if not allowed:

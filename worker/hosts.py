@@ -24,11 +24,14 @@ class HostAllowList:
     def __bool__(self) -> bool:
         return bool(self.patterns)
 
-    def allows_host(self, host: str, port: int | None = None) -> bool:
+    def allows_host(self, host: str, port: int | None = None, *, exact_only: bool = False) -> bool:
+        """``exact_only``: wildcard patterns do not count (used for plain-http URLs)."""
         host = host.lower().rstrip(".")
         for pattern in self.patterns:
             p_host, _, p_port = pattern.partition(":")
             if p_port and (port is None or str(port) != p_port):
+                continue
+            if exact_only and ("*" in p_host or "?" in p_host):
                 continue
             if p_host.startswith("*."):
                 suffix = p_host[1:]
@@ -43,7 +46,10 @@ class HostAllowList:
 
     def allows_url(self, url: str) -> bool:
         """True if ``url`` is an ASCII http(s) URL without spaces, control characters or backslashes, has no
-        user-info, its host is spelled with host-name characters only, and the host matches a pattern."""
+        user-info, its host is spelled with host-name characters only, and the host matches a pattern.
+
+        Plain ``http`` needs a pattern naming the host exactly (a local emulator, ``127.0.0.1:10000``): a
+        wildcard such as ``*.blob.core.windows.net`` admits only https, so no token crosses the wire in clear."""
         if not url.isascii() or "\\" in url or any(c <= " " or c == "\x7f" for c in url):
             return False
         try:
@@ -57,4 +63,4 @@ class HostAllowList:
             return False
         if not _HOST_CHARS.fullmatch(parts.hostname):
             return False
-        return self.allows_host(parts.hostname, port)
+        return self.allows_host(parts.hostname, port, exact_only=parts.scheme == "http")
