@@ -11,23 +11,7 @@ from click.testing import CliRunner
 from tests.harness import Harness, ingest_request, stac_item, wait_until
 from worker.cli import main
 
-pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging():
-    """``dlq`` configures structlog and the root logger for its process; undo that for the tests that follow."""
-    import logging
-
-    import structlog
-
-    saved_config = structlog.get_config()
-    root = logging.getLogger()
-    saved_handlers, saved_level = list(root.handlers), root.level
-    yield
-    structlog.configure(**saved_config)
-    root.handlers[:] = saved_handlers
-    root.setLevel(saved_level)
+pytestmark = [pytest.mark.timeout(180), pytest.mark.slow, pytest.mark.usefixtures("restore_logging")]
 
 
 def test_replayed_requests_are_processed_to_success_after_an_outage() -> None:

@@ -24,23 +24,7 @@ from click.testing import CliRunner
 from worker.cli import main
 from worker.emulators.servicebus import QueueConfig, SubscriptionConfig, TopicConfig
 
-pytestmark = pytest.mark.timeout(120)
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging():
-    """``dlq`` configures structlog and the root logger for its process; undo that for the tests that follow."""
-    import logging
-
-    import structlog
-
-    saved_config = structlog.get_config()
-    root = logging.getLogger()
-    saved_handlers, saved_level = list(root.handlers), root.level
-    yield
-    structlog.configure(**saved_config)
-    root.handlers[:] = saved_handlers
-    root.setLevel(saved_level)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("restore_logging")]
 
 
 def body(collection: str = "c1", action: str = "ingest", n: int = 0) -> bytes:

@@ -56,15 +56,9 @@ class CorrelationFilter:
 
 
 @dataclass(frozen=True)
-class SubscriptionConfig:
-    name: str
-    lock_duration: float = 30.0
-    max_delivery_count: int = 10
-    requires_session: bool = False
-    requires_duplicate_detection: bool = False
-    duplicate_detection_window: float = 600.0
-    default_ttl: float | None = None
-    dead_letter_on_expiration: bool = False
+class SubscriptionConfig(QueueConfig):
+    """A topic's subscription: a queue's settings plus the filters that choose its copies."""
+
     filters: tuple[CorrelationFilter, ...] = ()       # empty: every message (Azure's $Default TrueFilter)
 
     def __post_init__(self) -> None:
