@@ -1,4 +1,4 @@
-"""The benchmarks' result collector: ``worker.demo.traffic.ResultCollector`` with a streaming receive.
+"""The benchmarks' result collector: ``gcw_emulators.demo.traffic.ResultCollector`` with a streaming receive.
 
 The demo's collector receives in batches (the SDK then waits up to 0.2 s for more after the first message) and
 completes each message before stamping the next, which adds 0.1-0.3 s to every measured latency. Here messages
@@ -11,8 +11,7 @@ import json
 import time
 
 from azure.servicebus import ServiceBusReceiveMode
-
-from worker.demo.traffic import Collected, ResultCollector
+from gcw_emulators.demo.traffic import Collected, ResultCollector
 
 
 class StreamingCollector(ResultCollector):

@@ -24,7 +24,7 @@ V = {"api-version": "2026-04-15"}
 
 
 def _serve(port_queue: Any, stop: Any, data_dir: str | None) -> None:
-    from worker.emulators.geocatalog import GeoCatalogEmulator
+    from gcw_emulators.geocatalog import GeoCatalogEmulator
 
     emu = GeoCatalogEmulator(port=0, operation_seconds=0.5, collections=[C], data_dir=data_dir).start()
     port_queue.put(emu.port)

@@ -17,7 +17,7 @@ _LINE = re.compile(r" \(([^:]+):\d+\)$")
 
 
 def _frame(raw: str) -> str:
-    """'process (worker/processing.py:123)' → 'process (worker/processing.py)' (lines merged)."""
+    """'process (worker/processing/processor.py:123)' → 'process (worker/processing/processor.py)' (lines merged)."""
     return _LINE.sub(lambda m: f" ({m.group(1).split('site-packages/')[-1]})", raw.strip())
 
 

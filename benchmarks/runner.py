@@ -15,13 +15,13 @@ from typing import Any
 import psutil
 import structlog
 from azure.servicebus import ServiceBusClient, ServiceBusMessage
+from gcw_emulators.demo.cluster import REPLY_QUEUE, REQUEST_QUEUE, ClusterSettings, LocalCluster
+from gcw_emulators.demo.traffic import Outgoing, ResultCollector, send_requests
 
 from benchmarks import measure
 from benchmarks.collector import StreamingCollector
 from benchmarks.scenarios import Scenario
 from benchmarks.workload import COLLECTIONS, PRIVATE_STORAGE, ingest_requests
-from worker.demo.cluster import REPLY_QUEUE, REQUEST_QUEUE, ClusterSettings, LocalCluster
-from worker.demo.traffic import Outgoing, ResultCollector, send_requests
 
 log = structlog.get_logger(__name__)
 REPO = Path(__file__).resolve().parents[1]

@@ -11,8 +11,8 @@ import copy
 import json
 from typing import Any
 
-from worker.demo import workload as demo
-from worker.demo.traffic import Outgoing
+from gcw_emulators.demo import workload as demo
+from gcw_emulators.demo.traffic import Outgoing
 
 COLLECTIONS = demo.COLLECTIONS
 PRIVATE_STORAGE = demo.PRIVATE_STORAGE

@@ -94,7 +94,7 @@ run "$TAG" run --help | grep -q -- "--drain-seconds" || fail "'run --help' does 
 run --entrypoint sh "$TAG" -c 'touch /tmp/ok && ! touch /opt/venv/x 2>/dev/null' || fail "root filesystem is writable or /tmp is not"
 run --entrypoint sh "$TAG" -c '! command -v gcc && ! command -v cc && ! ls /opt/venv/bin/pip* 2>/dev/null && [ ! -d /root/.cache/pip ]' \
     >/dev/null || fail "compiler, pip or pip cache in the final image"
-if run --entrypoint python "$TAG" -c 'import worker.emulators.servicebus.broker' 2>/dev/null; then
+if run --entrypoint python "$TAG" -c 'import gcw_emulators.servicebus.broker' 2>/dev/null; then
     fail "the emulators' dependencies are in the production image"
 fi
 # Missing configuration: the worker exits with a usage error naming the flag, not a traceback.

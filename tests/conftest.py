@@ -1,4 +1,4 @@
-"""Shared pytest configuration. Fixtures for the emulators live in tests/fixtures/ (one plugin each)."""
+"""Shared pytest configuration. Fixtures for the emulators live in tests/support/ (one plugin each)."""
 
 import logging
 import os
@@ -7,7 +7,7 @@ import pytest
 import structlog
 from hypothesis import settings
 
-pytest_plugins = ["tests.fixtures.servicebus", "tests.fixtures.geocatalog"]
+pytest_plugins = ["tests.support.servicebus", "tests.support.geocatalog"]
 
 # In CI, property tests explore the same examples on every run: a red build always means a code change,
 # never a newly drawn example. Locally they stay random, which is how new counter-examples are found.

@@ -1,7 +1,7 @@
 """structlog JSON logging with secret redaction.
 
 ``configure_logging()`` is called once by a command at start (never at import). Every event goes through
-``redact_event``: each value (nested dicts and lists included) is scanned by ``worker.secrets.redact`` and
+``redact_event``: each value (nested dicts and lists included) is scanned by ``worker.domain.secrets.redact`` and
 ``Secret`` objects render as ``***``, so a SAS token, bearer token or connection-string key that slips into a
 log call never reaches the output. Records from the standard library (the azure SDK, urllib3) are rendered
 by the same processors, so they are JSON and redacted too.
@@ -19,7 +19,7 @@ from typing import Any, TextIO
 
 import structlog
 
-from worker.secrets import REDACTED, Secret, redact
+from worker.domain.secrets import REDACTED, Secret, redact
 
 CONTEXT_KEYS = ("message_id", "correlation_id", "collection", "item_ids", "attempt", "duration_ms")
 # keys whose values are secrets whatever they look like

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 import click
 import structlog
 
+from worker.domain.secrets import redact
 from worker.options import servicebus_options, validate_servicebus_options
 from worker.recovery.browse import peek_records, select
 from worker.recovery.entity import Entity, ReplayTarget, TargetError, resolve_target
@@ -29,8 +30,7 @@ from worker.recovery.replay import Pacer, Replayer, ReplayReport
 from worker.recovery.selection import Filters, SelectionError
 from worker.recovery.settle import Decision, SettleOutcome, settle_selected
 from worker.recovery.summary import render_summary, render_table, summarize
-from worker.secrets import redact
-from worker.servicebus import make_servicebus_client
+from worker.servicebus.client import make_servicebus_client
 
 log = structlog.get_logger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])

@@ -24,7 +24,7 @@ FORMAT = "gcw-dlq/1"
 # Application properties the worker and this tool use.
 ORIGINAL_MESSAGE_ID = "gcw-original-message-id"
 REPLAY_COUNT = "gcw-replay-count"
-# Set by the runtime on a rescheduled retry copy (worker/runtime/messages.py): the request's first message id.
+# Set by the runtime on a rescheduled retry copy (worker/servicebus/messages.py): the request's first message id.
 RUNTIME_REQUEST_ID = "gcw-request-id"
 RUNTIME_ATTEMPT = "gcw-attempt"
 REPLAY_TO = "gcw-replay-to"

@@ -25,6 +25,7 @@ from typing import Any
 import structlog
 from azure.servicebus import ServiceBusMessage
 
+from worker.domain.secrets import redact
 from worker.recovery.entity import ReplayTarget
 from worker.recovery.records import (
     DEAD_LETTER_DESCRIPTION_PROPERTY,
@@ -39,7 +40,6 @@ from worker.recovery.records import (
 )
 from worker.recovery.settle import Decision, StopSettling
 from worker.recovery.summary import render_table
-from worker.secrets import redact
 
 log = structlog.get_logger(__name__)
 

@@ -1,0 +1,73 @@
+"""``geocatalog-worker emulator servicebus``: run the broker in the foreground until SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import click
+import structlog
+
+from gcw_emulators.servicebus.config import ConfigError, QueueConfig
+
+
+@click.command("servicebus")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind.")
+@click.option("--port", default=5672, show_default=True, type=click.IntRange(0, 65535),
+              help="AMQP port; 0 picks a free one (printed on the first line).")
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Entities in Microsoft's Service Bus emulator Config.json format.")
+@click.option("--queue", "queues", multiple=True, metavar="NAME", help="Declare a queue (repeatable).")
+@click.option("--lock-duration", type=click.FloatRange(min=0.001), default=30.0, show_default=True,
+              help="Lock duration in seconds for --queue queues.")
+@click.option("--max-delivery-count", type=click.IntRange(min=1), default=10, show_default=True,
+              help="Max delivery count for --queue queues.")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Keep messages in SQLite here so a restart loses nothing accepted (memory only without it).")
+@click.option("--max-message-size", type=click.IntRange(min=1024), default=256 * 1024, show_default=True,
+              help="Largest message accepted, in bytes (Standard tier: 262144; Premium: up to 104857600).")
+@click.option("--status-port", type=click.IntRange(0, 65535), default=None,
+              help="Serve JSON counts per entity over HTTP on this port (0 = pick one).")
+def servicebus_command(host: str, port: int, config_file: Path | None, queues: tuple[str, ...],
+                       lock_duration: float, max_delivery_count: int, data_dir: Path | None,
+                       max_message_size: int, status_port: int | None) -> None:
+    """An AMQP 1.0 broker that the unmodified azure-servicebus SDK connects to.
+
+    Prints the connection string (with the actual port) on the first line, then runs until SIGINT/SIGTERM.
+    """
+    from gcw_emulators.servicebus.emulator import EmulatorError, ServiceBusEmulator
+
+    if not structlog.is_configured():      # stdout is for the connection string; logs go to stderr
+        structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
+
+    if not queues and config_file is None:
+        raise click.UsageError("declare entities with --queue NAME (repeatable) and/or --config Config.json")
+    try:
+        declared = [QueueConfig(name, lock_duration=lock_duration, max_delivery_count=max_delivery_count)
+                    for name in queues]
+        emu = ServiceBusEmulator(host=host, port=port, queues=declared, config_file=config_file,
+                                 data_dir=data_dir, status_port=status_port, max_message_size=max_message_size)
+        emu.start()
+    except (ConfigError, EmulatorError, OSError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    click.echo(emu.connection_string)
+    if emu.status_url:
+        click.echo(f"status: {emu.status_url}")
+    click.echo(f"entities: {', '.join(emu.store.entity_paths()) if emu.store else ''}")
+    sys.stdout.flush()
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        emu.stop()
+        click.echo("stopped", err=True)

@@ -1,0 +1,221 @@
+"""AMQP message sections as Service Bus needs them: parse what the SDK sends, build what it receives.
+
+The properties, body and footer sections are kept byte-for-byte; the header and message annotations are
+rebuilt on every delivery (delivery count, sequence number, lock expiry), application properties only when
+dead-letter details are added.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from proton import Data, Described, symbol, timestamp, uint, ulong
+
+from gcw_emulators.servicebus.store import Incoming, MessageState, StoredMessage
+
+HEADER, DELIVERY_ANN, MESSAGE_ANN, PROPERTIES, APP_PROPERTIES, DATA, SEQUENCE, VALUE, FOOTER = range(0x70, 0x79)
+
+A_SEQ = symbol("x-opt-sequence-number")
+A_ENQ_SEQ = symbol("x-opt-enqueue-sequence-number")
+A_ENQUEUED = symbol("x-opt-enqueued-time")
+A_LOCKED_UNTIL = symbol("x-opt-locked-until")
+A_SCHEDULED = symbol("x-opt-scheduled-enqueue-time")
+A_STATE = symbol("x-opt-message-state")
+A_DLQ_SOURCE = symbol("x-opt-deadletter-source")
+
+
+class CodecError(ValueError):
+    """The bytes are not a valid AMQP message."""
+
+
+def plain(value: Any) -> Any:
+    """Copy memoryviews out of proton's Data buffer (they dangle once the Data is freed)."""
+    if isinstance(value, memoryview):
+        return bytes(value)
+    if isinstance(value, dict):
+        return type(value)((plain(k), plain(v)) for k, v in value.items())
+    if isinstance(value, list):
+        return [plain(v) for v in value]
+    if isinstance(value, Described):
+        return Described(value.descriptor, plain(value.value))
+    return value
+
+
+def _sections(raw: bytes) -> list[tuple[int, Any, bytes]]:
+    out: list[tuple[int, Any, bytes]] = []
+    pos = 0
+    data = Data()
+    while pos < len(raw):
+        data.clear()
+        rest = raw[pos:] if pos else raw
+        try:
+            used = data.decode(rest)
+        except Exception as exc:
+            raise CodecError(f"undecodable AMQP section at byte {pos}: {exc}") from exc
+        data.rewind()
+        data.next()
+        obj = data.get_object()
+        if not isinstance(obj, Described) or used <= 0:
+            raise CodecError(f"AMQP section at byte {pos} is not a described type")
+        try:
+            code = int(obj.descriptor)
+        except (TypeError, ValueError) as exc:
+            raise CodecError(f"AMQP section at byte {pos} has a non-numeric descriptor") from exc
+        out.append((code, plain(obj.value), rest[:used]))
+        pos += used
+    return out
+
+
+@dataclass
+class WireMessage:
+    """A parsed message: what is rebuilt per delivery, and the raw bytes that are passed through."""
+
+    header: list[Any]
+    annotations: dict[Any, Any]
+    properties: list[Any]
+    properties_raw: bytes
+    app_properties_raw: bytes
+    rest_raw: bytes                       # body sections + footer
+    app_properties: dict[Any, Any] | None = field(default=None)
+
+    @property
+    def message_id(self) -> str | None:
+        mid = self.properties[0] if self.properties else None
+        return None if mid is None else str(mid)
+
+    @property
+    def session_id(self) -> str | None:
+        sid = self.properties[10] if len(self.properties) > 10 else None
+        return None if sid is None else str(sid)
+
+    @property
+    def ttl(self) -> float | None:
+        ttl = self.header[2] if len(self.header) > 2 else None
+        return None if ttl is None else int(ttl) / 1000.0
+
+    def attributes(self) -> dict[str, Any]:
+        """System and application properties by name, for subscription filters."""
+        props = self.properties + [None] * (13 - len(self.properties))
+
+        def text(value: Any) -> str | None:
+            if value is None:
+                return None
+            return bytes(value).decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+        app = {text(k): (text(v) if isinstance(v, bytes) else v) for k, v in (self.app_properties or {}).items()}
+        return {"message_id": text(props[0]), "to": text(props[2]), "subject": text(props[3]),
+                "reply_to": text(props[4]), "correlation_id": text(props[5]), "content_type": text(props[6]),
+                "session_id": text(props[10]), "reply_to_session_id": text(props[12]), "properties": app}
+
+    @property
+    def scheduled_at(self) -> float | None:
+        when = self.annotations.get(A_SCHEDULED)
+        return None if when is None else int(when) / 1000.0
+
+
+def parse(raw: bytes) -> WireMessage:
+    return _from_sections(_sections(raw))
+
+
+def _from_sections(sections: list[tuple[int, Any, bytes]]) -> WireMessage:
+    header: list[Any] = []
+    annotations: dict[Any, Any] = {}
+    properties: list[Any] = []
+    properties_raw = app_raw = b""
+    app: dict[Any, Any] | None = None
+    rest: list[bytes] = []
+    for code, value, chunk in sections:
+        if code == HEADER:
+            header = list(value or [])
+        elif code == DELIVERY_ANN:
+            continue
+        elif code == MESSAGE_ANN:
+            annotations = dict(value or {})
+        elif code == PROPERTIES:
+            properties = list(value or [])
+            properties_raw = chunk
+        elif code == APP_PROPERTIES:
+            app_raw = chunk
+            app = dict(value or {})
+        elif DATA <= code <= FOOTER:
+            rest.append(chunk)
+        else:
+            raise CodecError(f"unknown AMQP message section descriptor 0x{code:x}")
+    header += [None] * (5 - len(header))
+    return WireMessage(header, annotations, properties, properties_raw, app_raw, b"".join(rest), app)
+
+
+def split_batch(raw: bytes) -> list[bytes] | None:
+    """The inner messages of a batch transfer (message-format 0x80013700), or None for a plain message."""
+    return _batch_payloads(_sections(raw))
+
+
+def _batch_payloads(sections: list[tuple[int, Any, bytes]]) -> list[bytes] | None:
+    """Proton-C drops the transfer's message-format, so a batch is recognised by its shape: only data sections
+    (plus envelope sections), each holding an encoded AMQP message."""
+    datas = [v for code, v, _ in sections if code == DATA]
+    if not datas or any(code in (SEQUENCE, VALUE) for code, _, _ in sections):
+        return None
+    for payload in datas:
+        if not isinstance(payload, bytes) or len(payload) < 3 or payload[0] != 0x00 or payload[1] != 0x53 \
+                or not HEADER <= payload[2] <= FOOTER:
+            return None
+    return list(datas)
+
+
+def _incoming(raw: bytes, wire: WireMessage) -> Incoming:
+    return Incoming(payload=wire, raw=raw, message_id=wire.message_id, session_id=wire.session_id,
+                    ttl=wire.ttl, scheduled_at=wire.scheduled_at, attributes=wire.attributes())
+
+
+def to_incoming(raw: bytes) -> list[Incoming]:
+    """One transfer from a sender link → the messages to enqueue (several for a batch)."""
+    sections = _sections(raw)
+    inner = _batch_payloads(sections)
+    if inner is None:
+        return [_incoming(raw, _from_sections(sections))]
+    return [_incoming(one, parse(one)) for one in inner]
+
+
+def _encode(obj: Any) -> bytes:
+    data = Data()
+    data.put_object(obj)
+    return data.encode()
+
+
+def encode(msg: StoredMessage, *, locked_until: float | None = None, peek: bool = False) -> bytes:
+    """The message as delivered to a receiver (or returned by peek / receive-by-sequence-number)."""
+    wire: WireMessage = msg.payload
+    header = list(wire.header)
+    header[4] = uint(msg.delivery_count)
+    annotations = dict(wire.annotations)
+    annotations[A_SEQ] = msg.seq
+    annotations[A_ENQ_SEQ] = msg.seq
+    annotations[A_ENQUEUED] = timestamp(int(msg.enqueued_at * 1000))
+    if locked_until:
+        annotations[A_LOCKED_UNTIL] = timestamp(int(locked_until * 1000))
+    if peek or msg.state is not MessageState.LOCKED:
+        state = MessageState.ACTIVE if msg.state is MessageState.LOCKED else msg.state
+        annotations[A_STATE] = int(state)
+    elif msg.deferred:
+        annotations[A_STATE] = int(MessageState.DEFERRED)
+    if msg.dead_letter_source:
+        annotations[A_DLQ_SOURCE] = msg.dead_letter_source
+    out = [_encode(Described(ulong(HEADER), header)), _encode(Described(ulong(MESSAGE_ANN), annotations)),
+           wire.properties_raw]
+    if msg.dead_letter_reason is not None or msg.dead_letter_description is not None:
+        app = dict(wire.app_properties or {})
+        app["DeadLetterReason"] = msg.dead_letter_reason or ""
+        app["DeadLetterErrorDescription"] = msg.dead_letter_description or ""
+        out.append(_encode(Described(ulong(APP_PROPERTIES), app)))
+    else:
+        out.append(wire.app_properties_raw)
+    out.append(wire.rest_raw)
+    return b"".join(out)
+
+
+def lock_token_tag(token: uuid.UUID) -> bytes:
+    """The SDK reads the lock token from the delivery tag as ``uuid.UUID(bytes_le=tag)``."""
+    return token.bytes_le

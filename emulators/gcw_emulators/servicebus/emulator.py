@@ -1,0 +1,161 @@
+"""``ServiceBusEmulator``: the broker on a background thread, with optional durability and status endpoint."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import structlog
+from proton.reactor import Container
+
+from gcw_emulators.servicebus.broker import Broker
+from gcw_emulators.servicebus.config import ConfigError, QueueConfig, TopicConfig, load_config_json
+from gcw_emulators.servicebus.store import Store
+
+log = structlog.get_logger(__name__)
+
+SAS_KEY_NAME = "RootManageSharedAccessKey"
+SAS_KEY_VALUE = "SAS_KEY_VALUE"
+
+
+class EmulatorError(RuntimeError):
+    """The emulator could not start (bad configuration, port in use, ...)."""
+
+
+class ServiceBusEmulator:
+    """An AMQP 1.0 broker the unmodified azure-servicebus SDK connects to (``UseDevelopmentEmulator=true``).
+
+    ``port=0`` picks a free port; read ``emu.port`` after ``start()``. ``status_port=0`` picks one for the HTTP
+    status endpoint (``emu.status_url``). ``data_dir`` keeps accepted messages in SQLite across restarts.
+    ``max_message_size`` is advertised on sender links (256 KiB like the Standard tier; the SDK then caps
+    batches at 256 KiB too, or at 1 MiB when this is 1 MiB or more).
+    """
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, queues: Sequence[QueueConfig] = (),
+                 topics: Sequence[TopicConfig] = (), config_file: str | Path | None = None,
+                 data_dir: str | Path | None = None, status_port: int | None = None,
+                 tick_interval: float = 0.05, max_message_size: int = 256 * 1024) -> None:
+        self.host = host
+        self.port = port
+        self._requested_port = port
+        self._status_port = status_port
+        self._data_dir = Path(data_dir) if data_dir is not None else None
+        self._tick_interval = tick_interval
+        self._max_message_size = max_message_size
+        all_queues = list(queues)
+        all_topics = list(topics)
+        if config_file is not None:
+            file_queues, file_topics = load_config_json(config_file)
+            all_queues += file_queues
+            all_topics += file_topics
+        seen: set[str] = set()
+        for name in [q.name for q in all_queues] + [t.name for t in all_topics]:
+            if name.lower() in seen:
+                raise ConfigError(f"entity {name!r} is declared more than once (names are case-insensitive)")
+            seen.add(name.lower())
+        self._queues = all_queues
+        self._topics = all_topics
+        self._journal: Any = None
+        self.store: Store | None = None
+        self._broker: Broker | None = None
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._failure: BaseException | None = None
+        self._status: Any = None
+        self.status_url: str | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+    def _build_store(self) -> Store:
+        if self._data_dir is not None:
+            from gcw_emulators.servicebus.persistence import SqliteJournal
+
+            self._journal = SqliteJournal(self._data_dir / "servicebus.sqlite3")
+        store = Store(journal=self._journal)
+        for q in self._queues:
+            store.add_queue(q)
+        for t in self._topics:
+            store.add_topic(t)
+        if self._journal is not None:
+            self._journal.load_into(store)
+        return store
+
+    def start(self, timeout: float = 15.0) -> ServiceBusEmulator:
+        if self._thread is not None:
+            raise EmulatorError("the emulator is already started")
+        self.store = self._build_store()
+        self._ready.clear()
+        self._failure = None
+
+        def ready(port: int) -> None:
+            if port < 0:
+                assert self._broker is not None
+                self._failure = self._broker.start_error
+            else:
+                self.port = port
+            self._ready.set()
+
+        commit = self._journal.commit if self._journal is not None else None
+        self._broker = Broker(self.store, self.host, self._requested_port, on_ready=ready, on_commit=commit,
+                              tick_interval=self._tick_interval, max_message_size=self._max_message_size)
+        self._thread = threading.Thread(target=self._run, name="servicebus-emulator", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(timeout):
+            raise EmulatorError(f"the emulator did not start within {timeout} s")
+        if self._failure is not None:
+            raise EmulatorError(f"the emulator failed to start on {self.host}:{self._requested_port}: "
+                                f"{self._failure}") from self._failure
+        if self._status_port is not None:
+            from gcw_emulators.servicebus.status import StatusServer
+
+            self._status = StatusServer(self.host, self._status_port, self.stats).start()
+            self.status_url = self._status.url
+        log.info("servicebus_emulator_started", host=self.host, port=self.port, status_url=self.status_url,
+                 durable=self._data_dir is not None)
+        return self
+
+    def _run(self) -> None:
+        assert self._broker is not None
+        try:
+            Container(self._broker).run()
+        except BaseException as exc:
+            self._failure = exc
+            log.exception("servicebus_emulator_stopped_with_error")
+        finally:
+            self._ready.set()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self._status is not None:
+            self._status.stop()
+            self._status = None
+        if self._thread is not None and self._broker is not None:
+            if self._thread.is_alive():
+                self._broker.request_stop()
+                self._thread.join(timeout)
+            self._thread = None
+        if self._journal is not None:
+            self._journal.close()
+            self._journal = None
+        log.info("servicebus_emulator_stopped", port=self.port)
+
+    def __enter__(self) -> ServiceBusEmulator:
+        if self._thread is None:
+            self.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------ info
+    @property
+    def connection_string(self) -> str:
+        return (f"Endpoint=sb://{self.host}:{self.port};SharedAccessKeyName={SAS_KEY_NAME};"
+                f"SharedAccessKey={SAS_KEY_VALUE};UseDevelopmentEmulator=true")
+
+    def stats(self) -> dict[str, Any]:
+        if self.store is None:
+            return {"entities": {}}
+        return self.store.stats()

@@ -1,0 +1,486 @@
+"""Pure-logic tests of the runtime: breaker, backoff, message building, handling, configuration. No network."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import random
+import threading
+import time
+
+import pytest
+from azure.servicebus import ServiceBusMessage
+
+from worker.domain.contract import Limits, MessageMeta
+from worker.domain.secrets import Secret
+from worker.processing.processor import Outcome, Settle
+from worker.servicebus.backoff import retry_delay
+from worker.servicebus.breaker import BreakerState, CircuitBreaker
+from worker.servicebus.config import ConfigError, RunConfig
+from worker.servicebus.handling import handle
+from worker.servicebus.inflight import InFlight
+from worker.servicebus.messages import (
+    ATTEMPT_PROPERTY,
+    REQUEST_ID_PROPERTY,
+    attempt_of,
+    build_reply,
+    clip,
+    reply_message_id,
+)
+from worker.servicebus.outcome import Action, Disposition
+from worker.servicebus.settings import ConsumerSettings
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+# ---- circuit breaker -------------------------------------------------------------------------------------------
+def test_breaker_opens_after_threshold_consecutive_failures_and_holds_intake() -> None:
+    clock = FakeClock()
+    changes: list[BreakerState] = []
+    b = CircuitBreaker(threshold=3, open_seconds=10, clock=clock, on_change=changes.append)
+    b.record_failure()
+    b.record_failure()
+    b.record_success()  # resets the streak
+    b.record_failure()
+    b.record_failure()
+    assert b.allowance(8) == 8
+    b.record_failure()
+    assert b.state is BreakerState.OPEN
+    assert b.allowance(8) == 0
+    assert b.reopens_in() == pytest.approx(10)
+    assert changes == [BreakerState.OPEN]
+
+
+def test_breaker_half_open_lets_one_probe_then_closes_on_success() -> None:
+    clock = FakeClock()
+    b = CircuitBreaker(threshold=1, open_seconds=5, clock=clock)
+    b.record_failure()
+    clock.now += 5
+    assert b.state is BreakerState.HALF_OPEN
+    assert b.allowance(10) == 1
+    assert b.allowance(10) == 0  # the probe is out
+    b.record_success()
+    assert b.state is BreakerState.CLOSED
+    assert b.allowance(10) == 10
+
+
+def test_breaker_failed_probe_reopens_for_longer_up_to_the_cap() -> None:
+    clock = FakeClock()
+    b = CircuitBreaker(threshold=1, open_seconds=5, max_open_seconds=12, clock=clock)
+    b.record_failure()
+    holds = []
+    for _ in range(3):
+        clock.now += b.reopens_in()
+        assert b.allowance(1) == 1
+        b.record_failure()
+        holds.append(b.reopens_in())
+    assert holds == [10, 12, 12]
+
+
+def test_breaker_neutral_outcome_frees_the_probe() -> None:
+    clock = FakeClock()
+    b = CircuitBreaker(threshold=1, open_seconds=1, clock=clock)
+    b.record_failure()
+    clock.now += 1
+    assert b.allowance(3) == 1
+    b.record_neutral()  # e.g. the probe was invalid input: it said nothing about GeoCatalog
+    assert b.allowance(3) == 1
+
+
+# ---- backoff ---------------------------------------------------------------------------------------------------
+def test_retry_delay_grows_exponentially_is_capped_and_honours_retry_after() -> None:
+    assert [retry_delay(a, base=2, cap=30, jitter=0) for a in (1, 2, 3, 4, 5, 6)] == [2, 4, 8, 16, 30, 30]
+    assert retry_delay(1, base=2, cap=30, jitter=0, retry_after=12) == 12
+    assert retry_delay(1, base=2, cap=30, jitter=0, retry_after=100) == 30  # a huge Retry-After is capped
+    rng = random.Random(1)
+    values = {round(retry_delay(3, base=2, cap=100, jitter=0.2, rng=rng), 3) for _ in range(50)}
+    assert len(values) > 10 and all(6.4 <= v <= 9.6 for v in values)
+    with pytest.raises(ValueError):
+        retry_delay(0)
+
+
+# ---- messages --------------------------------------------------------------------------------------------------
+def meta(**kw: object) -> MessageMeta:
+    base = {
+        "message_id": "m-1",
+        "correlation_id": None,
+        "reply_to": None,
+        "reply_to_session_id": None,
+        "session_id": None,
+        "delivery_count": 1,
+        "enqueued_time": None,
+        "attempt": 1,
+    }
+    base.update(kw)
+    return MessageMeta(**base)  # type: ignore[arg-type]
+
+
+def test_reply_has_deterministic_id_correlation_and_session() -> None:
+    reply = build_reply(b"{}", meta(correlation_id="corr-7", reply_to_session_id="s-9", attempt=2), status="succeeded")
+    assert isinstance(reply, ServiceBusMessage)
+    assert reply.message_id == "result-m-1"
+    assert reply.correlation_id == "corr-7"
+    assert reply.session_id == "s-9"
+    assert reply.application_properties[REQUEST_ID_PROPERTY] == "m-1"
+    assert reply.application_properties[ATTEMPT_PROPERTY] == 2
+    plain = build_reply(b"{}", meta())
+    assert plain.correlation_id == "m-1"  # falls back to the request's message id
+    assert plain.session_id is None
+    assert build_reply(b"{}", meta()).message_id == plain.message_id  # same request -> same reply id
+
+
+def test_long_request_ids_give_bounded_distinct_reply_ids() -> None:
+    a, b = reply_message_id("x" * 200), reply_message_id("x" * 199 + "y")
+    assert len(a) <= 128 and len(b) <= 128 and a != b
+
+
+def test_attempt_counter_parsing() -> None:
+    assert attempt_of({}) == 1
+    assert attempt_of({ATTEMPT_PROPERTY: 3}) == 3
+    assert attempt_of({ATTEMPT_PROPERTY: "4"}) == 4
+    assert attempt_of({ATTEMPT_PROPERTY: "garbage"}) == 1
+    assert attempt_of({ATTEMPT_PROPERTY: -2}) == 1
+
+
+def test_clip_bounds_descriptions() -> None:
+    assert clip("short", 4096) == "short"
+    clipped = clip("x" * 5000, 4096)
+    assert clipped is not None and len(clipped) <= 4096 and clipped.endswith("[clipped]")
+
+
+def test_reply_destination_only_allowed_entities() -> None:
+    s = ConsumerSettings(reply_queue="replies", request_queue="q", allowed_reply_to=frozenset({"other"}))
+    assert s.reply_destination(None) == "replies"
+    assert s.reply_destination("other") == "other"
+    assert s.reply_destination("evil") == "replies"
+    assert s.can_reschedule
+    assert not ConsumerSettings(reply_queue="r", request_topic="t", request_subscription="s").can_reschedule
+    assert not ConsumerSettings(reply_queue="r", request_queue="q", sessions=True).can_reschedule
+
+
+# ---- handling (worker-thread side) -----------------------------------------------------------------------------
+def rec_for(body: bytes, **kw: object) -> InFlight:
+    now = time.monotonic()
+    return InFlight(
+        message=None,
+        meta=meta(**kw),
+        body=body,
+        received_at=dt.datetime.now(dt.UTC),
+        received_mono=now,
+        lock_duration=30,
+        lock_expires_mono=now + 30,
+    )
+
+
+GOOD = json.dumps({"version": 1, "action": "delete", "collection": "c1", "item_ids": ["a", "b"]}).encode()
+
+
+class RecordingProcessor:
+    def __init__(self, outcome: Outcome | None = None, error: Exception | None = None) -> None:
+        self.outcome, self.error, self.calls = outcome, error, []
+
+    def process(self, request, cancel, *, received_at=None):  # type: ignore[no-untyped-def]
+        self.calls.append(request)
+        if self.error:
+            raise self.error
+        return self.outcome
+
+
+def test_invalid_body_is_dead_lettered_with_an_invalid_result_without_processing() -> None:
+    proc = RecordingProcessor()
+    d = handle(rec_for(b"{not json", correlation_id="c-1"), proc, Limits())
+    assert proc.calls == []
+    assert d.action is Action.DEAD_LETTER and d.reason == "InvalidRequest"
+    assert d.result.status == "invalid" and d.result.correlation_id == "c-1"
+    assert d.description and len(d.description) <= 4096 and "body" in d.description
+    assert d.service_ok is None  # says nothing about GeoCatalog
+
+
+def test_processor_exception_becomes_processing_error_dead_letter_with_failed_result() -> None:
+    token = "sig=abcdefSECRET123"
+    proc = RecordingProcessor(error=RuntimeError(f"boom https://a.blob.core.windows.net/c/x?{token}"))
+    d = handle(rec_for(GOOD), proc, Limits())
+    assert d.action is Action.DEAD_LETTER and d.reason == "ProcessingError"
+    assert d.result is not None and d.result.status == "failed"
+    assert [i.id for i in d.result.items] == ["a", "b"]
+    assert "RuntimeError" in d.description and "SECRET123" not in d.description
+    assert "SECRET123" not in json.dumps(d.result.to_dict())
+
+
+def test_retry_on_last_attempt_becomes_retries_exhausted_with_failed_result() -> None:
+    proc = RecordingProcessor(Outcome(None, Settle.RETRY, reason="Throttled", description="429 from GeoCatalog"))
+    d = handle(rec_for(GOOD, attempt=3), proc, Limits(), max_attempts=3)
+    assert d.action is Action.DEAD_LETTER and d.reason == "RetriesExhausted"
+    assert "after 3 attempts" in d.description and d.result.status == "failed"
+    d2 = handle(rec_for(GOOD, attempt=2), proc, Limits(), max_attempts=3)
+    assert d2.action is Action.RETRY and d2.result is None and d2.service_ok is False
+
+
+def test_disposition_maps_processor_outcomes() -> None:
+    assert Disposition.from_outcome(Outcome(None, Settle.RETRY, retry_after=3.0)).retry_after == 3.0
+    ok = Disposition.from_outcome(Outcome(None, Settle.COMPLETE))
+    assert ok.action is Action.COMPLETE and ok.service_ok is True
+    assert Disposition.from_outcome(Outcome(None, Settle.DEAD_LETTER, reason="InvalidRequest")).service_ok is None
+
+
+def test_processor_receives_the_cancel_event() -> None:
+    seen: list[threading.Event] = []
+
+    class P:
+        def process(self, request, cancel, *, received_at=None):  # type: ignore[no-untyped-def]
+            seen.append(cancel)
+            return Outcome(None, Settle.RETRY)
+
+    rec = rec_for(GOOD)
+    handle(rec, P(), Limits())
+    assert seen == [rec.cancel]
+
+
+# ---- configuration ---------------------------------------------------------------------------------------------
+VALID = {
+    "servicebus_connection_string": Secret("Endpoint=sb://127.0.0.1:5672;SharedAccessKeyName=k;SharedAccessKey=zzz"),
+    "request_queue": "requests",
+    "reply_queue": "replies",
+    "geocatalog_url": "http://127.0.0.1:1234",
+}
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"servicebus_connection_string": None}, "exactly one of --servicebus-connection-string"),
+        ({"servicebus_namespace": "ns"}, "exactly one of"),
+        ({"servicebus_connection_string": Secret("nonsense;SharedAccessKey=zzz")}, "Endpoint="),
+        ({"request_queue": None}, "--request-queue"),
+        ({"request_topic": "t"}, "not both"),
+        ({"reply_queue": None}, "--reply-queue (GCW_REPLY_QUEUE) is required"),
+        ({"geocatalog_url": "ftp://x"}, "--geocatalog-url (GCW_GEOCATALOG_URL) must be an http(s) URL"),
+        ({"concurrency": 0}, "--concurrency (GCW_CONCURRENCY) must be >= 1"),
+        ({"drain_seconds": -1}, "--drain-seconds"),
+        ({"health_port": 70000}, "--health-port"),
+        ({"static_sas": ("nokey",)}, "account/container=TOKEN"),
+        ({"log_level": "LOUD"}, "--log-level"),
+    ],
+)
+def test_invalid_configuration_is_rejected_with_a_precise_message(change: dict, message: str) -> None:
+    cfg = RunConfig(**{**VALID, **change})
+    with pytest.raises(ConfigError) as err:
+        cfg.validate()
+    assert message in str(err.value)
+    assert "zzz" not in str(err.value)
+
+
+def test_valid_configuration_passes() -> None:
+    RunConfig(**VALID).validate()
+    RunConfig(**{**VALID, "request_queue": None, "request_topic": "t", "request_subscription": "s"}).validate()
+
+
+def test_every_run_flag_and_env_var_is_documented() -> None:
+    from pathlib import Path
+
+    from worker.servicebus.cli import run_command
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
+    for param in run_command.params:
+        assert f"`{param.opts[0]}" in doc, f"{param.opts[0]} missing from docs/configuration.md"
+        assert f"`{param.envvar}`" in doc, f"{param.envvar} missing from docs/configuration.md"
+
+
+# ---- hostile message properties and bodies (must never crash the receiver-owner thread) -------------------------
+def test_attempt_counter_survives_non_finite_numbers() -> None:
+    assert attempt_of({ATTEMPT_PROPERTY: float("inf")}) == 1
+    assert attempt_of({ATTEMPT_PROPERTY: float("-inf")}) == 1
+    assert attempt_of({ATTEMPT_PROPERTY: float("nan")}) == 1
+    assert attempt_of({ATTEMPT_PROPERTY: "1e400"}) == 1
+    assert attempt_of({ATTEMPT_PROPERTY: object()}) == 1
+
+
+class _Body:
+    def __init__(self, body: object) -> None:
+        self.body = body
+
+
+@pytest.mark.parametrize(
+    "body", [None, {b"k": b"v"}, {"k": b"v"}, [b"a", 1], 3.5, True, dt.datetime(2026, 1, 1), object()]
+)
+def test_body_bytes_never_raises_on_odd_amqp_bodies(body: object) -> None:
+    from worker.servicebus.messages import body_bytes
+
+    assert isinstance(body_bytes(_Body(body)), bytes)  # type: ignore[arg-type]
+
+
+def test_body_bytes_of_a_missing_body_is_empty() -> None:
+    from worker.servicebus.messages import body_bytes
+
+    assert body_bytes(_Body(None)) == b""  # type: ignore[arg-type]
+
+
+def test_reply_with_overlong_reply_to_session_id_is_still_buildable() -> None:
+    # the contract answers such a request ``invalid``; the SDK refuses a session_id over 128 characters, which
+    # raised on the receiver-owner thread and killed the loop (and every pod the message was redelivered to)
+    reply = build_reply(b"{}", meta(reply_to_session_id="s" * 200), status="invalid")
+    assert reply.session_id is None
+    assert reply.message_id == "result-m-1"
+
+
+def test_reply_destination_matches_allowed_entities_case_insensitively() -> None:
+    # the contract accepts reply_to case-insensitively, so the reply must go where the request asked
+    s = ConsumerSettings(reply_queue="replies", request_queue="q", allowed_reply_to=frozenset({"Other"}))
+    assert s.reply_destination("OTHER") == "Other"
+    assert s.reply_destination("other") == "Other"
+    assert s.reply_destination("REPLIES") == "replies"
+    assert s.reply_destination("evil") == "replies"
+
+
+def test_reply_correlation_id_is_always_within_the_service_bus_limit() -> None:
+    # a correlation_id over 128 characters makes the request ``invalid`` (contract), but the reply used to copy it
+    # onto its correlation id: Service Bus rejects such a message, so the reply never went out and the request was
+    # redelivered until MaxDeliveryCount without any result. The SDK checks only message_id / session_id /
+    # reply_to_session_id / partition_key (MESSAGE_PROPERTY_MAX_LENGTH), not correlation_id: we must.
+    from azure.servicebus._common.constants import MESSAGE_PROPERTY_MAX_LENGTH
+
+    long_corr = build_reply(b"{}", meta(correlation_id="c" * 200), status="invalid")
+    assert long_corr.correlation_id == "m-1"  # the request's message id (its result's request_id) instead
+    exactly = build_reply(b"{}", meta(correlation_id="c" * 128))
+    assert exactly.correlation_id == "c" * 128  # at the limit: kept
+    from worker.servicebus.messages import reply_correlation_id
+
+    # a message id over the limit too (also ``invalid``), with or without a correlation id: a stable hash
+    for m in (meta(message_id="x" * 300), meta(message_id="x" * 300, correlation_id="c" * 300)):
+        reply = build_reply(b"{}", m, status="invalid")
+        assert len(reply.correlation_id) <= MESSAGE_PROPERTY_MAX_LENGTH
+        assert reply.correlation_id == reply_correlation_id(m) == build_reply(b"{}", m).correlation_id
+    assert reply_correlation_id(meta(message_id="x" * 300)) != reply_correlation_id(meta(message_id="x" * 301))
+    # every id the reply carries passes the SDK's own validation when set again
+    for m in (meta(correlation_id="c" * 200, reply_to_session_id="s" * 200), meta(message_id="x" * 300)):
+        reply = build_reply(b"{}", m, status="invalid")
+        ServiceBusMessage(
+            b"{}", message_id=reply.message_id, correlation_id=reply.correlation_id, session_id=reply.session_id
+        )
+        assert all(
+            len(v) <= MESSAGE_PROPERTY_MAX_LENGTH
+            for v in (reply.message_id, reply.correlation_id, reply.session_id or "")
+        )
+
+
+# ---- receiver owner: opening a session receiver ----------------------------------------------------------------
+class _NoSessionReceiver:
+    """A session receiver whose open finds no session (what the SDK raises after max_wait_time)."""
+
+    def __init__(self) -> None:
+        self.closed = 0
+
+    def __enter__(self) -> _NoSessionReceiver:
+        from azure.servicebus.exceptions import OperationTimeoutError
+
+        raise OperationTimeoutError(message="no session available")
+
+    def close(self) -> None:
+        self.closed += 1
+
+
+class _ReceiverClient:
+    def __init__(self) -> None:
+        self.receivers: list[_NoSessionReceiver] = []
+
+    def get_queue_receiver(self, queue_name: str, **kwargs: object) -> _NoSessionReceiver:
+        self.receivers.append(_NoSessionReceiver())
+        return self.receivers[-1]
+
+
+def test_session_receiver_that_finds_no_session_is_closed_every_time() -> None:
+    # each idle attempt used to drop the receiver without close(): its handler (and, depending on the SDK's error
+    # path, its AMQP connection) was left to the garbage collector, once per max_wait_time on every idle owner
+    from worker.observability.health import HealthState
+    from worker.observability.metrics import Metrics
+    from worker.servicebus.owner import ReceiverOwner
+
+    receivers = _ReceiverClient()
+    owner = ReceiverOwner(
+        "session-0",
+        client=None,  # type: ignore[arg-type]  # never reached: no session, so no sender is opened
+        settings=ConsumerSettings(reply_queue="replies", request_queue="requests", sessions=True),
+        dispatch=lambda rec, own: None,
+        breaker=CircuitBreaker(),
+        metrics=Metrics(),
+        health=HealthState(),
+        capacity=1,
+        receiver_client=receivers,  # type: ignore[arg-type]
+    )
+    for _ in range(5):
+        assert owner._open() is False
+    assert [r.closed for r in receivers.receivers] == [1] * 5
+    assert owner._receiver is None
+
+
+# ---- result size -----------------------------------------------------------------------------------------------
+def _big_result(n: int = 1000, message_chars: int = 2000, ops: int = 0, id_chars: int = 149):  # type: ignore[no-untyped-def]
+    from worker.domain.contract import ItemOutcome, OperationRef, Result
+
+    ids = [f"i{k:04d}".ljust(id_chars, "x") for k in range(n)]
+    now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    return Result(
+        request_id="m-1",
+        correlation_id="c-1",
+        action="ingest",
+        collection="c1",
+        status="failed",
+        items=[ItemOutcome(i, "failed", {"code": "Bad", "message": f"{i}: " + "x" * message_chars}) for i in ids],
+        operations=[OperationRef(f"{k:08d}-0000-4000-8000-000000000000", "Failed") for k in range(ops)],
+        error={"code": "Bad", "message": f"{n} of {n} items failed"},
+        attempts=1,
+        received_at=now,
+        completed_at=now,
+    ), ids
+
+
+@pytest.mark.parametrize(
+    ("message_chars", "ops", "id_chars", "expect"),
+    [
+        (2000, 0, 20, "cut to 256"),  # clipping the messages is enough
+        (2000, 0, 149, "collapsed"),  # distinct messages: clipped to 64 -> still differ -> messages dropped
+        (2000, 3000, 149, "operations listed"),
+        (10, 0, 149, None),  # fits as it is
+    ],
+)
+def test_result_body_is_bounded_keeping_status_counts_and_every_item(message_chars, ops, id_chars, expect) -> None:  # type: ignore[no-untyped-def]
+    from pathlib import Path
+
+    import jsonschema
+
+    from worker.servicebus.messages import DEFAULT_MAX_RESULT_BYTES, result_body
+
+    n = 100 if expect is None else 1000
+    result, ids = _big_result(n=n, message_chars=message_chars, ops=ops, id_chars=id_chars)
+    body, shortened = result_body(result)
+    assert len(body) <= DEFAULT_MAX_RESULT_BYTES
+    doc = json.loads(body)
+    schema = json.loads((Path(__file__).resolve().parents[2] / "worker/schemas/result-v1.schema.json").read_text())
+    jsonschema.validate(doc, schema)
+    assert [i["id"] for i in doc["items"]] == ids and {i["status"] for i in doc["items"]} == {"failed"}
+    assert doc["status"] == "failed" and doc["error"]["code"] == "Bad"
+    assert doc["error"]["message"].startswith(f"{len(ids)} of {len(ids)} items failed")
+    if expect is None:
+        assert shortened is None and body == result.to_json_bytes()
+    else:
+        assert expect in shortened and "result shortened to fit" in doc["error"]["message"]
+
+
+def test_result_body_collapses_repeated_item_errors() -> None:
+    from worker.domain.contract import ItemOutcome
+    from worker.servicebus.messages import result_body
+
+    result, ids = _big_result(id_chars=40)
+    same = {"code": "AssetAccessDenied", "message": "storage said 403 " + "y" * 2000}
+    result.items = [ItemOutcome(i, "failed", dict(same)) for i in ids]
+    body, shortened = result_body(result, 150 * 1024)
+    doc = json.loads(body)
+    assert len(body) <= 150 * 1024 and "collapsed" in shortened
+    assert doc["items"][0]["error"]["message"].startswith("storage said 403")
+    assert all(i["error"] == {"code": "AssetAccessDenied", "message": "same as items[0]"} for i in doc["items"][1:])

@@ -1,0 +1,1 @@
+"""The GeoCatalog STAC API client (``client``) and its HTTP retry pieces (``retry``)."""

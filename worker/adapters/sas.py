@@ -1,0 +1,560 @@
+"""SAS signing of STAC asset hrefs: token providers, a single-flight token cache, href rewriting.
+
+Why not the ``planetary-computer`` package? Its ``sign()`` appends the token with ``?`` even when the href
+already has a query (``x.tif?foo=1?se=...``), skips any href with ``st``/``se``/``sp`` as "already signed"
+(so an expired SAS is never replaced), signs only ``*.blob.core.windows.net`` with no allow-list, keeps a
+module-global cache with a fixed 60 s margin and no single flight, and always calls the open PC API. This module
+does the same job with those points fixed; the HTTP parts use ``requests`` + urllib3's ``Retry``.
+
+Rules:
+- only hrefs whose host is on the ``HostAllowList`` are signed; everything else is returned unchanged and no
+  provider is called for it;
+- the token is looked up by (account, container): account = first host label (or, for an IP/localhost host,
+  Azurite-style, the first path segment), container = the next path segment;
+- an existing SAS query (``sig``, ``se``, ``sp``, ``sv``, ``sr``, ``st``, ``skoid``, ...) is replaced, other query
+  parameters are kept byte-for-byte and in order;
+- hosts of GeoCatalog's managed storage (``HrefSigner(collection_hosts=...)``) get the collection-level token of
+  the item's collection (``GeoCatalogSasProvider`` via ``CollectionTokenCache``), and no other host ever does;
+- tokens are ``Secret``s; ``SigningError`` text never contains one.
+"""
+
+from __future__ import annotations
+
+import copy
+import ipaddress
+import threading
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+from urllib.parse import parse_qs, quote, unquote, urlsplit, urlunsplit
+
+import requests
+import structlog
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+from worker.adapters.hosts import HostAllowList
+from worker.domain.errors import ErrorKind, WorkerError
+from worker.domain.secrets import Secret, redact
+from worker.observability.metrics import Metrics
+
+log = structlog.get_logger(__name__)
+
+DEFAULT_PC_SAS_BASE = "https://planetarycomputer.microsoft.com"
+
+# Query parameters that belong to a (service, account or user-delegation) SAS, incl. the signed response-header
+# overrides: they are dropped from an href before a fresh token is added.
+SAS_PARAMS = frozenset(
+    {
+        "sv", "ss", "srt", "sp", "se", "st", "spr", "sip", "sig", "sr", "si", "sdd", "ses",
+        "skoid", "sktid", "skt", "ske", "sks", "skv", "saoid", "suoid", "scid", "sduoid",
+        "rscc", "rscd", "rsce", "rscl", "rsct",
+    }
+)  # fmt: skip
+
+
+class SigningError(WorkerError):
+    """A SAS token could not be obtained: transient (5xx, network) or permanent (403/404, no configured token)."""
+
+    kind = ErrorKind.TRANSIENT
+    code = "SigningError"
+
+
+@dataclass(frozen=True)
+class SasToken:
+    token: Secret  # the SAS query string without a leading '?'
+    expires_at: datetime  # timezone-aware UTC
+    fetched_at: datetime | None = None
+
+    def __repr__(self) -> str:
+        return f"SasToken(token=***, expires_at={self.expires_at.isoformat()})"
+
+
+class TokenProvider(Protocol):
+    def fetch(self, account: str, container: str) -> SasToken: ...
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def parse_expiry(value: Any) -> datetime:
+    """``msft:expiry`` (RFC 3339, ``Z`` or offset, any fraction digits) → aware UTC datetime."""
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("missing msft:expiry")
+    text = value.strip().replace("Z", "+00:00").replace("z", "+00:00")
+    # Python 3.11 fromisoformat accepts 1-6 fraction digits; the service may send 7 (.NET ticks).
+    if "." in text:
+        head, _, tail = text.partition(".")
+        digits = ""
+        while tail and tail[0].isdigit():
+            digits, tail = digits + tail[0], tail[1:]
+        text = f"{head}.{(digits + '000000')[:6]}{tail}"
+    parsed = datetime.fromisoformat(text)
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+def _token_from_json(body: Any, what: str, fetched_at: datetime) -> SasToken:
+    if not isinstance(body, Mapping) or not isinstance(body.get("token"), str) or not body["token"].strip():
+        raise SigningError(f"{what}: response has no string 'token'", code="BadSasResponse")
+    try:
+        expires = parse_expiry(body.get("msft:expiry"))
+    except ValueError as exc:
+        raise SigningError(f"{what}: bad 'msft:expiry' ({exc})", code="BadSasResponse") from None
+    return SasToken(Secret(body["token"].strip().lstrip("?")), expires, fetched_at)
+
+
+def _classify_http(status: int, what: str) -> SigningError:
+    if status in (401, 403, 404):
+        return SigningError(f"{what}: HTTP {status}", code=f"SasHttp{status}", kind=ErrorKind.PERMANENT)
+    if status == 429 or status >= 500:
+        return SigningError(f"{what}: HTTP {status}", code=f"SasHttp{status}", kind=ErrorKind.TRANSIENT)
+    return SigningError(f"{what}: HTTP {status}", code=f"SasHttp{status}", kind=ErrorKind.PERMANENT)
+
+
+def _default_session(pool_size: int = 16, retries: int = 2) -> requests.Session:
+    session = requests.Session()
+    retry = Retry(
+        total=retries,
+        connect=retries,
+        read=retries,
+        status=retries,
+        backoff_factor=0.3,
+        backoff_jitter=0.2,
+        status_forcelist=(429, 500, 502, 503, 504),
+        allowed_methods=frozenset({"GET"}),
+        respect_retry_after_header=True,
+        retry_after_max=10,
+        raise_on_status=False,
+    )
+    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=retry)
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    return session
+
+
+def _expiry_from_sas(token: str) -> datetime | None:
+    values = parse_qs(token.lstrip("?")).get("se")
+    if not values:
+        return None
+    try:
+        return parse_expiry(values[0])
+    except ValueError:
+        return None
+
+
+# ---------------------------------------------------------------------------------------------- providers
+
+
+class PlanetaryComputerSasProvider:
+    """The Planetary Computer SAS API: ``GET {base}/api/sas/v1/token/{account}/{container}``.
+
+    ``base_url`` is the site root (``https://planetarycomputer.microsoft.com``); a URL ending in ``/api/sas/v1``
+    or ``/api/sas/v1/token`` is accepted as well. ``session`` defaults to one with urllib3 retries (2, GET only,
+    429/5xx and connection errors, honouring Retry-After up to 10 s).
+    """
+
+    def __init__(
+        self,
+        base_url: str = DEFAULT_PC_SAS_BASE,
+        session: requests.Session | None = None,
+        subscription_key: Secret | None = None,
+        *,
+        timeout: tuple[float, float] = (5.0, 15.0),
+        now: Callable[[], datetime] = _utcnow,
+    ) -> None:
+        base = base_url.rstrip("/")
+        # Accept the planetary-computer package's style too (``.../api/sas/v1/token``, PC_SDK_SAS_URL).
+        for suffix in ("/api/sas/v1/token", "/api/sas/v1"):
+            if base.endswith(suffix):
+                base = base[: -len(suffix)]
+                break
+        self.base_url = base
+        self.session = session or _default_session()
+        if isinstance(subscription_key, str):
+            subscription_key = Secret(subscription_key)
+        self.subscription_key = subscription_key
+        self.timeout = timeout
+        self._now = now
+
+    def fetch(self, account: str, container: str) -> SasToken:
+        what = f"SAS token for {account}/{container} from {urlsplit(self.base_url).netloc}"
+        url = f"{self.base_url}/api/sas/v1/token/{quote(account, safe='')}/{quote(container, safe='')}"
+        headers = {"Accept": "application/json"}
+        if self.subscription_key:
+            headers["Ocp-Apim-Subscription-Key"] = self.subscription_key.reveal()
+        try:
+            resp = self.session.get(url, headers=headers, timeout=self.timeout)
+        except requests.RequestException as exc:
+            raise SigningError(f"{what}: {type(exc).__name__}", code="SasNetworkError") from None
+        if resp.status_code != 200:
+            raise _classify_http(resp.status_code, what)
+        try:
+            body = resp.json()
+        except ValueError:
+            raise SigningError(f"{what}: response is not JSON", code="BadSasResponse") from None
+        return _token_from_json(body, what, self._now())
+
+
+class GeoCatalogSasProvider:
+    """GeoCatalog's ``GET /sas/token/{collectionId}``: a token for the catalog's managed storage container.
+
+    Uses a ``GeoCatalogClient`` (its auth, retries, rate limiter); pass ``client`` to share one, or the base URL
+    and a credential / static token to build one. Route only that storage's account/container to this
+    provider (``RoutingProvider``): the token is issued for it alone.
+    """
+
+    def __init__(
+        self,
+        geocatalog_base_url: str | None,
+        collection: str,
+        credential: Any = None,
+        static_token: Secret | None = None,
+        *,
+        client: Any = None,
+        api_version: str | None = None,
+        duration_minutes: int | None = None,
+        now: Callable[[], datetime] = _utcnow,
+    ) -> None:
+        if client is None:
+            from worker.adapters.geocatalog.client import DEFAULT_API_VERSION, GeoCatalogClient
+
+            if geocatalog_base_url is None:
+                raise ValueError("GeoCatalogSasProvider needs geocatalog_base_url or client")
+            client = GeoCatalogClient(
+                geocatalog_base_url,
+                credential=credential,
+                static_token=static_token,
+                api_version=api_version or DEFAULT_API_VERSION,
+                pool_size=4,
+            )
+        self.client = client
+        self.collection = collection
+        self.duration_minutes = duration_minutes
+        self._now = now
+
+    def fetch(self, account: str, container: str) -> SasToken:
+        from worker.adapters.geocatalog.client import GeoCatalogError
+
+        what = f"SAS token for collection {self.collection} ({account}/{container}) from GeoCatalog"
+        try:
+            body = self.client.get_collection_sas_token(self.collection, duration_minutes=self.duration_minutes)
+        except GeoCatalogError as exc:
+            kind = ErrorKind.TRANSIENT if exc.kind == ErrorKind.TRANSIENT else ErrorKind.PERMANENT
+            raise SigningError(
+                f"{what}: {exc}", code=f"Sas{exc.code}", kind=kind, retry_after=exc.retry_after
+            ) from None
+        return _token_from_json(body, what, self._now())
+
+
+class StaticSasProvider:
+    """Tokens from configuration: keys ``"account/container"`` (or ``"account/*"`` for every container).
+
+    The expiry is the token's ``se`` when present, else ``default_lifetime`` from now (re-read then).
+    """
+
+    def __init__(
+        self,
+        tokens: Mapping[str, Secret | str],
+        *,
+        default_lifetime: timedelta = timedelta(hours=24),
+        now: Callable[[], datetime] = _utcnow,
+    ) -> None:
+        self._tokens: dict[str, Secret] = {}
+        for key, value in tokens.items():
+            account, sep, container = key.strip().strip("/").partition("/")
+            if not sep or not account or not container:
+                raise ValueError(f"static SAS key {key!r} must be 'account/container' or 'account/*'")
+            secret = value if isinstance(value, Secret) else Secret(value)
+            self._tokens[f"{account.lower()}/{container}"] = Secret(secret.reveal().strip().lstrip("?"))
+        self.default_lifetime = default_lifetime
+        self._now = now
+
+    def fetch(self, account: str, container: str) -> SasToken:
+        token = self._tokens.get(f"{account.lower()}/{container}") or self._tokens.get(f"{account.lower()}/*")
+        if token is None:
+            raise SigningError(
+                f"no static SAS token configured for {account}/{container}",
+                code="SasTokenNotConfigured",
+                kind=ErrorKind.PERMANENT,
+            )
+        now = self._now()
+        expires = _expiry_from_sas(token.reveal()) or now + self.default_lifetime
+        return SasToken(token, expires, now)
+
+
+class RoutingProvider:
+    """Pick a provider per ``"account/container"`` / ``"account/*"`` key, else ``default`` (may be None)."""
+
+    def __init__(self, routes: Mapping[str, TokenProvider], default: TokenProvider | None = None) -> None:
+        self._routes = {k.strip().strip("/").lower(): v for k, v in routes.items()}
+        self._default = default
+
+    def fetch(self, account: str, container: str) -> SasToken:
+        provider = (
+            self._routes.get(f"{account.lower()}/{container.lower()}")
+            or self._routes.get(f"{account.lower()}/*")
+            or self._default
+        )
+        if provider is None:
+            raise SigningError(
+                f"no SAS provider configured for {account}/{container}",
+                code="SasTokenNotConfigured",
+                kind=ErrorKind.PERMANENT,
+            )
+        return provider.fetch(account, container)
+
+
+# ---------------------------------------------------------------------------------------------- cache
+
+
+@dataclass
+class _Entry:
+    token: SasToken
+    refresh_at: datetime
+
+
+class TokenCache:
+    """Tokens per (account, container), refreshed ``margin`` (capped at half the lifetime) before expiry.
+
+    Single flight: concurrent ``get`` calls for a key that needs a fetch wait for one provider call. A failed
+    fetch raises ``SigningError`` to every waiter and leaves nothing cached, so the next ``get`` tries again.
+    Metrics: ``sas_cache{result="hit"|"miss"|"wait"|"error"}`` (wait = served by another thread's fetch).
+    """
+
+    def __init__(
+        self,
+        provider: TokenProvider,
+        *,
+        margin: timedelta | float = timedelta(minutes=5),
+        metrics: Metrics | None = None,
+        now: Callable[[], datetime] = _utcnow,
+    ) -> None:
+        self.provider = provider
+        self.margin = margin if isinstance(margin, timedelta) else timedelta(seconds=margin)
+        self.metrics = metrics
+        self._now = now
+        self._lock = threading.Lock()
+        self._entries: dict[tuple[str, str], _Entry] = {}
+        self._inflight: dict[tuple[str, str], Future[SasToken]] = {}
+        self.fetches = 0
+
+    def _record(self, result: str) -> None:
+        if self.metrics is not None:
+            self.metrics.sas_cache.labels(result).inc()
+
+    def refresh_at(self, token: SasToken, fetched_at: datetime) -> datetime:
+        lifetime = token.expires_at - fetched_at
+        margin = min(self.margin, max(lifetime / 2, timedelta(0)))
+        return token.expires_at - margin
+
+    def invalidate(self, account: str, container: str) -> None:
+        with self._lock:
+            self._entries.pop((account.lower(), container), None)
+
+    def get(self, account: str, container: str) -> SasToken:
+        key = (account.lower(), container)
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None and self._now() < entry.refresh_at:
+                self._record("hit")
+                return entry.token
+            future = self._inflight.get(key)
+            leader = future is None
+            if leader:
+                future = Future()
+                self._inflight[key] = future
+        assert future is not None
+        if not leader:
+            self._record("wait")
+            try:
+                return future.result()
+            except SigningError as exc:  # a fresh exception per waiter: tracebacks are not shared across threads
+                raise SigningError(exc.message, code=exc.code, kind=exc.kind, retry_after=exc.retry_after) from None
+        self._record("miss")
+        try:
+            token = self._fetch(account, container)
+        except SigningError as exc:
+            self._record("error")
+            with self._lock:
+                self._inflight.pop(key, None)
+            future.set_exception(exc)
+            raise
+        with self._lock:
+            fetched = token.fetched_at or self._now()
+            self._entries[key] = _Entry(token, self.refresh_at(token, fetched))
+            self._inflight.pop(key, None)
+        future.set_result(token)
+        return token
+
+    def _fetch(self, account: str, container: str) -> SasToken:
+        self.fetches += 1
+        try:
+            token = self.provider.fetch(account, container)
+        except SigningError:
+            raise
+        except Exception as exc:  # a provider bug must not leave waiters hanging, nor leak a token in text
+            raise SigningError(
+                redact(f"SAS token for {account}/{container}: {type(exc).__name__}: {exc}"), code="SasProviderError"
+            ) from None
+        if token.expires_at <= self._now():
+            raise SigningError(
+                f"SAS token for {account}/{container} is already expired ({token.expires_at.isoformat()})",
+                code="SasTokenExpired",
+            )
+        log.info("sas_token_fetched", account=account, container=container, expires_at=token.expires_at.isoformat())
+        return token
+
+
+class CollectionTokenCache:
+    """Tokens that depend on the STAC collection (GeoCatalog's ``/sas/token/{collectionId}``): one ``TokenCache``
+    per collection over ``factory(collection)``, so each (collection, account, container) has its own entry with
+    the ``TokenCache`` semantics (single flight, refresh ``margin`` before expiry, nothing cached on failure).
+    """
+
+    def __init__(
+        self,
+        factory: Callable[[str], TokenProvider],
+        *,
+        margin: timedelta | float = timedelta(minutes=5),
+        metrics: Metrics | None = None,
+        now: Callable[[], datetime] = _utcnow,
+    ) -> None:
+        self.factory = factory
+        self.margin = margin
+        self.metrics = metrics
+        self._now = now
+        self._lock = threading.Lock()
+        self._caches: dict[str, TokenCache] = {}
+
+    def cache_for(self, collection: str) -> TokenCache:
+        with self._lock:
+            cache = self._caches.get(collection)
+            if cache is None:
+                cache = TokenCache(self.factory(collection), margin=self.margin, metrics=self.metrics, now=self._now)
+                self._caches[collection] = cache
+            return cache
+
+    def get(self, collection: str, account: str, container: str) -> SasToken:
+        return self.cache_for(collection).get(account, container)
+
+    def invalidate(self, collection: str, account: str, container: str) -> None:
+        self.cache_for(collection).invalidate(account, container)
+
+    @property
+    def fetches(self) -> int:
+        with self._lock:
+            return sum(cache.fetches for cache in self._caches.values())
+
+
+# ---------------------------------------------------------------------------------------------- signer
+
+
+def _is_ip_or_localhost(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def blob_account_container(href: str) -> tuple[str, str] | None:
+    """(account, container) of a blob URL, or None when it has no container segment.
+
+    ``https://acct.blob.core.windows.net/container/path`` → (acct, container); an IP or localhost host uses the
+    Azurite path style ``http://127.0.0.1:10000/acct/container/path``.
+    """
+    parts = urlsplit(href)
+    host = (parts.hostname or "").lower()
+    segments = [unquote(s) for s in parts.path.split("/") if s]
+    if _is_ip_or_localhost(host):
+        if len(segments) < 2:
+            return None
+        return segments[0], segments[1]
+    if not segments:
+        return None
+    account = host.split(".", 1)[0]
+    return (account, segments[0]) if account else None
+
+
+def replace_sas_query(href: str, token: str) -> str:
+    """``href`` with every SAS parameter removed and ``token`` added; other parameters kept as they were."""
+    parts = urlsplit(href)
+    kept = [p for p in parts.query.split("&") if p and unquote(p.split("=", 1)[0]).lower() not in SAS_PARAMS]
+    token = token.strip().lstrip("?")
+    query = "&".join([*kept, token] if token else kept)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))
+
+
+class HrefSigner:
+    """Signs asset hrefs whose host is on ``allow`` with a token from ``cache`` (per account/container).
+
+    With ``collection_cache`` and ``collection_hosts`` (GeoCatalog's managed storage), an href whose host matches
+    ``collection_hosts`` gets the token of the item's collection from ``collection_cache`` instead (those hosts are
+    added to the allow-list); such an href is left unchanged when no collection is known. A collection token is
+    never sent to a host outside ``collection_hosts``, and ``cache`` is never asked for one inside it.
+    """
+
+    def __init__(
+        self,
+        cache: TokenCache,
+        allow: HostAllowList,
+        *,
+        collection_cache: CollectionTokenCache | None = None,
+        collection_hosts: HostAllowList | None = None,
+    ) -> None:
+        self.cache = cache
+        self.collection_cache = collection_cache
+        self.collection_hosts = collection_hosts if collection_cache is not None and collection_hosts else None
+        if self.collection_hosts is not None:
+            allow = HostAllowList((*allow.patterns, *self.collection_hosts.patterns))
+        self.allow = allow
+
+    def sign_href(self, href: str, collection: str | None = None) -> str:
+        """Signed ``href`` if its host is allow-listed; any other href is returned unchanged.
+
+        ``collection`` (the request's) selects the token for an href on a ``collection_hosts`` host."""
+        if not isinstance(href, str) or not self.allow or not self.allow.allows_url(href):
+            return href
+        key = blob_account_container(href)
+        if key is None:
+            return href
+        if self.collection_hosts is not None and self.collection_hosts.allows_url(href):
+            if not isinstance(collection, str) or not collection or self.collection_cache is None:
+                return href
+            token = self.collection_cache.get(collection, *key)
+        else:
+            token = self.cache.get(*key)
+        return replace_sas_query(href, token.token.reveal())
+
+    def sign_item(self, item: dict, collection: str | None = None) -> dict:
+        """A copy of ``item`` with every asset href (and ``alternate`` hrefs) signed; the input is not modified.
+
+        ``collection`` defaults to the item's ``collection`` field (``contract.validate_item`` fills it in and
+        checks it equals the request's collection)."""
+        signed = copy.deepcopy(item)
+        if collection is None and isinstance(signed, dict) and isinstance(signed.get("collection"), str):
+            collection = signed["collection"]
+        assets = signed.get("assets") if isinstance(signed, dict) else None
+        if not isinstance(assets, dict):
+            return signed
+        for asset in assets.values():
+            if not isinstance(asset, dict):
+                continue
+            if isinstance(asset.get("href"), str):
+                asset["href"] = self.sign_href(asset["href"], collection)
+            alternates = asset.get("alternate")
+            if isinstance(alternates, dict):
+                for alternate in alternates.values():
+                    if isinstance(alternate, dict) and isinstance(alternate.get("href"), str):
+                        alternate["href"] = self.sign_href(alternate["href"], collection)
+        return signed

@@ -1,0 +1,703 @@
+"""Merging concurrent ingest requests per collection into one ItemCollection POST, and resolving failures.
+
+The GeoCatalog budget (~50 STAC API calls/s per subscription, shared by every pod) is the real limit, so the
+figure to minimise is calls per item. ``Batcher.submit`` is called by many request threads at once; submissions
+for the same ``(collection, mode)`` that arrive within ``linger`` seconds are merged into one POST (bounded by
+``max_items`` and ``max_bytes``), and ONE poll loop waits for the merged operation on a flush thread. Callers
+block on a future and honour their ``cancel`` event.
+
+When a merged operation fails, every submission must still get its own exact outcome. The emulator (and
+possibly the service) applies the items of an ItemCollection individually: a failed batch may have ingested
+some of its items, so blindly re-submitting would report "already exists" for items our own batch just wrote.
+Resolution of a failed multi-item operation therefore goes:
+
+1. Transient failure (5xx/throttling/network after the client's retries, operation timeout, an operation that
+   failed with a transient code such as ``InternalError``) → every item gets that transient error; the
+   processor retries the request later. Nothing is bisected.
+2. Synchronous rejection (400) or a whole-operation failure (a code other than the per-item ones): nothing was
+   applied, so the group is bisected: first split into its member submissions, then a failing multi-item
+   submission is split in halves, recursively (depth ≤ log2(max_items) + 1).
+3. Per-item failure (``ErrorsInBatchOperation``/``ItemAlreadyExistsInCollection``, or counts showing some items
+   failed): *probe* each item with a GET (reads, in parallel). Present and equal to what we sent → succeeded
+   (our batch wrote it, or an identical copy was already there: in upsert mode that is the desired state, with
+   no write at all). Present but different → it pre-existed: upsert replaces it with PUT, create fails it with
+   ``ItemAlreadyExistsInCollection``. Absent → it failed for its own reason: re-POST it alone to learn its exact
+   error (or bisect the absent ones when the operation's counts show it stopped part-way).
+
+Create mode and our own writes: an item that exists only because our own failed batch created it must not be
+reported as a conflict. After a probe, ``TotalFailedItems`` tells how many present items pre-existed; when that
+is zero every present item is ours, when it equals the number of present items every one is a conflict, and in
+between the content comparison decides (an identical pre-existing item then counts as ours: the catalog holds
+exactly what was asked for). ``trust_identical=True`` (the processor sets it on redeliveries) applies the same
+content rule to a single create that finds its item already there, since an earlier attempt may have written it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import structlog
+
+from worker.adapters.geocatalog.retry import Cancelled
+from worker.domain.errors import ErrorKind, WorkerError
+from worker.domain.secrets import redact
+
+log = structlog.get_logger(__name__)
+
+Mode = Literal["upsert", "create"]
+T = TypeVar("T")
+R = TypeVar("R")
+
+ALREADY_EXISTS = "ItemAlreadyExistsInCollection"
+ERRORS_IN_BATCH = "ErrorsInBatchOperation"
+# Operation error codes that mean "try again later", not "this item is bad".
+TRANSIENT_OPERATION_CODES = frozenset(
+    {
+        "InternalError",
+        "InternalIntermitentError",  # sic, as the service spells it
+        "InternalIntermittentError",
+        "CogTransformationTimeout",
+        "IngestionResourceTimeout",
+        "IngestionResourceConnectionFailed",
+        "OperationTimeout",
+        "CanceledOperation",
+        "OperationIsCanceled",
+        "ServiceUnavailable",
+        "TooManyRequests",
+        "Throttled",
+    }
+)
+# Codes that name a problem of the item itself (the request is wrong, not the service).
+INVALID_OPERATION_CODES = frozenset(
+    {
+        "StacValidationFailed",
+        "InvalidAssetHref",
+        "InvalidInputData",
+        "ItemSizeExceeded",
+        "TotalAssetsExceeded",
+        "ItemTransformationError",
+        "EmptyAsset",
+        "CollectionDoesNotExist",
+    }
+)
+_PER_ITEM_CODES = frozenset({ERRORS_IN_BATCH, ALREADY_EXISTS})
+
+
+CANCEL_CHECK_SECONDS = 0.05  # how often the cancel watcher looks at the cancel events of blocked submit() calls
+
+
+class OperationFailed(WorkerError):
+    """A GeoCatalog operation ended Failed/Canceled; ``code`` is the service's error code."""
+
+    code = "OperationFailed"
+
+    def __init__(self, code: str | None, message: str | None, *, operation_id: str | None = None) -> None:
+        code = code or "OperationFailed"
+        text = redact(message or f"operation ended with {code}")
+        if operation_id:
+            text = f"{text} (operation {operation_id})"
+        super().__init__(text, code=code, kind=classify_operation_code(code))
+        self.operation_id = operation_id
+
+
+def classify_operation_code(code: str | None) -> ErrorKind:
+    """The kind of a failed operation's error code: transient codes retry, the rest is the item's answer."""
+    if code in TRANSIENT_OPERATION_CODES:
+        return ErrorKind.TRANSIENT
+    return ErrorKind.PERMANENT
+
+
+class OperationLike(Protocol):
+    id: str
+    status: str
+    error_code: str | None
+    error_message: str | None
+    additional_information: Any
+
+    @property
+    def terminal(self) -> bool: ...
+
+    @property
+    def succeeded(self) -> bool: ...
+
+
+class CatalogClient(Protocol):
+    """The part of ``worker.adapters.geocatalog.client.GeoCatalogClient`` the batcher uses."""
+
+    def create_items(self, collection: str, items: Sequence[dict], *, cancel: threading.Event | None = None) -> Any: ...
+    def replace_item(self, collection: str, item: dict, *, cancel: threading.Event | None = None) -> Any: ...
+    def get_item(self, collection: str, item_id: str, *, cancel: threading.Event | None = None) -> dict | None: ...
+    def wait_for_operation(self, op: Any, *, deadline: float, cancel: threading.Event | None = None) -> Any: ...
+
+
+@dataclass(frozen=True)
+class BatchSettings:
+    max_items: int = 100  # items per merged POST
+    max_bytes: int = 4 * 1024 * 1024  # serialized item bytes per merged POST
+    linger: float = 0.03  # seconds a new batch waits for more submissions
+    operation_timeout: float = 600.0  # deadline of each poll loop
+    probe_concurrency: int = 8  # parallel GETs / single re-submits while resolving a failure
+    max_flushes: int = 64  # flush threads (batches in flight at once; 32 capped 2 s operations at ~14 POSTs/s)
+    budget_linger_max: float = 2.0  # while the client's rate limiter is backed up, keep a batch open up to this
+
+    def __post_init__(self) -> None:
+        if self.max_items < 1 or self.max_bytes < 1 or self.linger < 0 or self.operation_timeout <= 0:
+            raise ValueError("BatchSettings: max_items/max_bytes ≥ 1, linger ≥ 0, operation_timeout > 0")
+
+
+@dataclass(frozen=True)
+class OpRecord:
+    id: str
+    status: str
+
+
+@dataclass
+class ItemResult:
+    id: str
+    succeeded: bool
+    error: WorkerError | None = None
+
+
+@dataclass
+class SubmitResult:
+    items: list[ItemResult]  # in submission order
+    operations: list[OpRecord]  # every operation that touched this submission's items, first seen first
+
+    @property
+    def all_succeeded(self) -> bool:
+        return all(i.succeeded for i in self.items)
+
+
+# ------------------------------------------------------------------------------------------ internals
+
+
+@dataclass(eq=False)
+class _Entry:
+    sub: _Submission
+    item: dict
+    size: int
+    result: ItemResult | None = None
+    known_absent: bool = False  # a probe saw it missing after a failed op of ours
+
+    @property
+    def id(self) -> str:
+        return str(self.item.get("id"))
+
+
+@dataclass(eq=False)
+class _Submission:
+    request_id: str
+    trust_identical: bool
+    entries: list[_Entry] = field(default_factory=list)
+    remaining: int = 0  # entries without an outcome yet (guarded by Batcher._lock)
+    batches: list[_Batch] = field(default_factory=list)
+    ops: dict[str, str] = field(default_factory=dict)
+    future: Future[SubmitResult] = field(default_factory=Future)
+
+
+@dataclass(eq=False)
+class _Batch:
+    """Entries bound for one POST; a large submission spans several batches."""
+
+    collection: str
+    mode: Mode
+    entries: list[_Entry] = field(default_factory=list)
+    ids: set[str] = field(default_factory=set)
+    n_bytes: int = 0
+    closed: bool = False
+    full: threading.Event = field(default_factory=threading.Event)
+
+
+@dataclass(frozen=True)
+class _Counts:
+    total: int
+    successful: int
+    failed: int
+    pending: int
+
+
+def _counts(op: Any) -> _Counts | None:
+    info = getattr(op, "additional_information", None) or {}
+    try:
+        return _Counts(
+            int(info["TotalItems"]),
+            int(info["TotalSuccessfulItems"]),
+            int(info["TotalFailedItems"]),
+            int(info.get("TotalPendingItems", 0)),
+        )
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _named_failures(op: Any, entries: list[_Entry], counts: _Counts | None) -> dict[str, str] | None:
+    """``{item id: code}`` when the failed operation's message names exactly ``TotalFailedItems`` of our items.
+
+    The emulator lists ``id: Code`` pairs in its ``ErrorsInBatchOperation`` message; the real service's format is
+    not documented, so this is only a shortcut: whenever the names do not add up, the caller probes instead.
+    """
+    message = getattr(op, "error_message", None) or ""
+    if counts is None or counts.pending or counts.total != len(entries) or not counts.failed or not message:
+        return None
+    found: dict[str, str] = {}
+    for e in entries:
+        m = re.search(r"(?<![\w.+,()-])'?" + re.escape(e.id) + r"'?: ([A-Za-z]+)", message)
+        if m:
+            found[e.id] = m.group(1)
+    return found if len(found) == counts.failed else None
+
+
+def _item_size(item: dict) -> int:
+    return len(json.dumps(item, separators=(",", ":"), ensure_ascii=False).encode())
+
+
+def _strip_query(href: Any) -> Any:
+    if not isinstance(href, str):
+        return href
+    parts = urlsplit(href)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", parts.fragment))
+
+
+def _normal_assets(assets: Any) -> Any:
+    if not isinstance(assets, dict):
+        return assets
+    out = {}
+    for key, asset in assets.items():
+        if isinstance(asset, dict):
+            a = {k: v for k, v in asset.items() if not k.startswith(("msft:_", "_msft:"))}
+            a["href"] = _strip_query(a.get("href"))
+            out[key] = a
+        else:
+            out[key] = asset
+    return out
+
+
+def same_content(stored: dict, submitted: dict) -> bool:
+    """Whether the stored item holds what we submitted.
+
+    Only the submitted keys are compared (the service adds ``_msft:*``/``msft:_*`` fields and links); asset
+    hrefs are compared without their query (the SAS token differs per signing); ``links`` are ignored.
+    """
+    for key, value in submitted.items():
+        if key == "links":
+            continue
+        other = stored.get(key)
+        if key == "assets":
+            if _normal_assets(other) != _normal_assets(value):
+                return False
+        elif key == "properties" and isinstance(value, dict) and isinstance(other, dict):
+            if any(other.get(k) != v for k, v in value.items()):
+                return False
+        elif other != value:
+            return False
+    return True
+
+
+def parallel_map(fn: Callable[[T], R], xs: Sequence[T], max_workers: int) -> list[R]:
+    """``[fn(x) for x in xs]`` on up to ``max_workers`` short-lived threads (a fresh pool: no nested deadlock)."""
+    if len(xs) <= 1 or max_workers <= 1:
+        return [fn(x) for x in xs]
+    with ThreadPoolExecutor(max_workers=min(max_workers, len(xs)), thread_name_prefix="gcw-resolve") as pool:
+        return list(pool.map(fn, xs))
+
+
+class _Resolution:
+    """Resolving one closed batch: submit, wait, and on failure split/probe until every entry has a result."""
+
+    def __init__(self, batcher: Batcher, batch: _Batch) -> None:
+        self.b = batcher
+        self.client = batcher.client
+        self.settings = batcher.settings
+        self.collection = batch.collection
+        self.mode = batch.mode
+        self.lock = batcher._ops_lock  # shared: a large submission's entries may be resolved by several batches
+        self.cancel = batcher._stop
+        self.posts = 0
+
+    # -- recording
+
+    def _record_op(self, entries: Iterable[_Entry], op: Any) -> None:
+        with self.lock:
+            for e in entries:
+                e.sub.ops[op.id] = op.status
+
+    def _ok(self, entry: _Entry) -> None:
+        entry.result = ItemResult(entry.id, True)
+
+    def _fail(self, entries: Iterable[_Entry], error: WorkerError) -> None:
+        for e in entries:
+            e.result = ItemResult(e.id, False, error)
+
+    # -- calls
+
+    def _deadline(self) -> float:
+        return time.monotonic() + self.settings.operation_timeout
+
+    def _wait(self, op: Any) -> Any:
+        if op.terminal:
+            return op
+        return self.client.wait_for_operation(op, deadline=self._deadline(), cancel=self.cancel)
+
+    def _post(self, entries: list[_Entry]) -> Any:
+        with self.lock:
+            self.posts += 1
+        op = self.client.create_items(self.collection, [e.item for e in entries], cancel=self.cancel)
+        self._record_op(entries, op)
+        op = self._wait(op)
+        self._record_op(entries, op)
+        return op
+
+    # -- the algorithm
+
+    def resolve(self, entries: list[_Entry], *, depth: int = 0) -> None:
+        try:
+            op = self._post(entries)
+        except WorkerError as e:
+            if e.kind is ErrorKind.INVALID and len(entries) > 1:
+                # A synchronous rejection applied nothing: bisect to find the item(s) it is about.
+                self._split(entries, depth)
+            else:
+                self._fail(entries, e)
+            return
+        if op.succeeded:
+            for e in entries:
+                self._ok(e)
+            return
+        error = OperationFailed(op.error_code, op.error_message, operation_id=op.id)
+        log.info(
+            "batch_operation_failed",
+            collection=self.collection,
+            operation_id=op.id,
+            error_code=op.error_code,
+            items=len(entries),
+            depth=depth,
+        )
+        if error.kind is ErrorKind.TRANSIENT:
+            self._fail(entries, error)
+        elif len(entries) == 1:
+            self._single_failure(entries[0], error, possibly_ours=False)
+        else:
+            counts = _counts(op)
+            per_item = op.error_code in _PER_ITEM_CODES or (counts is not None and 0 < counts.failed < counts.total)
+            if not per_item:
+                self._split(entries, depth)
+                return
+            named = _named_failures(op, entries, counts)
+            if named is not None:
+                self._resolve_named(entries, named, depth)
+                return
+            absent = self._probe(entries, counts)
+            if not absent:
+                return
+            if counts is not None and counts.pending == 0:
+                # Every absent item failed on its own: one POST each tells its exact error.
+                parallel_map(lambda e: self.resolve([e], depth=depth + 1), absent, self.settings.probe_concurrency)
+            else:
+                self._split(absent, depth)
+
+    def _resolve_named(self, entries: list[_Entry], named: dict[str, str], depth: int) -> None:
+        """The operation's message named exactly the failed items: the others were applied, no probe needed."""
+        exists = [e for e in entries if named.get(e.id) == ALREADY_EXISTS]
+        others = [e for e in entries if e.id in named and named[e.id] != ALREADY_EXISTS]
+        for e in entries:
+            if e.id not in named:
+                self._ok(e)
+        if self.mode == "upsert" and exists:
+            again = self._probe(exists, None)  # identical → done; different → PUT
+            others.extend(again)  # vanished since (a race): re-POST
+        for e in exists if self.mode == "create" else ():
+            self._single_failure(e, self._conflict(e), possibly_ours=False)
+        # One POST each tells the exact error message (the batch message has only the code).
+        parallel_map(lambda e: self.resolve([e], depth=depth + 1), others, self.settings.probe_concurrency)
+
+    def _split(self, entries: list[_Entry], depth: int) -> None:
+        """Member submissions separately; a single submission's items in halves."""
+        groups: dict[int, list[_Entry]] = {}
+        for e in entries:
+            groups.setdefault(id(e.sub), []).append(e)
+        if len(groups) > 1:
+            parts = list(groups.values())
+        elif len(entries) > 1:
+            mid = len(entries) // 2
+            parts = [entries[:mid], entries[mid:]]
+        else:
+            parts = [entries]
+        parallel_map(lambda p: self.resolve(p, depth=depth + 1), parts, self.settings.probe_concurrency)
+
+    def _probe(self, entries: list[_Entry], counts: _Counts | None) -> list[_Entry]:
+        """GET each item after a failed per-item operation; resolve present ones, return the absent ones."""
+
+        def get(e: _Entry) -> tuple[_Entry, dict | None, WorkerError | None]:
+            try:
+                return e, self.client.get_item(self.collection, e.id, cancel=self.cancel), None
+            except WorkerError as err:
+                return e, None, err
+
+        seen = parallel_map(get, entries, self.settings.probe_concurrency)
+        absent = [e for e, stored, err in seen if stored is None and err is None]
+        present = [(e, stored) for e, stored, err in seen if stored is not None]
+        for e, _, err in seen:
+            if err is not None:
+                self._fail([e], err)
+        for e in absent:
+            e.known_absent = True
+        # How many present items pre-existed (failed in the op) rather than being written by it.
+        pre_existing = None if counts is None else max(0, counts.failed - len(absent))
+        to_put: list[_Entry] = []
+        for e, stored in present:
+            assert stored is not None
+            if self.mode == "upsert":
+                if same_content(stored, e.item):
+                    self._ok(e)
+                else:
+                    to_put.append(e)
+            elif pre_existing == 0:
+                self._ok(e)  # every present item was written by our own operation
+            elif e.sub.trust_identical and same_content(stored, e.item):
+                self._ok(e)  # a retry: an earlier attempt of this request wrote it
+            elif pre_existing is not None and pre_existing >= len(present):
+                self._fail([e], self._conflict(e))
+            elif same_content(stored, e.item):
+                self._ok(e)  # ours, or an identical copy: the catalog holds what was asked for
+            else:
+                self._fail([e], self._conflict(e))
+        if to_put:
+            parallel_map(self._put, to_put, self.settings.probe_concurrency)
+        return absent
+
+    def _conflict(self, e: _Entry) -> OperationFailed:
+        return OperationFailed(ALREADY_EXISTS, f"Item '{e.id}' already exists in collection '{self.collection}'")
+
+    def _single_failure(self, e: _Entry, error: OperationFailed, *, possibly_ours: bool) -> None:
+        if error.code != ALREADY_EXISTS:
+            self._fail([e], error)
+        elif self.mode == "upsert":
+            self._put(e)
+        elif possibly_ours or e.sub.trust_identical:
+            try:
+                stored = self.client.get_item(self.collection, e.id, cancel=self.cancel)
+            except WorkerError as err:
+                self._fail([e], err)
+                return
+            if stored is not None and same_content(stored, e.item):
+                self._ok(e)
+            else:
+                self._fail([e], error)
+        else:
+            self._fail([e], error)
+
+    def _put(self, e: _Entry) -> None:
+        try:
+            op = self.client.replace_item(self.collection, e.item, cancel=self.cancel)
+            self._record_op([e], op)
+            op = self._wait(op)
+            self._record_op([e], op)
+        except WorkerError as err:
+            self._fail([e], err)
+            return
+        if op.succeeded:
+            self._ok(e)
+        else:
+            self._fail([e], OperationFailed(op.error_code, op.error_message, operation_id=op.id))
+
+
+class Batcher:
+    """Merges concurrent ``submit`` calls per (collection, mode) into shared POSTs; thread-safe."""
+
+    def __init__(self, client: CatalogClient, settings: BatchSettings | None = None, metrics: Any = None) -> None:
+        self.client = client
+        self.settings = settings or BatchSettings()
+        self.metrics = metrics
+        self._lock = threading.Lock()
+        self._ops_lock = threading.Lock()
+        self._open: dict[tuple[str, str], _Batch] = {}
+        self._stop = threading.Event()
+        self._pool = ThreadPoolExecutor(max_workers=self.settings.max_flushes, thread_name_prefix="gcw-batch")
+        self.stats = {"batches": 0, "posts": 0, "submissions": 0}
+        self._waiters_lock = threading.Lock()
+        self._waiters: dict[int, tuple[threading.Event, threading.Event]] = {}
+        self._watcher = threading.Thread(target=self._watch_cancels, name="gcw-batch-cancel", daemon=True)
+        self._watcher.start()
+
+    def close(self) -> None:
+        """Stop: in-flight poll loops end with ``Cancelled`` (their requests retry), no new batches start."""
+        self._stop.set()
+        with self._lock:
+            for batch in self._open.values():
+                batch.full.set()
+        self._pool.shutdown(wait=True, cancel_futures=False)
+
+    def __enter__(self) -> Batcher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def submit(
+        self,
+        collection: str,
+        items: Sequence[dict],
+        *,
+        mode: Mode = "upsert",
+        cancel: threading.Event | None = None,
+        request_id: str = "",
+        trust_identical: bool = False,
+    ) -> SubmitResult:
+        """Ingest ``items`` (already validated and signed); blocks until every item has an outcome.
+
+        Raises ``Cancelled`` when ``cancel`` is set first (entries not yet sent are withdrawn; a batch already
+        sent completes for the others and this caller just stops waiting).
+        """
+        if self._stop.is_set():
+            raise Cancelled("batcher is closed")
+        sub = _Submission(request_id=request_id, trust_identical=trust_identical)
+        sub.entries = [_Entry(sub, item, _item_size(item)) for item in items]
+        if not sub.entries:
+            return SubmitResult([], [])
+        sub.remaining = len(sub.entries)
+        done = threading.Event()
+        sub.future.add_done_callback(lambda _f: done.set())
+        cancel = cancel or threading.Event()
+        # The caller sleeps until its result or until the one cancel watcher wakes it: with hundreds of requests
+        # in flight, a timed wait per caller was the worker's largest CPU cost (benchmarks: docs/benchmarks.md).
+        with self._waiters_lock:
+            self._waiters[id(sub)] = (cancel, done)
+        if self._stop.is_set():  # closed after the check above, maybe after the watcher's last sweep
+            done.set()
+        try:
+            self._enqueue(collection, mode, sub)
+            done.wait()
+        finally:
+            with self._waiters_lock:
+                self._waiters.pop(id(sub), None)
+        if not sub.future.done():
+            self._withdraw(sub)
+            raise Cancelled(f"cancelled while waiting for the ingest of request {request_id}")
+        return sub.future.result()
+
+    def _watch_cancels(self) -> None:
+        """One thread for every blocked ``submit``: wakes those whose cancel event is set, and all on close."""
+        while not self._stop.wait(CANCEL_CHECK_SECONDS):
+            with self._waiters_lock:
+                waiters = list(self._waiters.values())
+            for cancel, done in waiters:
+                if cancel.is_set():
+                    done.set()
+        with self._waiters_lock:
+            for _, done in self._waiters.values():
+                done.set()
+
+    def _withdraw(self, sub: _Submission) -> None:
+        with self._lock:
+            for batch in sub.batches:
+                if not batch.closed:
+                    mine = [e for e in batch.entries if e.sub is sub]
+                    batch.entries = [e for e in batch.entries if e.sub is not sub]
+                    batch.n_bytes -= sum(e.size for e in mine)
+                    batch.ids.difference_update(e.id for e in mine)
+
+    def _enqueue(self, collection: str, mode: Mode, sub: _Submission) -> None:
+        key = (collection, mode)
+        s = self.settings
+        with self._lock:
+            self.stats["submissions"] += 1
+            for entry in sub.entries:
+                batch = self._open.get(key)
+                if (
+                    batch is not None
+                    and batch.entries
+                    and (
+                        len(batch.entries) + 1 > s.max_items
+                        or batch.n_bytes + entry.size > s.max_bytes
+                        or entry.id in batch.ids
+                    )
+                ):
+                    # Does not fit (or would put one id twice in one POST): send the open batch, start another.
+                    self._close_locked(batch)
+                    batch = None
+                if batch is None:
+                    batch = _Batch(collection, mode)
+                    self._open[key] = batch
+                    self.stats["batches"] += 1
+                    self._pool.submit(self._flush, batch)
+                batch.entries.append(entry)
+                batch.ids.add(entry.id)
+                batch.n_bytes += entry.size
+                if not sub.batches or sub.batches[-1] is not batch:
+                    sub.batches.append(batch)
+                if len(batch.entries) >= s.max_items or batch.n_bytes >= s.max_bytes:
+                    self._close_locked(batch)
+
+    def _close_locked(self, batch: _Batch) -> None:
+        batch.closed = True
+        if self._open.get((batch.collection, batch.mode)) is batch:
+            del self._open[(batch.collection, batch.mode)]
+        batch.full.set()
+
+    def _flush(self, batch: _Batch) -> None:
+        batch.full.wait(self.settings.linger)
+        limiter = getattr(self.client, "rate_limiter", None)
+        if limiter is not None and not batch.full.is_set():
+            # Under the GeoCatalog budget the POST would only queue for a token: spend that time with the batch
+            # still open, so that it carries more items and calls per item fall as load rises.
+            delay = min(limiter.delay(), self.settings.budget_linger_max)
+            if delay > 0:
+                batch.full.wait(delay)
+        with self._lock:
+            if not batch.closed:
+                self._close_locked(batch)
+            entries = list(batch.entries)
+        if not entries:
+            return
+        res = _Resolution(self, batch)
+        try:
+            if self._stop.is_set():
+                raise Cancelled("batcher closed before the batch was sent")
+            res.resolve(entries)
+        except WorkerError as e:
+            res._fail([x for x in entries if x.result is None], e)
+        except Exception as e:  # a bug must not leave callers waiting forever
+            log.exception("batch_flush_crashed", collection=batch.collection)
+            res._fail(
+                [x for x in entries if x.result is None],
+                WorkerError(
+                    f"internal error while ingesting: {type(e).__name__}",
+                    code="InternalError",
+                    kind=ErrorKind.TRANSIENT,
+                ),
+            )
+        finally:
+            finished: list[_Submission] = []
+            with self._lock:
+                self.stats["posts"] += res.posts
+                for x in entries:
+                    if x.result is None:  # defensive: every entry gets an answer
+                        x.result = ItemResult(
+                            x.id, False, WorkerError("no outcome", code="InternalError", kind=ErrorKind.TRANSIENT)
+                        )
+                    x.sub.remaining -= 1
+                    if x.sub.remaining == 0:
+                        finished.append(x.sub)
+            for sub in finished:
+                sub.future.set_result(
+                    SubmitResult(
+                        [x.result for x in sub.entries if x.result is not None],
+                        [OpRecord(i, st) for i, st in sub.ops.items()],
+                    )
+                )
+        log.info(
+            "batch_flushed",
+            collection=batch.collection,
+            mode=batch.mode,
+            requests=len({id(x.sub) for x in entries}),
+            items=len(entries),
+            posts=res.posts,
+            failed=sum(1 for x in entries if x.result is not None and not x.result.succeeded),
+        )

@@ -1,0 +1,135 @@
+"""What a worker thread does with one message: parse, process, decide. It never touches an SDK object.
+
+Every exception is caught here: a message whose processing raises is dead-lettered with reason
+``ProcessingError`` (and answered with a ``failed`` result when one can be built); the worker keeps going.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from typing import Any, Protocol
+
+import structlog
+
+from worker.domain.contract import InvalidRequest, Limits, parse_request
+from worker.domain.secrets import redact
+from worker.servicebus.inflight import InFlight
+from worker.servicebus.messages import MAX_DESCRIPTION, clip, utcnow
+from worker.servicebus.outcome import Action, Disposition
+
+log = structlog.get_logger(__name__)
+
+MAX_LOGGED_ITEM_IDS = 20
+
+
+class ProcessorLike(Protocol):
+    def process(self, request: Any, cancel: Any, *, received_at: Any = None) -> Any: ...
+
+
+def _item_ids(request: Any) -> list[str]:
+    ids = list(getattr(request, "item_ids", ()) or ())
+    if not ids:
+        ids = [str(item.get("id")) for item in getattr(request, "items", ()) or () if isinstance(item, dict)]
+    return ids[:MAX_LOGGED_ITEM_IDS]
+
+
+def invalid_disposition(rec: InFlight, error: InvalidRequest) -> Disposition:
+    from worker.domain.contract import invalid_result
+
+    result = invalid_result(rec.meta, error, received_at=rec.received_at, body=rec.body)
+    return Disposition(
+        action=Action.DEAD_LETTER,
+        result=result,
+        reason="InvalidRequest",
+        description=clip(redact(f"invalid request (attempt {rec.meta.attempt}): {error}"), MAX_DESCRIPTION),
+        service_ok=None,
+    )
+
+
+def failed_result(rec: InFlight, request: Any | None, code: str, message: str) -> Any | None:
+    """A ``failed`` result for a request whose processing crashed; None when even that cannot be built."""
+    try:
+        from worker.domain.contract import ItemOutcome, Result
+
+        ids = list(getattr(request, "item_ids", ()) or ()) or [
+            str(i.get("id")) for i in getattr(request, "items", ()) or () if isinstance(i, dict)
+        ]
+        error = {"code": code, "message": message}
+        return Result(
+            request_id=rec.meta.message_id,
+            correlation_id=rec.meta.correlation_id or rec.meta.message_id,
+            action=getattr(request, "action", None),
+            collection=getattr(request, "collection", None),
+            status="failed",
+            items=[ItemOutcome(id=i, status="failed", error=error) for i in ids],
+            operations=[],
+            error=error,
+            attempts=rec.meta.attempt,
+            received_at=rec.received_at,
+            completed_at=utcnow(),
+        )
+    except Exception:  # the result is best effort; the dead-letter carries the details
+        log.warning("failed_result_unbuildable", exc_info=True)
+        return None
+
+
+def exhausted(rec: InFlight, request: Any, disposition: Disposition, max_attempts: int) -> Disposition:
+    """A RETRY on the last allowed attempt becomes a ``failed`` answer and a dead-letter."""
+    attempts = max(rec.meta.attempt, rec.meta.delivery_count or 0)
+    if disposition.action is not Action.RETRY or attempts < max_attempts:
+        return disposition
+    what = disposition.description or disposition.reason or "transient failure"
+    return Disposition(
+        action=Action.DEAD_LETTER,
+        result=failed_result(rec, request, "RetriesExhausted", clip(redact(what), 1000) or ""),
+        reason="RetriesExhausted",
+        description=clip(redact(f"gave up after {attempts} attempts; last failure: {what}"), MAX_DESCRIPTION),
+        service_ok=False,
+    )
+
+
+def handle(rec: InFlight, processor: ProcessorLike, limits: Limits, *, max_attempts: int = 5) -> Disposition:
+    """Parse and process one message; always returns a disposition, never raises."""
+    started = time.monotonic()
+    request = None
+    with structlog.contextvars.bound_contextvars(
+        message_id=rec.meta.message_id,
+        correlation_id=rec.meta.correlation_id or rec.meta.message_id,
+        attempt=rec.meta.attempt,
+    ):
+        try:
+            try:
+                request = parse_request(rec.body, rec.meta, limits)
+            except InvalidRequest as error:
+                disposition = invalid_disposition(rec, error)
+                log.warning("request_invalid", error=str(error), field=error.field)
+                return disposition
+            structlog.contextvars.bind_contextvars(collection=request.collection, item_ids=_item_ids(request))
+            outcome = processor.process(request, rec.cancel, received_at=rec.received_at)
+            disposition = Disposition.from_outcome(outcome)
+            disposition = exhausted(rec, request, disposition, max_attempts)
+            log.info(
+                "request_processed",
+                action=str(disposition.action),
+                status=getattr(disposition.result, "status", None),
+                reason=disposition.reason,
+                duration_ms=round((time.monotonic() - started) * 1000, 1),
+            )
+            return disposition
+        except Exception as exc:
+            text = redact(f"{type(exc).__name__}: {exc}")
+            log.error("processing_error", error=text, exc_info=True)
+            tb = redact("".join(traceback.format_exception(exc, limit=6)))
+            description = clip(
+                f"processing raised {text} (attempt {rec.meta.attempt}); traceback: {tb}", MAX_DESCRIPTION
+            )
+            return Disposition(
+                action=Action.DEAD_LETTER,
+                result=failed_result(rec, request, "ProcessingError", clip(text, 1000) or ""),
+                reason="ProcessingError",
+                description=description,
+                service_ok=None,
+            )
+        finally:
+            structlog.contextvars.unbind_contextvars("collection", "item_ids")

@@ -1,0 +1,137 @@
+"""The consumer service: receiver-owner threads + a worker thread pool + drain on SIGTERM/SIGINT.
+
+``Consumer(client, settings, processor, limits, metrics, health).run(stop_event)`` blocks until ``stop_event``
+is set, then drains: no new messages, readiness false, in-flight requests get ``drain_seconds`` to finish,
+what is left is abandoned (redelivered at once).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import structlog
+from azure.servicebus import ServiceBusClient
+
+from worker.domain.contract import Limits
+from worker.observability.health import HealthState
+from worker.observability.metrics import Metrics
+from worker.servicebus.breaker import BreakerState, CircuitBreaker
+from worker.servicebus.handling import ProcessorLike, handle
+from worker.servicebus.inflight import InFlight
+from worker.servicebus.outcome import Action, Disposition
+from worker.servicebus.owner import ReceiverOwner
+from worker.servicebus.settings import ConsumerSettings
+
+log = structlog.get_logger(__name__)
+
+
+class Consumer:
+    def __init__(
+        self,
+        client: ServiceBusClient,
+        settings: ConsumerSettings,
+        processor: ProcessorLike,
+        *,
+        limits: Limits,
+        metrics: Metrics,
+        health: HealthState,
+        session_client: ServiceBusClient | None = None,
+    ) -> None:
+        """``session_client``: a client built with ``retry_total=0`` used to accept sessions (see owner.py)."""
+        self.client = client
+        self.settings = settings
+        self.processor = processor
+        self.limits = limits
+        self.metrics = metrics
+        self.health = health
+        self.breaker = CircuitBreaker(
+            threshold=settings.breaker_threshold,
+            open_seconds=settings.breaker_open_seconds,
+            max_open_seconds=settings.breaker_max_open_seconds,
+            on_change=self._breaker_changed,
+        )
+        self._pool = ThreadPoolExecutor(max_workers=settings.concurrency, thread_name_prefix="gcw-worker")
+        if settings.sessions:
+            n = max(1, min(settings.max_sessions, settings.concurrency))
+            capacities = [1] * n
+        else:
+            capacities = [settings.concurrency]
+        self.owners = [
+            ReceiverOwner(
+                f"gcw-receiver-{i}",
+                client,
+                settings,
+                dispatch=self._dispatch,
+                breaker=self.breaker,
+                metrics=metrics,
+                health=health,
+                capacity=capacity,
+                receiver_client=session_client if settings.sessions else None,
+            )
+            for i, capacity in enumerate(capacities)
+        ]
+
+    def _breaker_changed(self, state: BreakerState) -> None:
+        self.metrics.breaker_open.set(0 if state is BreakerState.CLOSED else 1)
+        self.health.details["circuit_breaker"] = str(state)
+        log.warning("circuit_breaker", state=str(state))
+
+    def _dispatch(self, rec: InFlight, owner: ReceiverOwner) -> None:
+        self._pool.submit(self._work, rec, owner)
+
+    def _work(self, rec: InFlight, owner: ReceiverOwner) -> None:
+        try:
+            disposition = handle(rec, self.processor, self.limits, max_attempts=self.settings.max_attempts)
+        except BaseException as exc:  # handle() never raises; this is the last line of defence
+            log.exception("worker_thread_error")
+            disposition = Disposition(
+                action=Action.DEAD_LETTER, reason="ProcessingError", description=type(exc).__name__
+            )
+        if rec.cancel.is_set():
+            log.info("result_discarded", message_id=rec.meta.message_id, reason="lock lost or abandoned")
+            return
+        owner.finish(rec, disposition)
+
+    def start(self) -> None:
+        self.health.details["circuit_breaker"] = str(self.breaker.state)
+        for owner in self.owners:
+            self.health.beat(owner.name)
+            owner.start()
+        log.info(
+            "consumer_started",
+            entity=self.settings.entity,
+            reply_queue=self.settings.reply_queue,
+            concurrency=self.settings.concurrency,
+            receivers=len(self.owners),
+            sessions=self.settings.sessions,
+        )
+
+    def drain(self) -> None:
+        """Stop receiving, finish or abandon in-flight work, close the links, stop the pool."""
+        self.health.set_draining()
+        deadline = time.monotonic() + self.settings.drain_seconds
+        in_flight = sum(o.in_flight for o in self.owners)
+        log.info("drain_started", in_flight=in_flight, drain_seconds=self.settings.drain_seconds)
+        for owner in self.owners:
+            owner.begin_drain(deadline)
+        for owner in self.owners:
+            owner.join(timeout=max(0.0, deadline - time.monotonic()) + 30.0)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        log.info("drain_finished", still_running=[o.name for o in self.owners if o.is_alive()])
+
+    def run(self, stop: threading.Event) -> bool:
+        """Consume until ``stop`` is set, then drain. False when a receiver loop died on its own."""
+        self.start()
+        clean = True
+        try:
+            while not stop.wait(0.5):
+                dead = [o.name for o in self.owners if not o.is_alive()]
+                if dead:
+                    log.error("receiver_loop_died", receivers=dead)
+                    clean = False
+                    break
+        finally:
+            self.drain()
+        return clean

@@ -1,0 +1,121 @@
+"""Building the processing stack (GeoCatalog client, signer, fetcher, batcher, processor) from a RunConfig."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import requests
+
+from worker.adapters.hosts import HostAllowList
+from worker.domain.contract import Limits
+from worker.domain.secrets import Secret
+from worker.observability.metrics import Metrics
+from worker.servicebus.config import RunConfig
+
+
+def build_limits(cfg: RunConfig) -> Limits:
+    allowed = {cfg.reply_queue or "", *cfg.allowed_reply_to} - {""}
+    return Limits(
+        allowed_reply_to=frozenset(allowed),
+        item_url_hosts=HostAllowList(cfg.item_url_hosts) if cfg.item_url_hosts else None,
+    )
+
+
+def build_geocatalog_client(cfg: RunConfig, metrics: Metrics) -> Any:
+    """The GeoCatalog client: the static token when given (emulator), else ``DefaultAzureCredential``."""
+    from worker.adapters.geocatalog.client import GeoCatalogClient
+    from worker.adapters.geocatalog.retry import RetryPolicy
+    from worker.adapters.ratelimit import RateLimiter
+
+    credential = None
+    if not cfg.geocatalog_token:
+        from azure.identity import DefaultAzureCredential
+
+        credential = DefaultAzureCredential()
+    client_kwargs: dict[str, Any] = {}
+    if cfg.geocatalog_api_version:
+        client_kwargs["api_version"] = cfg.geocatalog_api_version
+    return GeoCatalogClient(
+        cfg.geocatalog_url or "",
+        credential=credential,
+        static_token=cfg.geocatalog_token,
+        pool_size=max(16, min(cfg.concurrency, 256)),
+        rate_limiter=RateLimiter(cfg.geocatalog_budget),
+        retry=RetryPolicy(total_timeout=cfg.geocatalog_retry_seconds),
+        metrics=metrics,
+        **client_kwargs,
+    )
+
+
+def build_signer(cfg: RunConfig, metrics: Metrics, geocatalog: Any = None) -> Any | None:
+    """None when no host may be signed (``--sign-host`` and ``--geocatalog-sas-host`` empty): hrefs are then
+    passed through unchanged.
+
+    Hrefs on a ``--geocatalog-sas-host`` host get GeoCatalog's collection SAS token for the item's collection,
+    fetched through ``geocatalog`` (the processor's client: same credential, rate limiter and retries; one is
+    built from ``cfg`` when not given).
+    """
+    if not cfg.sign_hosts and not cfg.geocatalog_sas_hosts:
+        return None
+    from worker.adapters.sas import (
+        CollectionTokenCache,
+        GeoCatalogSasProvider,
+        HrefSigner,
+        PlanetaryComputerSasProvider,
+        RoutingProvider,
+        StaticSasProvider,
+        TokenCache,
+    )
+
+    default = None
+    if cfg.sas_api_url:
+        default = PlanetaryComputerSasProvider(cfg.sas_api_url, subscription_key=cfg.sas_subscription_key)
+    routes: dict[str, Any] = {}
+    if cfg.static_sas:
+        static = StaticSasProvider(
+            {key: Secret(token) for key, _, token in (e.partition("=") for e in cfg.static_sas)}
+        )
+        routes = {key: static for key, _, _ in (e.partition("=") for e in cfg.static_sas)}
+    provider = RoutingProvider(routes, default=default)
+    collection_cache = None
+    if cfg.geocatalog_sas_hosts:
+        client = geocatalog if geocatalog is not None else build_geocatalog_client(cfg, metrics)
+        collection_cache = CollectionTokenCache(
+            lambda collection: GeoCatalogSasProvider(None, collection, client=client), metrics=metrics
+        )
+    return HrefSigner(
+        TokenCache(provider, metrics=metrics),
+        HostAllowList(cfg.sign_hosts),
+        collection_cache=collection_cache,
+        collection_hosts=HostAllowList(cfg.geocatalog_sas_hosts),
+    )
+
+
+def build_processor(cfg: RunConfig, metrics: Metrics, limits: Limits) -> Any:
+    from worker.adapters.itemfetch import ItemFetcher
+    from worker.processing.batching import Batcher, BatchSettings
+    from worker.processing.processor import ProcessingSettings, Processor
+
+    geocatalog = build_geocatalog_client(cfg, metrics)
+    session = requests.Session()
+    adapter = requests.adapters.HTTPAdapter(pool_maxsize=max(16, min(cfg.concurrency, 256)))
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    fetcher = ItemFetcher(session, HostAllowList(cfg.item_url_hosts))
+    batcher = Batcher(
+        geocatalog,
+        BatchSettings(
+            max_items=cfg.batch_max_items,
+            linger=cfg.batch_linger_ms / 1000.0,
+            operation_timeout=cfg.operation_timeout_seconds,
+        ),
+        metrics,
+    )
+    settings = ProcessingSettings(
+        max_attempts=cfg.max_attempts,
+        retry_base=cfg.retry_base_seconds,
+        retry_max=cfg.retry_max_seconds,
+        operation_timeout=cfg.operation_timeout_seconds,
+        limits=limits,
+    )
+    return Processor(geocatalog, build_signer(cfg, metrics, geocatalog), fetcher, batcher, settings, metrics)
