@@ -57,6 +57,8 @@ COLUMNS = [
     ("429", "throttled_429"),
     ("polls/op-s", "poll_gets_per_op_second"),
     ("ratio", "ratio"),
+    ("x peer", "vs_peer_throughput"),
+    ("CPU x peer", "vs_peer_cpu_ms_per_request"),
 ]
 
 
@@ -75,6 +77,8 @@ def table(results: list[ScenarioResult]) -> str:
                 row.append(f"{_fmt(ratio, 1)}{tag}" if ratio else "-")
             elif key in ("post", "put", "delete", "poll_get", "item_get"):
                 row.append(_fmt(r.calls.get(key)))
+            elif key.startswith("vs_peer_"):
+                row.append(_fmt(f.get(key), 2) if f.get(key) else "-")
             elif key in ("calls_per_item", "poll_gets_per_op_second"):
                 row.append(_fmt(f.get(key), 3))
             else:
@@ -139,13 +143,13 @@ def markdown(doc: dict[str, Any]) -> str:
     """The figures table of docs/benchmarks.md, from a JSON document."""
     head = (
         "| scenario | req | req/s | p50 s | p99 s | proc p99 s | CPU ms/req | RSS MB | calls/item | POST | poll GET "
-        "| 429 | polls/op-s | ratio |"
+        "| 429 | polls/op-s | ratio | x peer | CPU x peer |"
     )
-    lines = [head, "|" + "---|" * 14]
+    lines = [head, "|" + "---|" * 16]
     for s in doc["scenarios"]:
         f, c = s["figures"], s["calls"]
         if s["error"] or not f:
-            lines.append(f"| {s['name']} | error: {s['error']} |" + " |" * 12)
+            lines.append(f"| {s['name']} | error: {s['error']} |" + " |" * 14)
             continue
         ratio = ""
         if f.get("vs_baseline_throughput"):
@@ -167,6 +171,8 @@ def markdown(doc: dict[str, Any]) -> str:
             c.get("throttled"),
             _fmt(f["poll_gets_per_op_second"]),
             ratio or "-",
+            _fmt(f.get("vs_peer_throughput")) if f.get("vs_peer_throughput") else "-",
+            _fmt(f.get("vs_peer_cpu_ms_per_request")) if f.get("vs_peer_cpu_ms_per_request") else "-",
         ]
         lines.append("| " + " | ".join(str(x) for x in cells) + " |")
     return "\n".join(lines)

@@ -153,10 +153,8 @@ class Run:
             with client, StreamingCollector(client, REPLY_QUEUE) as collector:
                 if not s.baseline:
                     self._warm_up(client, collector, s)
-                baseline_proc = None
-                if s.baseline:
-                    baseline_proc = self._start_baseline(cluster, s, n)
-                pids = [baseline_proc.pid] if baseline_proc else cluster.worker_pids()
+                baselines = self._start_baselines(cluster, s, n) if s.baseline else []
+                pids = [p.pid for p in baselines] if baselines else cluster.worker_pids()
                 stats0 = cluster.geocatalog.stats()
                 procs0 = measure.sample(pids)
                 load0 = os.getloadavg()[0]
@@ -167,7 +165,8 @@ class Run:
                     sent_at = send_requests(client, REQUEST_QUEUE, messages, batch_size=_batch_size(messages))
                 else:
                     sent_at = _send_paced(client, messages, rate)
-                timeout = 120.0 + n * (s.baseline_poll_seconds + s.operation_seconds if s.baseline else 0.05)
+                sequential = s.baseline == "quickstart"
+                timeout = 120.0 + n * (s.baseline_poll_seconds + s.operation_seconds if sequential else 0.05)
                 collector.wait_for(sent_at, timeout=timeout)
                 procs1 = measure.sample(pids)
                 self._stop_profilers(profilers)
@@ -175,8 +174,8 @@ class Run:
                 load1 = os.getloadavg()[0]
                 stats1 = cluster.geocatalog.stats()
                 collected = collector.snapshot()
-                if baseline_proc is not None:
-                    self._stop_baseline(baseline_proc)
+                for proc in baselines:
+                    self._stop_baseline(proc)
         result = self._figures(s, n, rate, t0, sent_at, collected, procs0, procs1, stats0, stats1, harness1 - harness0)
         result.figures["load_average_1m"] = [load0, load1]
         return result
@@ -224,12 +223,16 @@ class Run:
             except subprocess.TimeoutExpired:
                 p.kill()
 
-    def _start_baseline(self, cluster: LocalCluster, s: Scenario, n: int) -> subprocess.Popen[bytes]:
+    def _start_baselines(self, cluster: LocalCluster, s: Scenario, n: int) -> list[subprocess.Popen[bytes]]:
+        """The quickstart loop (one process), or ``s.processes`` copies of the asyncio peer competing for the queue."""
         assert cluster.servicebus is not None and cluster.geocatalog is not None
+        module, copies, extra = "benchmarks.baseline", 1, []
+        if s.baseline == "peer":
+            module, copies, extra = "benchmarks.peer", s.processes, ["--concurrency", str(s.concurrency)]
         cmd = [
             sys.executable,
             "-m",
-            "benchmarks.baseline",
+            module,
             "--connection-string",
             cluster.servicebus.connection_string,
             "--queue",
@@ -247,8 +250,11 @@ class Run:
             "--count",
             str(n),
             "--hold",
+            *extra,
         ]
-        return subprocess.Popen(cmd, cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+        return [
+            subprocess.Popen(cmd, cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL) for _ in range(copies)
+        ]
 
     @staticmethod
     def _stop_baseline(proc: subprocess.Popen[bytes]) -> None:
@@ -298,6 +304,7 @@ class Run:
             "offered_rate": rate,
             "elapsed_s": elapsed,
             "throughput": steady if steady is not None else overall,
+            "succeeded_per_s": statuses.get("succeeded", 0) / elapsed if elapsed else None,
             "throughput_overall": overall,
             "latency_p50": measure.percentile(latencies, 50),
             "latency_p95": measure.percentile(latencies, 95),
@@ -337,6 +344,11 @@ class Run:
             f["vs_baseline_latency_p50"] = f["latency_p50"] / bl if bl and f.get("latency_p50") else None
             bc = b.get("calls_per_item")
             f["vs_baseline_calls_per_item"] = f["calls_per_item"] / bc if bc and f.get("calls_per_item") else None
+        if s.peer_name and s.peer_name in self.results:
+            peer = self.results[s.peer_name].figures
+            for key in ("throughput", "succeeded_per_s", "cpu_ms_per_request", "calls_per_item", "latency_p50"):
+                mine, theirs = f.get(key), peer.get(key)
+                f[f"vs_peer_{key}"] = mine / theirs if mine and theirs else None
         f["targets"] = [
             {
                 "label": t.label,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 BUDGET_CALLS_PER_S = 50.0  # GeoCatalog's documented per-subscription budget
 
@@ -32,10 +33,13 @@ class Scenario:
     rate: float | str | None = None  # None: burst (backlog); a number: paced req/s; "half:<scenario>"
     paced_seconds: float = 15.0  # with rate: how long to send
     emulator_budget: float | None = None  # GeoCatalog emulator's request_budget (429 beyond it)
-    baseline: bool = False  # run the quickstart's sequential loop instead of workers
+    # run a baseline instead of workers: "quickstart" (benchmarks.baseline, the quickstart's sequential loop) or
+    # "peer" (benchmarks.peer, a competent asyncio worker; `processes` copies of it, `concurrency` each)
+    baseline: Literal["quickstart", "peer"] | None = None
     baseline_poll_seconds: float = 5.0
     compare_to: str | None = None  # throughput ratio against this scenario ("scale_ratio")
-    baseline_name: str | None = None  # worker/baseline ratio against this baseline scenario
+    baseline_name: str | None = None  # worker/quickstart ratios against this quickstart scenario
+    peer_name: str | None = None  # worker/peer ratios against this peer scenario
     worker_args: tuple[str, ...] = ()
     targets: tuple[Target, ...] = field(default_factory=tuple)
 
@@ -54,6 +58,22 @@ def _op2_targets(op: float) -> tuple[Target, ...]:
     )
 
 
+def _peer_targets() -> tuple[Target, ...]:
+    """Issue 15: against the asyncio peer measured in the same run."""
+    return (
+        Target("worker CPU per request ≤ 0.7x the asyncio peer's", "vs_peer_cpu_ms_per_request", "<=", 0.7),
+        Target("requests/s ≥ 1.5x the asyncio peer's", "vs_peer_throughput", ">=", 1.5),
+    )
+
+
+def _budget_targets() -> tuple[Target, ...]:
+    """Issue 15: what the 50 calls/s budget allows with large batches and few status reads."""
+    return (
+        Target("≥ 500 succeeded requests/s under the budget (issue 15)", "succeeded_per_s", ">=", 500.0),
+        Target("≤ 0.06 GeoCatalog calls per item (issue 15)", "calls_per_item", "<=", 0.06),
+    )
+
+
 def full() -> list[Scenario]:
     return [
         Scenario(
@@ -61,7 +81,7 @@ def full() -> list[Scenario]:
             "quickstart sequential loop, 2 s operations, poll every 5 s",
             operation_seconds=2.0,
             requests=4,
-            baseline=True,
+            baseline="quickstart",
         ),
         Scenario(
             "op0-1item-c64-p1",
@@ -114,13 +134,22 @@ def full() -> list[Scenario]:
             compare_to="op2-1item-c64-p1",
         ),
         Scenario(
+            "peer-op2-c512-p1",
+            "the asyncio peer, 2 s operations, 1 item/request, 512 in flight, 1 process",
+            operation_seconds=2.0,
+            requests=3000,
+            concurrency=512,
+            baseline="peer",
+        ),
+        Scenario(
             "op2-1item-c512-p1",
             "2 s operations, 1 item/request, concurrency 512, 1 process (peak)",
             operation_seconds=2.0,
             requests=3000,
             concurrency=512,
             baseline_name="baseline-op2",
-            targets=_op2_targets(2.0),
+            peer_name="peer-op2-c512-p1",
+            targets=(*_op2_targets(2.0), *_peer_targets()),
         ),
         Scenario(
             "op2-1item-c512-p1-half",
@@ -158,6 +187,16 @@ def full() -> list[Scenario]:
             concurrency=64,
         ),
         Scenario(
+            "peer-budget50-op5-c512-p3",
+            "the asyncio peer under the 50 calls/s budget (429), 5 s operations, 3 processes x 512",
+            operation_seconds=5.0,
+            requests=3000,
+            concurrency=512,
+            processes=3,
+            emulator_budget=50.0,
+            baseline="peer",
+        ),
+        Scenario(
             "budget50-op5-c512-p3",
             "50 calls/s GeoCatalog budget enforced (429), 5 s operations, 3 processes",
             operation_seconds=5.0,
@@ -165,10 +204,12 @@ def full() -> list[Scenario]:
             concurrency=512,
             processes=3,
             emulator_budget=50.0,
+            peer_name="peer-budget50-op5-c512-p3",
             targets=(
                 Target("≥ 300 single-item requests/s across 3 processes", "throughput", ">=", 300.0),
                 Target("≤ 0.15 GeoCatalog calls per item", "calls_per_item", "<=", 0.15),
                 Target("no request failed by throttling", "failed", "<=", 0.0),
+                *_budget_targets(),
             ),
         ),
         Scenario(
@@ -201,8 +242,16 @@ def smoke() -> list[Scenario]:
             "quickstart loop, 0.2 s operations, poll every 0.1 s",
             operation_seconds=0.2,
             requests=3,
-            baseline=True,
+            baseline="quickstart",
             baseline_poll_seconds=0.1,
+        ),
+        Scenario(
+            "smoke-peer",
+            "the asyncio peer, 0.2 s operations, 1 item/request, 16 in flight",
+            operation_seconds=0.2,
+            requests=40,
+            concurrency=16,
+            baseline="peer",
         ),
         Scenario(
             "smoke-op02-1item-p1",
@@ -211,6 +260,7 @@ def smoke() -> list[Scenario]:
             requests=40,
             concurrency=16,
             baseline_name="smoke-baseline",
+            peer_name="smoke-peer",
             targets=_op2_targets(0.2),
         ),
         Scenario(

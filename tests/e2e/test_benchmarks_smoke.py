@@ -104,6 +104,15 @@ def test_smoke_run_produces_every_figure(tmp_path: Path) -> None:
     base = by_name["smoke-baseline"]
     assert base["calls"]["post"] == base["figures"]["requests"]
     assert base["calls"]["poll_get"] >= base["calls"]["post"]
+    # the asyncio peer: one POST per request too, its own process measured, and the worker's ratios against it
+    peer = by_name["smoke-peer"]
+    assert peer["settings"]["baseline"] == "peer" and base["settings"]["baseline"] == "quickstart"
+    assert peer["calls"]["post"] == peer["figures"]["requests"]
+    mine = by_name["smoke-op02-1item-p1"]["figures"]
+    assert mine["vs_peer_throughput"] == pytest.approx(mine["throughput"] / peer["figures"]["throughput"])
+    assert mine["vs_peer_cpu_ms_per_request"] == pytest.approx(
+        mine["cpu_ms_per_request"] / peer["figures"]["cpu_ms_per_request"]
+    )
 
 
 # -- the performance fixes the benchmarks led to (pure logic, no network) ---------------------------------------
