@@ -12,9 +12,9 @@ import pytest
 import structlog
 
 from tests.unit.test_batching_fake import make_item
-from worker.domain import contract
 from worker.adapters.geocatalog.client import GeoCatalogClient
 from worker.adapters.geocatalog.retry import RetryPolicy
+from worker.domain import contract
 from worker.domain.secrets import Secret
 from worker.observability.metrics import Metrics
 from worker.processing.batching import Batcher, BatchSettings

@@ -14,12 +14,12 @@ import requests
 import structlog
 
 from tests.unit.test_batching_fake import make_item
-from worker.domain import contract
 from worker.adapters.geocatalog.client import GeoCatalogClient
 from worker.adapters.geocatalog.retry import RetryPolicy
 from worker.adapters.hosts import HostAllowList
 from worker.adapters.itemfetch import ItemFetcher
 from worker.adapters.sas import HrefSigner, PlanetaryComputerSasProvider, TokenCache
+from worker.domain import contract
 from worker.domain.secrets import Secret
 from worker.processing.batching import Batcher, BatchSettings
 from worker.processing.processor import Outcome, ProcessingSettings, Processor, Settle

@@ -1,7 +1,7 @@
 """The consumer in process against the real Service Bus emulator (real SDK, sockets), with a simple processor.
 
 These cover runtime paths that do not need GeoCatalog: a processor that raises, session-ordered input and
-topic-subscription input. The end-to-end tests (tests/test_runtime_e2e.py) use the real processor.
+topic-subscription input. The end-to-end tests (tests/e2e/test_runtime_e2e.py) use the real processor.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@ the worker; every hostile corpus body is rejected by the worker, and by the sche
 the rule (the manifest says which; for the others the test proves the schema accepts, so the gap stays known).
 
 Run as a module to print the validation cost figures quoted in docs/messages.md:
-    .venv/bin/python -m tests.test_contract_schema
+    .venv/bin/python -m tests.unit.test_contract_schema
 """
 
 from __future__ import annotations

@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 import pytest
 
 from tests.unit.test_batching_fake import FakeCatalog, make_item
-from worker.domain import contract
 from worker.adapters.geocatalog.client import AuthError, ServerError
+from worker.domain import contract
 from worker.domain.errors import ErrorKind, WorkerError
 from worker.processing.batching import Batcher, BatchSettings
 from worker.processing.processor import MAX_DESCRIPTION, Outcome, ProcessingSettings, Processor, Settle

@@ -2,7 +2,7 @@
 
 Producers' guide: docs/messages.md. JSON Schemas: worker/schemas/request-v1.schema.json and
 result-v1.schema.json. Runtime validation is hand-written (the schema costs ~55x more CPU, see the guide);
-tests/test_contract_schema.py proves the code and the schemas agree.
+tests/unit/test_contract_schema.py proves the code and the schemas agree.
 
 Every rejection raises :class:`InvalidRequest` whose ``field`` is a path into the body
 (``items[3].properties.datetime``) or the name of a Service Bus property (``reply_to``), and whose message is

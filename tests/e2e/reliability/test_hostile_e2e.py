@@ -126,7 +126,7 @@ def test_hostile_corpus_and_service_bus_attacks_end_to_end(canary: tuple[int, li
         expected["huge-array"] = ("items", "")
         h.send_messages(messages)
         # a 10 MB body never reaches the worker: the broker refuses it (Standard tier, 256 KB); the worker's own
-        # 4 MiB cap (Premium) is proven by tests/test_contract_hostile.py
+        # 4 MiB cap (Premium) is proven by tests/unit/test_contract_hostile.py
         big = b'{"version": 1, "action": "ingest", "collection": "sentinel-2", "pad": "' + b"x" * 10_000_000 + b'"}'
         with pytest.raises(MessageSizeExceededError):
             h.send_messages([_message(big, "huge-body")])
