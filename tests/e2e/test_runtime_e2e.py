@@ -63,6 +63,16 @@ def test_ingest_then_delete_many_requests_with_correct_correlation() -> None:
             workers[1], "gcw_requests_finished_total"
         ) == 2 * n
 
+        # every delivery's queue wait, and every settled request's enqueue -> settle time, by result status
+        def total(name: str, labels: str = "") -> float:
+            return sum(h.metric(w, name, labels) for w in workers)
+
+        assert wait_until(
+            lambda: total("gcw_request_end_to_end_seconds_count", 'status="succeeded"') == 2 * n, 10
+        ), total("gcw_request_end_to_end_seconds_count")
+        assert total("gcw_message_age_seconds_count") == total("gcw_requests_received_total") >= 2 * n
+        assert total("gcw_request_end_to_end_seconds_sum") >= total("gcw_message_age_seconds_sum") > 0
+
 
 def test_invalid_input_is_dead_lettered_and_answered_invalid() -> None:
     with Harness(lock_duration=5, operation_seconds=0.1) as h:

@@ -310,7 +310,16 @@ class ReceiverOwner(threading.Thread):
             lock_expires_mono=expires,
         )
         self._inflight[rec.key] = rec
+        if rec.meta.enqueued_time is not None:
+            self._metrics.message_age.observe(max(0.0, (wall - rec.meta.enqueued_time).total_seconds()))
         return rec
+
+    def _observe_end_to_end(self, rec: InFlight, status: str) -> None:
+        """Enqueued (broker time) -> settled, for the message as delivered (a retry's copy counts from its own
+        enqueue)."""
+        if rec.meta.enqueued_time is not None:
+            elapsed = (utcnow() - rec.meta.enqueued_time).total_seconds()
+            self._metrics.end_to_end.labels(status=status).observe(max(0.0, elapsed))
 
     def _dead_letter_unreadable(self, message: Any, exc: Exception) -> None:
         """A message whose properties or body cannot even be read: dead-letter it (no result can be built)."""
@@ -587,11 +596,13 @@ class ReceiverOwner(threading.Thread):
                     error_description=clip(redact(disp.description or reason or ""), MAX_DESCRIPTION),
                 )
                 self._metrics.dead_lettered.labels(reason=reason or "unknown").inc()
+                self._observe_end_to_end(rec, "dead_lettered")
                 log.warning(
                     "request_dead_lettered", message_id=rec.meta.message_id, reason=reason, attempt=rec.meta.attempt
                 )
             else:
                 self._receiver.complete_message(rec.message)
+                self._observe_end_to_end(rec, str(getattr(disp.result, "status", "unknown")))
                 log.info(
                     "request_completed",
                     message_id=rec.meta.message_id,
