@@ -219,6 +219,12 @@ def test_health_and_readiness_are_truthful() -> None:
     with Harness(lock_duration=5, operation_seconds=0.1, servicebus_process=True) as h:
         w = h.start_worker(concurrency=2)
         h.wait_ready(w)
+        # one startup line with the effective configuration, and no secret in it
+        (configured,) = w.events("worker_configured")
+        assert configured["request_queue"] and configured["reply_queue"] and configured["geocatalog_url"]
+        assert configured["servicebus_endpoint"].startswith("sb://") and configured["concurrency"] == 2
+        key = h.connection_string.split("SharedAccessKey=")[1].split(";")[0]
+        assert key and key not in json.dumps(configured)
         status, body = h.http(w, "/readyz")
         assert status == 200 and json.loads(body)["connected"] is True
         assert h.http(w, "/healthz")[0] == 200

@@ -484,3 +484,26 @@ def test_result_body_collapses_repeated_item_errors() -> None:
     assert len(body) <= 150 * 1024 and "collapsed" in shortened
     assert doc["items"][0]["error"]["message"].startswith("storage said 403")
     assert all(i["error"] == {"code": "AssetAccessDenied", "message": "same as items[0]"} for i in doc["items"][1:])
+
+
+def test_the_configuration_summary_names_every_setting_and_no_secret() -> None:
+    from worker.domain.secrets import Secret
+    from worker.servicebus.config import RunConfig
+
+    cfg = RunConfig(
+        servicebus_connection_string=Secret("Endpoint=sb://ns.example/;SharedAccessKeyName=k;SharedAccessKey=TOPSECRET"),
+        request_queue="q",
+        reply_queue="r",
+        geocatalog_url="https://gc.example",
+        geocatalog_token=Secret("BEARER-SECRET"),
+        sas_subscription_key=Secret("SUBKEY-SECRET"),
+        static_sas=("acct/ctr=sv=2024&sig=SIGSECRET",),
+        sign_hosts=("*.blob.core.windows.net",),
+    )
+    summary = cfg.summary()
+    text = repr(summary)
+    assert not [s for s in ("TOPSECRET", "BEARER-SECRET", "SUBKEY-SECRET", "SIGSECRET") if s in text]
+    assert summary["servicebus_endpoint"] == "sb://ns.example/"
+    assert summary["geocatalog_token"] == "set" and summary["sas_subscription_key"] == "set"
+    assert summary["static_sas"] == ["acct/ctr"] and summary["sign_hosts"] == ["*.blob.core.windows.net"]
+    assert summary["concurrency"] == 64 and summary["request_queue"] == "q"

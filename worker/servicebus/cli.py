@@ -10,6 +10,7 @@ from typing import Any
 import click
 import structlog
 
+from worker import __version__
 from worker.domain.secrets import Secret, redact
 from worker.options import option, servicebus_options
 from worker.servicebus.config import ConfigError, RunConfig
@@ -164,6 +165,7 @@ def run(cfg: RunConfig) -> int:
         log.error("health_server_failed", host=cfg.health_host, port=cfg.health_port, error=str(exc))
         return 2
     log.info("health_server_started", host=cfg.health_host, port=server.port)
+    log.info("worker_configured", version=__version__, **cfg.summary())
     try:
         limits = build_limits(cfg)
         processor = build_processor(cfg, metrics, limits)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from urllib.parse import urlsplit
 
 from worker.domain.secrets import Secret, redact
@@ -62,6 +62,39 @@ class RunConfig:
     health_port: int = 8080
     log_level: str = "INFO"
     extra: dict[str, str] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, str | int | float | bool | list[str] | None]:
+        """The effective configuration for the startup log line: every setting, no secret.
+
+        A secret shows only whether it is set; the connection string shows its endpoint alone; static SAS
+        entries show their ``account/container`` keys; URLs pass through ``redact``.
+        """
+        out: dict[str, str | int | float | bool | list[str] | None] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "extra":
+                continue
+            if f.name == "servicebus_connection_string":
+                endpoint = next(
+                    (
+                        p.split("=", 1)[1]
+                        for p in (value.reveal() if value else "").split(";")
+                        if p.lower().startswith("endpoint=")
+                    ),
+                    None,
+                )
+                out["servicebus_endpoint"] = redact(endpoint) if endpoint else None
+            elif isinstance(value, Secret) or f.name in ("geocatalog_token", "sas_subscription_key"):
+                out[f.name] = "set" if value else None
+            elif f.name == "static_sas":
+                out[f.name] = [entry.partition("=")[0] for entry in value]
+            elif isinstance(value, tuple):
+                out[f.name] = [redact(str(v)) for v in value]
+            elif isinstance(value, str):
+                out[f.name] = redact(value)
+            else:
+                out[f.name] = value
+        return out
 
     def validate(self) -> None:
         """Raise ``ConfigError`` for the first problem found."""
