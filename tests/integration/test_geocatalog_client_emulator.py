@@ -11,6 +11,8 @@ import requests
 from structlog.testing import capture_logs
 
 from worker.adapters.geocatalog.client import (
+    SCOPE,
+    USER_AGENT,
     AuthError,
     Cancelled,
     GeoCatalogClient,
@@ -21,6 +23,7 @@ from worker.adapters.geocatalog.client import (
     RetryPolicy,
     Throttled,
     ValidationError,
+    scope_for,
 )
 from worker.adapters.hosts import HostAllowList
 from worker.adapters.ratelimit import RateLimiter
@@ -125,6 +128,63 @@ def test_create_replace_delete_poll(client: GeoCatalogClient) -> None:
     assert 'route="/inma/operations/{operationId}"' in text
     assert "/stac/collections/col/" not in text  # route templates, never raw URLs
     assert 'gcw_geocatalog_operation_seconds_count{status="Succeeded",type="AddItem"}' in text
+
+
+def test_every_call_carries_the_user_agent_and_its_own_client_request_id(emu, client: GeoCatalogClient) -> None:
+    """Asserted at the emulator, which counts what arrived: every GeoCatalog call names the worker and carries
+    a fresh x-ms-client-request-id (Azure SDK convention), retries included."""
+    wait(client, client.create_items("col", [make_item("ua1", "col")]))
+    client.get_item("col", "ua1")
+    client.get_item("col", "absent")
+    clients = emu.stats()["clients"]
+    (product,) = [p for p in clients if p.startswith("geocatalog-worker/")]
+    assert product == USER_AGENT.split(" ")[0]
+    counts = clients[product]
+    geocatalog_calls = sum(sum(by_status.values()) for by_status in emu.stats()["requests"].values())
+    assert counts["requests"] == geocatalog_calls >= 4  # collection POST + poll, item POST + poll, two GETs
+    assert counts["with_client_request_id"] == counts["distinct_client_request_ids"] == counts["requests"]
+
+
+def test_a_failure_carries_the_service_request_ids(client: GeoCatalogClient) -> None:
+    with capture_logs() as logs, pytest.raises(NotFound) as info:
+        client.create_items("nope", [make_item("x", "nope")])
+    ids = info.value.request_ids
+    assert set(ids) >= {"client_request_id", "x_request_id", "x_azure_ref", "mise_correlation_id"}
+    assert f"x_request_id={ids['x_request_id']}" in str(info.value)  # reaches the failure result's text
+    (line,) = [e for e in logs if e["event"] == "geocatalog_call_failed"]
+    assert line["x_request_id"] == ids["x_request_id"] and line["code"] == "CollectionDoesNotExist"
+
+
+def test_the_token_scope_follows_the_endpoints_cloud() -> None:
+    assert scope_for("https://cat.abc.uksouth.geocatalog.spatio.azure.com") == SCOPE
+    assert scope_for("https://cat.abc.usgovvirginia.geocatalog.spatio.azure.us/") == (
+        "https://geocatalog.spatio.azure.us/.default"
+    )
+    assert scope_for("http://127.0.0.1:8080") is None
+    assert scope_for("https://geocatalog.spatio.azure.us.evil.example") is None
+
+    class Recording:
+        scopes: list[str] = []
+
+        def get_token(self, *scopes: str, **kw):  # the azure-identity TokenCredential protocol
+            self.scopes.extend(scopes)
+            raise RuntimeError("no token here")
+
+    from worker.servicebus.config import RunConfig
+    from worker.servicebus.wiring import build_geocatalog_client
+
+    credential = Recording()
+    for url, flag, expected in [
+        ("https://cat.x.usgovvirginia.geocatalog.spatio.azure.us", None, "https://geocatalog.spatio.azure.us/.default"),
+        ("https://cat.x.uksouth.geocatalog.spatio.azure.com", None, SCOPE),
+        ("https://proxy.internal", "https://custom/.default", "https://custom/.default"),
+    ]:
+        cfg = RunConfig(geocatalog_url=url, geocatalog_scope=flag)
+        assert cfg.effective_geocatalog_scope() == expected
+        gc = build_geocatalog_client(cfg, Metrics(), credential=credential)
+        with pytest.raises(AuthError):
+            gc.get_item("c", "i")
+        assert credential.scopes[-1] == expected
 
 
 def test_create_bare_item(client: GeoCatalogClient) -> None:

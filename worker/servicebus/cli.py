@@ -45,6 +45,11 @@ def _secret(value: str | None) -> Secret | None:
     help="Static bearer token for GeoCatalog (the emulator only; production uses DefaultAzureCredential). Secret.",
 )
 @option("--geocatalog-api-version", help="GeoCatalog api-version (default: the client's).")
+@option(
+    "--geocatalog-scope",
+    help="Entra token scope for GeoCatalog (default: from the endpoint's cloud: *.geocatalog.spatio.azure.com -> "
+    "https://geocatalog.spatio.azure.com/.default, *.geocatalog.spatio.azure.us -> the US Government scope).",
+)
 @option("--geocatalog-budget", type=float, default=10.0, show_default=True,
         help="This process's share of the GeoCatalog API budget, in calls per second.")
 @option("--geocatalog-retry-seconds", type=float, default=60.0, show_default=True,
@@ -103,6 +108,7 @@ def run_command(**kwargs: Any) -> None:
         geocatalog_url=kwargs["geocatalog_url"],
         geocatalog_token=_secret(kwargs["geocatalog_token"]),
         geocatalog_api_version=kwargs["geocatalog_api_version"],
+        geocatalog_scope=kwargs["geocatalog_scope"],
         geocatalog_budget=kwargs["geocatalog_budget"],
         geocatalog_retry_seconds=kwargs["geocatalog_retry_seconds"],
         sas_api_url=kwargs["sas_api_url"],

@@ -35,6 +35,7 @@ class RunConfig:
     geocatalog_url: str | None = None
     geocatalog_token: Secret | None = None
     geocatalog_api_version: str | None = None
+    geocatalog_scope: str | None = None  # None: derived from the endpoint's cloud (public, US Gov)
     geocatalog_budget: float = 10.0  # this process's share of GeoCatalog calls per second
     geocatalog_retry_seconds: float = 60.0  # in-call retries of one GeoCatalog call, total time
     sas_api_url: str | None = None
@@ -96,6 +97,12 @@ class RunConfig:
                 out[f.name] = value
         return out
 
+    def effective_geocatalog_scope(self) -> str:
+        """``--geocatalog-scope``, else the scope of the endpoint's cloud, else the public cloud's."""
+        from worker.adapters.geocatalog.client import SCOPE, scope_for
+
+        return self.geocatalog_scope or scope_for(self.geocatalog_url or "") or SCOPE
+
     def validate(self) -> None:
         """Raise ``ConfigError`` for the first problem found."""
         if bool(self.servicebus_connection_string) == bool(self.servicebus_namespace):
@@ -124,6 +131,11 @@ class RunConfig:
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ConfigError(
                 f"{_flag_env('--geocatalog-url')} must be an http(s) URL, got {redact(self.geocatalog_url)!r}"
+            )
+        if self.geocatalog_scope is not None and not self.geocatalog_scope.startswith("https://"):
+            raise ConfigError(
+                f"{_flag_env('--geocatalog-scope')} is an Entra scope such as "
+                f"'https://geocatalog.spatio.azure.us/.default', got {redact(self.geocatalog_scope)!r}"
             )
         if self.sas_api_url:
             sas = urlsplit(self.sas_api_url)

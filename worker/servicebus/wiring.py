@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import requests
 
@@ -11,6 +11,9 @@ from worker.domain.contract import Limits
 from worker.domain.secrets import Secret
 from worker.observability.metrics import Metrics
 from worker.servicebus.config import RunConfig
+
+if TYPE_CHECKING:
+    from azure.core.credentials import TokenCredential
 
 
 def build_limits(cfg: RunConfig) -> Limits:
@@ -21,14 +24,16 @@ def build_limits(cfg: RunConfig) -> Limits:
     )
 
 
-def build_geocatalog_client(cfg: RunConfig, metrics: Metrics) -> Any:
-    """The GeoCatalog client: the static token when given (emulator), else ``DefaultAzureCredential``."""
+def build_geocatalog_client(cfg: RunConfig, metrics: Metrics, credential: TokenCredential | None = None) -> Any:
+    """The GeoCatalog client: the static token when given (emulator), else ``credential`` (default:
+    ``DefaultAzureCredential``), asked for the endpoint's scope (``RunConfig.effective_geocatalog_scope``)."""
     from worker.adapters.geocatalog.client import GeoCatalogClient
     from worker.adapters.geocatalog.retry import RetryPolicy
     from worker.adapters.ratelimit import RateLimiter
 
-    credential = None
-    if not cfg.geocatalog_token:
+    if cfg.geocatalog_token:
+        credential = None
+    elif credential is None:
         from azure.identity import DefaultAzureCredential
 
         credential = DefaultAzureCredential()
@@ -43,6 +48,7 @@ def build_geocatalog_client(cfg: RunConfig, metrics: Metrics) -> Any:
         rate_limiter=RateLimiter(cfg.geocatalog_budget),
         retry=RetryPolicy(total_timeout=cfg.geocatalog_retry_seconds),
         metrics=metrics,
+        scope=cfg.effective_geocatalog_scope(),
         **client_kwargs,
     )
 

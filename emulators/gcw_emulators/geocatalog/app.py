@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import secrets
 import socket
 import struct
 import threading
+import time
+import uuid
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -39,16 +42,39 @@ class AppConfig:
     max_limit: int = 1000
 
 
+def _azure_ref() -> str:
+    """An ``x-azure-ref`` in the front door's shape: ``<UTC timestamp>-<random>``."""
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(14)
+
+
 class RequestStats:
     """Requests by route template and status; thread-safe."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._counts: defaultdict[str, Counter[str]] = defaultdict(Counter)
+        # per client product (the User-Agent's first token): requests, and those with x-ms-client-request-id
+        self._clients: defaultdict[str, Counter[str]] = defaultdict(Counter)
+        self._client_request_ids: set[str] = set()
 
     def record(self, route: str, status: str) -> None:
         with self._lock:
             self._counts[route][status] += 1
+
+    def record_client(self, user_agent: str, client_request_id: str | None) -> None:
+        product = user_agent.split(" ", 1)[0] or "(none)"
+        with self._lock:
+            counts = self._clients[product]
+            counts["requests"] += 1
+            if client_request_id:
+                counts["with_client_request_id"] += 1
+                if client_request_id not in self._client_request_ids:
+                    counts["distinct_client_request_ids"] += 1
+                    self._client_request_ids.add(client_request_id)
+
+    def clients(self) -> dict[str, dict[str, int]]:
+        with self._lock:
+            return {product: dict(c) for product, c in sorted(self._clients.items())}
 
     def snapshot(self) -> dict[str, dict[str, int]]:
         with self._lock:
@@ -105,6 +131,16 @@ class GeoCatalogApp:
         try:
             response = await self._guarded(request, handler, path)
             status = str(response.status)
+            if path.startswith(GEOCATALOG_PREFIXES):
+                self.stats.record_client(
+                    request.headers.get("User-Agent", ""), request.headers.get("x-ms-client-request-id")
+                )
+                # the ids the live service sends on every answer (recordings: X-Request-ID and x-azure-ref
+                # everywhere, mise-correlation-id on /inma and writes); what a client logs for Azure support
+                response.headers.setdefault("X-Request-ID", uuid.uuid4().hex)
+                response.headers.setdefault("x-azure-ref", _azure_ref())
+                if path.startswith("/inma") or request.method != "GET":
+                    response.headers.setdefault("mise-correlation-id", str(uuid.uuid4()))
             return response
         except _Reset:
             status = "reset"

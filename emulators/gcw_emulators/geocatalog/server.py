@@ -163,6 +163,7 @@ class GeoCatalogEmulator:
         return {
             "requests": self._stats.snapshot(),
             "requests_total": self._stats.total(),
+            "clients": self._stats.clients(),
             "items": items,
             "operations": ops,
             "faults_injected": dict(self._faults.injected),

@@ -19,9 +19,11 @@
 from __future__ import annotations
 
 import dataclasses
+import platform
 import random
 import threading
 import time
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +33,7 @@ import requests
 import structlog
 from requests.adapters import HTTPAdapter
 
+from worker import __version__
 from worker.adapters.geocatalog.retry import Cancelled, RetryPolicy, parse_retry_after
 from worker.adapters.ratelimit import RateLimiter
 from worker.domain.errors import ErrorKind, WorkerError
@@ -40,6 +43,7 @@ from worker.observability.metrics import Metrics
 __all__ = [
     "DEFAULT_API_VERSION",
     "SCOPE",
+    "USER_AGENT",
     "AuthError",
     "Cancelled",
     "GeoCatalogClient",
@@ -53,12 +57,40 @@ __all__ = [
     "Throttled",
     "TokenExpired",
     "ValidationError",
+    "scope_for",
 ]
 
 log = structlog.get_logger(__name__)
 
 DEFAULT_API_VERSION = "2026-04-15"
 SCOPE = "https://geocatalog.spatio.azure.com/.default"
+# GeoCatalog endpoints end in geocatalog.spatio.azure.<cloud suffix>, and the token audience follows the cloud:
+# public Azure and Azure US Government (learn.microsoft.com, "Planetary Computer Pro: US Government cloud").
+_SCOPES_BY_SUFFIX = {
+    ".geocatalog.spatio.azure.com": SCOPE,
+    ".geocatalog.spatio.azure.us": "https://geocatalog.spatio.azure.us/.default",
+}
+USER_AGENT = (
+    f"geocatalog-worker/{__version__} python-requests/{requests.__version__} "
+    f"Python/{platform.python_version()} ({platform.system()})"
+)
+# what Azure support asks for to find a call in the service's logs; logged on every failure and retry
+SERVICE_REQUEST_ID_HEADERS = ("x-ms-request-id", "x-request-id", "x-azure-ref", "mise-correlation-id")
+
+
+def scope_for(base_url: str) -> str | None:
+    """The Entra token scope of a GeoCatalog endpoint, when its host names the cloud; else None."""
+    host = (urlsplit(base_url).hostname or "").lower()
+    return next((scope for suffix, scope in _SCOPES_BY_SUFFIX.items() if host.endswith(suffix)), None)
+
+
+def _service_ids(resp: requests.Response, client_request_id: str) -> dict[str, str]:
+    ids = {"client_request_id": client_request_id}
+    for name in SERVICE_REQUEST_ID_HEADERS:
+        value = resp.headers.get(name)
+        if value:
+            ids[name.replace("-", "_")] = value[:200]
+    return ids
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "canceled"})
 
 ROUTE_ITEMS = "/stac/collections/{collectionId}/items"
@@ -77,9 +109,15 @@ class GeoCatalogError(WorkerError):
     kind = ErrorKind.PERMANENT
     code = "GeoCatalogError"
 
-    def __init__(self, message: str, *, status: int | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self, message: str, *, status: int | None = None, request_ids: Mapping[str, str] | None = None, **kwargs: Any
+    ) -> None:
+        if request_ids:
+            # the service's request ids go into the message, so they reach the failure result and its log line
+            message = f"{message} [" + ", ".join(f"{k}={v}" for k, v in request_ids.items()) + "]"
         super().__init__(redact(message), **kwargs)
         self.status = status
+        self.request_ids: dict[str, str] = dict(request_ids or {})
 
 
 class ValidationError(GeoCatalogError):
@@ -377,6 +415,7 @@ class GeoCatalogClient:
             if self.rate_limiter is not None:
                 self.rate_limiter.acquire(cancel)
             header, token_used = self._auth.header()
+            client_request_id = str(uuid.uuid4())
             t0 = time.perf_counter()
             error: GeoCatalogError | None = None
             retry_after: float | None = None
@@ -386,7 +425,12 @@ class GeoCatalogClient:
                     url,
                     params=query,
                     json=json,
-                    headers={"Authorization": header, "Accept": "application/json"},
+                    headers={
+                        "Authorization": header,
+                        "Accept": "application/json",
+                        "User-Agent": USER_AGENT,
+                        "x-ms-client-request-id": client_request_id,
+                    },
                     timeout=self.timeout,
                 )
             except (requests.ConnectionError, requests.Timeout) as exc:
@@ -394,8 +438,15 @@ class GeoCatalogClient:
                 error = NetworkError(
                     f"{where}: {type(exc).__name__}",
                     code="Timeout" if isinstance(exc, requests.Timeout) else "ConnectionError",
+                    request_ids={"client_request_id": client_request_id},
                 )
-                log.warning("geocatalog_network_error", attempt=attempt, error=type(exc).__name__, **ctx)
+                log.warning(
+                    "geocatalog_network_error",
+                    attempt=attempt,
+                    error=type(exc).__name__,
+                    client_request_id=client_request_id,
+                    **ctx,
+                )
             except requests.RequestException as exc:
                 self._observe(method, route, "error", t0)
                 raise GeoCatalogError(f"{where}: {type(exc).__name__}: {exc}", code="RequestError") from None
@@ -413,14 +464,16 @@ class GeoCatalogClient:
                 elif self.rate_limiter is not None:
                     self.rate_limiter.on_success()
                 code, message = _error_from_body(resp)
+                ids = _service_ids(resp, client_request_id)
                 if status == 401 and self._auth.refreshable and not auth_refreshed:
                     auth_refreshed = True
-                    log.info("geocatalog_token_refresh_after_401", attempt=attempt, **ctx)
+                    log.info("geocatalog_token_refresh_after_401", attempt=attempt, **ids, **ctx)
                     self._auth.header(force_refresh=True, stale=token_used)
                     continue
+                error = self._status_error(where, status, code, message, retry_after, ids)
                 if status not in policy.statuses:
-                    raise self._status_error(where, status, code, message, retry_after)
-                error = self._status_error(where, status, code, message, retry_after)
+                    log.warning("geocatalog_call_failed", status=status, code=error.code, **ids, **ctx)
+                    raise error
             # retryable failure
             now = time.monotonic()
             delay = retry_after if retry_after is not None else policy.backoff(attempt, self._rng)
@@ -440,6 +493,7 @@ class GeoCatalogClient:
                 status=error.status,
                 code=error.code,
                 delay=round(delay, 3),
+                **error.request_ids,
                 **ctx,
             )
             if delay > 0:
@@ -451,7 +505,12 @@ class GeoCatalogClient:
 
     @staticmethod
     def _status_error(
-        where: str, status: int, code: str | None, message: str, retry_after: float | None
+        where: str,
+        status: int,
+        code: str | None,
+        message: str,
+        retry_after: float | None,
+        request_ids: Mapping[str, str] | None = None,
     ) -> GeoCatalogError:
         text = f"{where} returned {status}" + (f" {code}" if code else "") + (f": {message}" if message else "")
         cls: type[GeoCatalogError]
@@ -468,8 +527,10 @@ class GeoCatalogClient:
         elif status >= 500 or status == 408:
             cls = ServerError
         else:
-            return GeoCatalogError(text, status=status, code=code or f"HTTP{status}", retry_after=retry_after)
-        return cls(text, status=status, code=code or cls.code, retry_after=retry_after)
+            return GeoCatalogError(
+                text, status=status, code=code or f"HTTP{status}", retry_after=retry_after, request_ids=request_ids
+            )
+        return cls(text, status=status, code=code or cls.code, retry_after=retry_after, request_ids=request_ids)
 
     def _observe(self, method: str, route: str, status: str, t0: float) -> None:
         if self.metrics is not None:
