@@ -7,9 +7,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.unit.test_batching_fake import FakeCatalog, make_item
+from tests.unit.test_batching_fake import FakeCatalog, live_copy, make_item
 from worker.adapters.geocatalog.retry import Cancelled
 from worker.domain.errors import ErrorKind
+from worker.domain.stored import with_digest
 from worker.processing.batching import (
     Batcher,
     BatchSettings,
@@ -291,3 +292,74 @@ def test_same_content_ignores_service_fields_links_and_sas():
     moved = make_item("a")
     moved["assets"]["data"]["href"] = "https://other.blob.core.windows.net/ctr/a.tif"
     assert not same_content(moved, sent)
+
+
+# -- the live service's stored shape (hrefs rewritten, extensions upgraded): see tests/unit/test_stored.py
+
+
+def stamped(item_id: str, **kw) -> dict:
+    return with_digest(make_item(item_id, **kw))
+
+
+@pytest.mark.parametrize("build", [make_item, stamped], ids=["fields", "digest"])
+def test_upsert_of_an_unchanged_single_item_is_not_written_again(fake, build):
+    with batcher_for(fake, linger=0.0) as b:
+        b.submit("c1", [build("a")])
+        first = fake.items[("c1", "a")]
+        r = b.submit("c1", [build("a")])
+    assert r.all_succeeded
+    assert fake.calls["PUT"] == 0  # read, recognised as ours, not rewritten (its assets not copied again)
+    assert fake.items[("c1", "a")]["_msft:etag"] == first["_msft:etag"]
+
+
+@pytest.mark.parametrize("build", [make_item, stamped], ids=["fields", "digest"])
+def test_create_redelivery_recognises_its_own_rewritten_item(fake, build):
+    with batcher_for(fake, linger=0.0) as b:
+        b.submit("c1", [build("a")], mode="create")
+        assert fake.items[("c1", "a")]["assets"]["data"]["href"].startswith("https://managedsa.")
+        again = b.submit("c1", [build("a")], mode="create", trust_identical=True)
+        changed = b.submit("c1", [build("a", value=7)], mode="create", trust_identical=True)
+    assert again.all_succeeded
+    assert changed.items[0].error.code == "ItemAlreadyExistsInCollection"
+
+
+@pytest.mark.parametrize("build", [make_item, stamped], ids=["fields", "digest"])
+def test_probe_of_a_failed_merged_batch_names_exactly_the_failed_items(fake, build):
+    fake.items[("c1", "taken")] = live_copy("c1", build("taken", value=0))
+    fake.item_faults["bad"] = "PublicAccessRestricted"
+    with batcher_for(fake) as b:
+        results = concurrent_submits(
+            b, [[build("n1")], [build("taken", value=1)], [build("n2"), build("bad")]], mode="create"
+        )
+    outcome = {i.id: i for r in results for i in r.items}
+    failed = {k: v.error.code for k, v in outcome.items() if not v.succeeded}
+    assert failed == {"taken": "ItemAlreadyExistsInCollection", "bad": "PublicAccessRestricted"}
+    assert fake.calls["PUT"] == 0
+
+
+def test_a_digest_tells_a_changed_asset_href_that_the_rewritten_field_cannot(fake):
+    with batcher_for(fake, linger=0.0) as b:
+        b.submit("c1", [stamped("a")])
+        moved = make_item("a")
+        moved["assets"]["data"]["href"] = "https://acct.blob.core.windows.net/ctr/elsewhere.tif"
+        r = b.submit("c1", [with_digest(moved)])
+    assert r.all_succeeded and fake.calls["PUT"] == 1
+    assert fake.submitted[("c1", "a")]["assets"]["data"]["href"].endswith("/elsewhere.tif")
+
+
+@pytest.mark.parametrize("mode", ["create", "upsert"])
+def test_a_synchronous_409_is_handled_like_the_asynchronous_conflict(fake, mode):
+    fake.sync_conflict = True
+    with batcher_for(fake, linger=0.0) as b:
+        b.submit("c1", [stamped("a"), stamped("b")], mode=mode)
+        same = b.submit("c1", [stamped("a")], mode=mode, trust_identical=True)
+        merged = b.submit("c1", [stamped("a"), stamped("b", value=2), stamped("c")], mode=mode, trust_identical=True)
+    assert same.all_succeeded
+    outcome = {i.id: i for i in merged.items}
+    assert outcome["a"].succeeded and outcome["c"].succeeded
+    if mode == "create":
+        assert outcome["b"].error.code == "ItemAlreadyExistsInCollection"
+        assert fake.calls["PUT"] == 0
+    else:
+        assert outcome["b"].succeeded and fake.calls["PUT"] == 1
+        assert fake.items[("c1", "b")]["properties"]["value"] == 2

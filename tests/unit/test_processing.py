@@ -110,7 +110,7 @@ def test_inline_ingest_succeeds(make, fake):
 
 def test_signed_items_are_what_gets_submitted(make, fake):
     run(make(signer=MarkingSigner()), ingest([make_item("a")]))
-    assert fake.items[("c1", "a")]["assets"]["data"]["href"].endswith("?sig=SECRETSIG")
+    assert fake.submitted[("c1", "a")]["assets"]["data"]["href"].endswith("?sig=SECRETSIG")
 
 
 def test_claim_check_items_are_fetched_validated_and_ingested(make, fake):

@@ -13,7 +13,6 @@ from hypothesis import strategies as st
 
 from worker.adapters.hosts import HostAllowList
 from worker.adapters.sas import (
-    SAS_PARAMS,
     HrefSigner,
     RoutingProvider,
     SasToken,
@@ -26,6 +25,7 @@ from worker.adapters.sas import (
 )
 from worker.domain.errors import ErrorKind
 from worker.domain.secrets import Secret
+from worker.domain.stored import SAS_PARAMS
 from worker.observability.metrics import Metrics
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)

@@ -38,21 +38,13 @@ from urllib3.util.retry import Retry
 from worker.adapters.hosts import HostAllowList
 from worker.domain.errors import ErrorKind, WorkerError
 from worker.domain.secrets import Secret, redact
+from worker.domain.stored import strip_sas
 from worker.observability.metrics import Metrics
 
 log = structlog.get_logger(__name__)
 
 DEFAULT_PC_SAS_BASE = "https://planetarycomputer.microsoft.com"
 
-# Query parameters that belong to a (service, account or user-delegation) SAS, incl. the signed response-header
-# overrides: they are dropped from an href before a fresh token is added.
-SAS_PARAMS = frozenset(
-    {
-        "sv", "ss", "srt", "sp", "se", "st", "spr", "sip", "sig", "sr", "si", "sdd", "ses",
-        "skoid", "sktid", "skt", "ske", "sks", "skv", "saoid", "suoid", "scid", "sduoid",
-        "rscc", "rscd", "rsce", "rscl", "rsct",
-    }
-)  # fmt: skip
 
 
 class SigningError(WorkerError):
@@ -488,10 +480,9 @@ def blob_account_container(href: str) -> tuple[str, str] | None:
 
 def replace_sas_query(href: str, token: str) -> str:
     """``href`` with every SAS parameter removed and ``token`` added; other parameters kept as they were."""
-    parts = urlsplit(href)
-    kept = [p for p in parts.query.split("&") if p and unquote(p.split("=", 1)[0]).lower() not in SAS_PARAMS]
+    parts = urlsplit(strip_sas(href))
     token = token.strip().lstrip("?")
-    query = "&".join([*kept, token] if token else kept)
+    query = "&".join(q for q in (parts.query, token) if q)
     return urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))
 
 

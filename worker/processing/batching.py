@@ -42,13 +42,14 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 import structlog
 
+from worker.adapters.geocatalog.client import Conflict
 from worker.adapters.geocatalog.retry import Cancelled
 from worker.domain.errors import ErrorKind, WorkerError
 from worker.domain.secrets import redact
+from worker.domain.stored import same_content
 
 log = structlog.get_logger(__name__)
 
@@ -258,48 +259,6 @@ def _item_size(item: dict) -> int:
     return len(json.dumps(item, separators=(",", ":"), ensure_ascii=False).encode())
 
 
-def _strip_query(href: Any) -> Any:
-    if not isinstance(href, str):
-        return href
-    parts = urlsplit(href)
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", parts.fragment))
-
-
-def _normal_assets(assets: Any) -> Any:
-    if not isinstance(assets, dict):
-        return assets
-    out = {}
-    for key, asset in assets.items():
-        if isinstance(asset, dict):
-            a = {k: v for k, v in asset.items() if not k.startswith(("msft:_", "_msft:"))}
-            a["href"] = _strip_query(a.get("href"))
-            out[key] = a
-        else:
-            out[key] = asset
-    return out
-
-
-def same_content(stored: dict, submitted: dict) -> bool:
-    """Whether the stored item holds what we submitted.
-
-    Only the submitted keys are compared (the service adds ``_msft:*``/``msft:_*`` fields and links); asset
-    hrefs are compared without their query (the SAS token differs per signing); ``links`` are ignored.
-    """
-    for key, value in submitted.items():
-        if key == "links":
-            continue
-        other = stored.get(key)
-        if key == "assets":
-            if _normal_assets(other) != _normal_assets(value):
-                return False
-        elif key == "properties" and isinstance(value, dict) and isinstance(other, dict):
-            if any(other.get(k) != v for k, v in value.items()):
-                return False
-        elif other != value:
-            return False
-    return True
-
-
 def parallel_map(fn: Callable[[T], R], xs: Sequence[T], max_workers: int) -> list[R]:
     """``[fn(x) for x in xs]`` on up to ``max_workers`` short-lived threads (a fresh pool: no nested deadlock)."""
     if len(xs) <= 1 or max_workers <= 1:
@@ -359,6 +318,13 @@ class _Resolution:
     def resolve(self, entries: list[_Entry], *, depth: int = 0) -> None:
         try:
             op = self._post(entries)
+        except Conflict as e:
+            # A synchronous 409: like the asynchronous ItemAlreadyExistsInCollection, but nothing was applied.
+            if len(entries) == 1:
+                self._single_failure(entries[0], OperationFailed(ALREADY_EXISTS, e.message), possibly_ours=False)
+            else:
+                self._split(entries, depth)
+            return
         except WorkerError as e:
             if e.kind is ErrorKind.INVALID and len(entries) > 1:
                 # A synchronous rejection applied nothing: bisect to find the item(s) it is about.
@@ -479,7 +445,10 @@ class _Resolution:
         if error.code != ALREADY_EXISTS:
             self._fail([e], error)
         elif self.mode == "upsert":
-            self._put(e)
+            # Read before rewriting: an unchanged item (a redelivery, a replay) is not written (and its assets
+            # not copied) a second time; a vanished one is created by the PUT.
+            for gone in self._probe([e], None):
+                self._put(gone)
         elif possibly_ours or e.sub.trust_identical:
             try:
                 stored = self.client.get_item(self.collection, e.id, cancel=self.cancel)

@@ -38,6 +38,7 @@ import structlog
 from worker.domain import contract
 from worker.domain.errors import ErrorKind, WorkerError
 from worker.domain.secrets import redact
+from worker.domain.stored import with_digest
 from worker.processing.batching import Batcher, ItemResult, OperationFailed, OpRecord, parallel_map
 
 log = structlog.get_logger(__name__)
@@ -71,6 +72,7 @@ class ProcessingSettings:
     operation_timeout: float = 600.0  # poll deadline of each delete operation
     delete_concurrency: int = 8
     fetch_concurrency: int = 8
+    content_digest: bool = True  # stamp properties["gcw:digest"] before submitting (worker.domain.stored)
     limits: contract.Limits = field(default_factory=lambda: contract.DEFAULT_LIMITS)
 
 
@@ -196,6 +198,8 @@ class Processor:
         self, request: contract.Request, cancel: threading.Event, fetched: dict[int, str] | None = None
     ) -> tuple[list[ItemResult], list[OpRecord]]:
         items = self._load_items(request, cancel, fetched)
+        if self.settings.content_digest:
+            items = [with_digest(it) for it in items]
         signed = [self.signer.sign_item(it) for it in items] if self.signer is not None else items
         trust = request.meta.attempt > 1 or request.meta.delivery_count > 1
 

@@ -61,6 +61,15 @@ def _secret(value: str | None) -> Secret | None:
 @option("--geocatalog-sas-host", multiple=True,
         help="Host pattern of the catalog's managed storage (repeatable): its asset hrefs are signed with "
         "GeoCatalog's collection SAS token (GET /sas/token/{collectionId}); added to the signing allow-list.")
+@click.option(
+    "--content-digest/--no-content-digest",
+    envvar="GCW_CONTENT_DIGEST",
+    show_envvar=True,
+    default=True,
+    show_default=True,
+    help="Write properties['gcw:digest'] (SHA-256 of the submitted item) so the worker recognises its own writes "
+    "although the service rewrites asset hrefs and upgrades stac_extensions.",
+)
 @option("--item-url-host", multiple=True, help="Host pattern item_urls may be fetched from (repeatable allow-list).")
 @option("--concurrency", type=int, default=64, show_default=True, help="Requests in flight per process.")
 @option("--max-receive-batch", type=int, default=32, show_default=True, help="Messages per receive call.")
@@ -117,6 +126,7 @@ def run_command(**kwargs: Any) -> None:
         sign_hosts=tuple(kwargs["sign_host"]),
         geocatalog_sas_hosts=tuple(kwargs["geocatalog_sas_host"]),
         item_url_hosts=tuple(kwargs["item_url_host"]),
+        content_digest=kwargs["content_digest"],
         concurrency=kwargs["concurrency"],
         max_receive_batch=kwargs["max_receive_batch"],
         max_attempts=kwargs["max_attempts"],

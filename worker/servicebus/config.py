@@ -44,6 +44,7 @@ class RunConfig:
     sign_hosts: tuple[str, ...] = ()
     geocatalog_sas_hosts: tuple[str, ...] = ()  # managed-storage hosts signed with GeoCatalog's collection SAS
     item_url_hosts: tuple[str, ...] = ()
+    content_digest: bool = True  # write properties["gcw:digest"] (worker.domain.stored)
     # runtime
     concurrency: int = 64
     max_receive_batch: int = 32

@@ -123,5 +123,6 @@ def build_processor(cfg: RunConfig, metrics: Metrics, limits: Limits) -> Any:
         retry_max=cfg.retry_max_seconds,
         operation_timeout=cfg.operation_timeout_seconds,
         limits=limits,
+        content_digest=cfg.content_digest,
     )
     return Processor(geocatalog, build_signer(cfg, metrics, geocatalog), fetcher, batcher, settings, metrics)

@@ -134,6 +134,17 @@ class NotFound(GeoCatalogError):
     code = "NotFound"
 
 
+class Conflict(GeoCatalogError):
+    """409 on a write: the service refused it synchronously because the item (or collection) already exists.
+
+    The live service has been recorded answering a duplicate item POST with 202 and a Failed operation
+    (``ItemAlreadyExistsInCollection``); a synchronous 409 is handled the same way (``worker.processing.batching``
+    probes the items: ours and identical → succeeded)."""
+
+    kind = ErrorKind.PERMANENT
+    code = "ItemAlreadyExistsInCollection"
+
+
 class AuthError(GeoCatalogError):
     """401 after one token refresh, or 403."""
 
@@ -518,6 +529,8 @@ class GeoCatalogClient:
             cls = ValidationError
         elif status == 404:
             cls = NotFound
+        elif status == 409:
+            cls = Conflict
         elif status == 401 and code == "ExpiredAuthenticationToken":
             cls = TokenExpired
         elif status in (401, 403):
