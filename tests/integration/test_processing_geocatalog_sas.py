@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 import pytest
 import structlog
 
+from tests.support.processing import processing_settings
 from tests.unit.test_batching_fake import make_item
 from worker.adapters.geocatalog.client import GeoCatalogClient
 from worker.adapters.geocatalog.retry import RetryPolicy
@@ -18,7 +19,7 @@ from worker.domain import contract
 from worker.domain.secrets import Secret
 from worker.observability.metrics import Metrics
 from worker.processing.batching import Batcher, BatchSettings
-from worker.processing.processor import Outcome, ProcessingSettings, Processor, Settle
+from worker.processing.processor import Outcome, Processor, Settle
 from worker.servicebus.config import RunConfig
 from worker.servicebus.wiring import build_signer
 
@@ -77,7 +78,7 @@ def env(gc_emulator):
         batcher = Batcher(client, BatchSettings(linger=0.01, operation_timeout=10.0))
         batchers.append(batcher)
         signer = build_signer(cfg, Metrics(), client)
-        return Processor(client, signer, None, batcher, ProcessingSettings(transient_retries=0, retry_base=1.0))
+        return Processor(client, signer, None, batcher, processing_settings(transient_retries=0, retry_base=1.0))
 
     yield emu, client, processor
     for b in batchers:

@@ -13,6 +13,7 @@ import pytest
 import requests
 import structlog
 
+from tests.support.processing import processing_settings
 from tests.unit.test_batching_fake import make_item
 from worker.adapters.geocatalog.client import GeoCatalogClient
 from worker.adapters.geocatalog.retry import RetryPolicy
@@ -22,7 +23,7 @@ from worker.adapters.sas import HrefSigner, PlanetaryComputerSasProvider, TokenC
 from worker.domain import contract
 from worker.domain.secrets import Secret
 from worker.processing.batching import Batcher, BatchSettings
-from worker.processing.processor import Outcome, ProcessingSettings, Processor, Settle
+from worker.processing.processor import Outcome, Processor, Settle
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -73,7 +74,7 @@ def stack(gc_emulator):
         batcher = Batcher(client, BatchSettings(linger=linger, operation_timeout=settings.pop("op_timeout", 10.0)))
         settings.setdefault("transient_retries", 0)
         settings.setdefault("retry_base", 1.0)
-        processor = Processor(client, signer, fetcher, batcher, ProcessingSettings(**settings))
+        processor = Processor(client, signer, fetcher, batcher, processing_settings(**settings))
         s = Stack(emu, client, batcher, processor)
         built.append(s)
         return s

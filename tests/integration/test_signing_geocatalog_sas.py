@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qs, urlsplit
@@ -13,11 +14,13 @@ from worker.adapters.sas import (
     CollectionTokenCache,
     GeoCatalogSasProvider,
     HrefSigner,
+    ManagedStorage,
     SigningError,
     StaticSasProvider,
     TokenCache,
 )
 from worker.domain.secrets import Secret
+from worker.domain.stored import managed_container
 from worker.observability.metrics import Metrics
 from worker.servicebus.config import ConfigError, RunConfig
 from worker.servicebus.wiring import build_signer
@@ -110,7 +113,10 @@ def test_sign_item_uses_the_items_collection_and_an_explicit_one_wins() -> None:
         "id": "i",
         "collection": "c1",
         "assets": {
-            "data": {"href": f"https://{MANAGED}/c1-data/a.tif", "alternate": {"x": {"href": f"https://{MANAGED}/c1-data/b"}}},
+            "data": {
+                "href": f"https://{MANAGED}/c1-data/a.tif",
+                "alternate": {"x": {"href": f"https://{MANAGED}/c1-data/b"}},
+            },
             "pc": {"href": "https://pcstore.blob.core.windows.net/ctr/a.tif"},
         },
     }
@@ -174,7 +180,6 @@ VALID = {
 
 
 def test_build_signer_wires_the_geocatalog_source_through_the_given_client() -> None:
-    assert build_signer(RunConfig(**VALID), Metrics()) is None
     clock = Clock()
     geocatalog = FakeGeoCatalog(clock, lifetime=timedelta(days=3650))
     cfg = RunConfig(**VALID, geocatalog_sas_hosts=(MANAGED,))
@@ -190,3 +195,40 @@ def test_config_rejects_non_host_patterns(pattern: str) -> None:
     with pytest.raises(ConfigError, match="--geocatalog-sas-host"):
         RunConfig(**VALID, geocatalog_sas_hosts=(pattern,)).validate()
     RunConfig(**VALID, geocatalog_sas_hosts=("*.blob.core.windows.net",)).validate()
+
+
+def test_managed_copies_are_recognised_from_the_catalogs_own_answer() -> None:
+    """An item resubmitted as a GET returned it: its managed hrefs get the collection token, learned once."""
+    learned = "livemanaged.blob.core.windows.net"
+    container = managed_container("c1")
+    prefix = hashlib.sha256(b"item-1").hexdigest()[:3]
+    managed_href = f"https://{learned}/{container}/{prefix}/item-1/data.tif"
+    reads: list[tuple[str, str]] = []
+
+    def read_item(collection: str, item_id: str) -> dict | None:
+        reads.append((collection, item_id))
+        return {"id": item_id, "assets": {"data": {"href": managed_href}}}
+
+    clock = Clock()
+    geocatalog = FakeGeoCatalog(clock)
+    signer = HrefSigner(
+        TokenCache(StaticSasProvider({}, now=clock), now=clock),
+        HostAllowList(()),
+        collection_cache=CollectionTokenCache(
+            lambda c: GeoCatalogSasProvider(None, c, client=geocatalog, now=clock), now=clock
+        ),
+        managed=ManagedStorage(read_item),
+    )
+    item = {"id": "item-1", "collection": "c1", "assets": {"data": {"href": managed_href + "?sig=OLD"}}}
+    assert sig(signer.sign_item(item)["assets"]["data"]["href"]) == "GC-c1-1"
+    # the same look-alike path on an account the catalog never reported: no token
+    lookalike = f"https://attacker.blob.core.windows.net/{container}/{prefix}/item-1/data.tif"
+    assert signer.sign_href(lookalike, "c1", "item-1") == lookalike
+    # another item of the collection: the learned host is reused, no second read
+    other_prefix = hashlib.sha256(b"item-2").hexdigest()[:3]
+    other = f"https://{learned}/{container}/{other_prefix}/item-2/data.tif"
+    assert sig(signer.sign_href(other, "c1", "item-2")) == "GC-c1-1"
+    # an external href of an item is not touched (no allow-listed host)
+    external = "https://public.blob.core.windows.net/ctr/a.tif"
+    assert signer.sign_href(external, "c1", "item-1") == external
+    assert reads == [("c1", "item-1")]

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from tests.support.processing import processing_settings
 from tests.unit.test_batching_fake import FakeCatalog, make_item
 from worker.adapters.geocatalog.client import AuthError, ServerError
 from worker.domain import contract
@@ -86,7 +87,7 @@ def make(fake):
         settings.setdefault("transient_retry_delay", 0.0)
         b = Batcher(fake, BatchSettings(linger=0.0))
         made.append(b)
-        return Processor(fake, signer, fetcher, b, ProcessingSettings(**settings))
+        return Processor(fake, signer, fetcher, b, processing_settings(**settings))
 
     yield build
     for b in made:
@@ -196,7 +197,7 @@ def test_http_transient_error_from_client_retries(make, fake):
 
     b = Batcher(Flaky(), BatchSettings(linger=0.0))
     try:
-        p = Processor(Flaky(), None, None, b, ProcessingSettings(transient_retries=0, retry_base=1.0))
+        p = Processor(Flaky(), None, None, b, processing_settings(transient_retries=0, retry_base=1.0))
         out = run(p, ingest([make_item("a")]))
     finally:
         b.close()
@@ -363,3 +364,24 @@ def test_claim_check_request_without_fetcher_fails_with_one_entry_per_url(make):
     out = run(make(), ingest(item_urls=["u0", "u1"]))
     assert out.result.status == "failed" and out.result.error["code"] == "NoFetcher"
     assert [i.id for i in out.result.items] == ["item_urls[0]", "item_urls[1]"]
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [{"attempt": 3, "delivery_count": 1}, {"attempt": 1, "delivery_count": 3}],
+    ids=["queue-rescheduled", "session-or-topic-abandoned"],
+)
+def test_the_retry_policy_decides_exhaustion_for_every_input_kind(make, fake, fields):
+    """A session/topic retry (attempt 1, delivery_count 3) is exhausted like a queue reschedule (attempt 3)."""
+    fake.op_faults.append("InternalError")
+    out = run(make(max_attempts=3), ingest([make_item("a")], **fields))
+    assert out.settle is Settle.DEAD_LETTER and out.reason == "RetriesExhausted"
+    assert out.result.attempts == 3 and out.service_ok is False
+    assert "after 3 attempt(s)" in out.description
+
+
+def test_a_redelivery_is_a_retry_for_the_policy(make, fake):
+    fake.op_faults.append("InternalError")
+    out = run(make(max_attempts=3, retry_base=2.0, retry_max=60.0), ingest([make_item("a")], delivery_count=2))
+    assert out.settle is Settle.RETRY and out.service_ok is False
+    assert 3.2 <= out.retry_after <= 4.0  # attempt 2: base * 2, jitter shortens by up to 20 %

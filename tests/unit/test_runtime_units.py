@@ -12,9 +12,9 @@ import pytest
 from azure.servicebus import ServiceBusMessage
 
 from worker.domain.contract import Limits, MessageMeta
+from worker.domain.retry_policy import RequestRetryPolicy, backoff
 from worker.domain.secrets import Secret
 from worker.processing.processor import Outcome, Settle
-from worker.servicebus.backoff import retry_delay
 from worker.servicebus.breaker import BreakerState, CircuitBreaker
 from worker.servicebus.config import ConfigError, RunConfig
 from worker.servicebus.handling import handle
@@ -27,7 +27,7 @@ from worker.servicebus.messages import (
     clip,
     reply_message_id,
 )
-from worker.servicebus.outcome import Action, Disposition
+from worker.servicebus.outcome import Disposition
 from worker.servicebus.settings import ConsumerSettings
 
 
@@ -94,15 +94,35 @@ def test_breaker_neutral_outcome_frees_the_probe() -> None:
 
 
 # ---- backoff ---------------------------------------------------------------------------------------------------
-def test_retry_delay_grows_exponentially_is_capped_and_honours_retry_after() -> None:
-    assert [retry_delay(a, base=2, cap=30, jitter=0) for a in (1, 2, 3, 4, 5, 6)] == [2, 4, 8, 16, 30, 30]
-    assert retry_delay(1, base=2, cap=30, jitter=0, retry_after=12) == 12
-    assert retry_delay(1, base=2, cap=30, jitter=0, retry_after=100) == 30  # a huge Retry-After is capped
+def test_backoff_grows_exponentially_is_capped_and_honours_retry_after() -> None:
+    assert [backoff(a, base=2, cap=30, jitter=0) for a in (1, 2, 3, 4, 5, 6)] == [2, 4, 8, 16, 30, 30]
+    assert backoff(1, base=2, cap=30, jitter=0, retry_after=12) == 12
+    assert backoff(1, base=2, cap=30, jitter=0, retry_after=100) == 30  # a huge Retry-After is capped
     rng = random.Random(1)
-    values = {round(retry_delay(3, base=2, cap=100, jitter=0.2, rng=rng), 3) for _ in range(50)}
-    assert len(values) > 10 and all(6.4 <= v <= 9.6 for v in values)
+    values = {round(backoff(3, base=2, cap=100, jitter=0.2, rng=rng), 3) for _ in range(50)}
+    assert len(values) > 10 and all(6.4 <= v <= 8.0 for v in values)
+    full = [backoff(3, base=2, cap=100, jitter=1.0, rng=rng) for _ in range(200)]
+    assert min(full) < 1.0 and max(full) <= 8.0  # full jitter: anywhere in [0, delay]
     with pytest.raises(ValueError):
-        retry_delay(0)
+        backoff(0, base=1, cap=1, jitter=0)
+
+
+@pytest.mark.parametrize(
+    "deliveries",
+    [
+        [(1, 1), (2, 1), (3, 1), (4, 1)],  # queue: each retry is a rescheduled copy, gcw-attempt counts
+        [(1, 1), (1, 2), (1, 3), (1, 4)],  # session or topic subscription: abandoned, delivery_count counts
+        [(1, 1), (1, 2), (3, 1), (4, 1)],  # queue whose first lock was lost: the copy continues the count
+    ],
+    ids=["queue", "session-or-topic", "queue-lost-lock"],
+)
+def test_one_retry_policy_counts_attempts_and_delays_alike_for_every_input_kind(deliveries) -> None:
+    policy = RequestRetryPolicy(max_attempts=4, base_seconds=2, max_seconds=60, jitter=0)
+    metas = [meta(attempt=a, delivery_count=d) for a, d in deliveries]
+    assert [policy.attempt(m) for m in metas] == [1, 2, 3, 4]
+    assert [policy.is_retry(m) for m in metas] == [False, True, True, True]
+    assert [policy.exhausted(m) for m in metas] == [False, False, False, True]
+    assert [policy.delay(m) for m in metas] == [2, 4, 8, 16]
 
 
 # ---- messages --------------------------------------------------------------------------------------------------
@@ -196,7 +216,7 @@ def test_invalid_body_is_dead_lettered_with_an_invalid_result_without_processing
     proc = RecordingProcessor()
     d = handle(rec_for(b"{not json", correlation_id="c-1"), proc, Limits())
     assert proc.calls == []
-    assert d.action is Action.DEAD_LETTER and d.reason == "InvalidRequest"
+    assert d.action is Settle.DEAD_LETTER and d.reason == "InvalidRequest"
     assert d.result.status == "invalid" and d.result.correlation_id == "c-1"
     assert d.description and len(d.description) <= 4096 and "body" in d.description
     assert d.service_ok is None  # says nothing about GeoCatalog
@@ -206,26 +226,23 @@ def test_processor_exception_becomes_processing_error_dead_letter_with_failed_re
     token = "sig=abcdefSECRET123"
     proc = RecordingProcessor(error=RuntimeError(f"boom https://a.blob.core.windows.net/c/x?{token}"))
     d = handle(rec_for(GOOD), proc, Limits())
-    assert d.action is Action.DEAD_LETTER and d.reason == "ProcessingError"
+    assert d.action is Settle.DEAD_LETTER and d.reason == "ProcessingError"
     assert d.result is not None and d.result.status == "failed"
     assert [i.id for i in d.result.items] == ["a", "b"]
     assert "RuntimeError" in d.description and "SECRET123" not in d.description
     assert "SECRET123" not in json.dumps(d.result.to_dict())
 
 
-def test_retry_on_last_attempt_becomes_retries_exhausted_with_failed_result() -> None:
-    proc = RecordingProcessor(Outcome(None, Settle.RETRY, reason="Throttled", description="429 from GeoCatalog"))
-    d = handle(rec_for(GOOD, attempt=3), proc, Limits(), max_attempts=3)
-    assert d.action is Action.DEAD_LETTER and d.reason == "RetriesExhausted"
-    assert "after 3 attempts" in d.description and d.result.status == "failed"
-    d2 = handle(rec_for(GOOD, attempt=2), proc, Limits(), max_attempts=3)
-    assert d2.action is Action.RETRY and d2.result is None and d2.service_ok is False
+def test_the_runtime_passes_the_processors_retry_decision_through() -> None:
+    proc = RecordingProcessor(Outcome(None, Settle.RETRY, retry_after=7.5, service_ok=False))
+    d = handle(rec_for(GOOD, attempt=9), proc, Limits())  # the runtime does not second-guess exhaustion
+    assert d.action is Settle.RETRY and d.result is None and d.retry_after == 7.5 and d.service_ok is False
 
 
 def test_disposition_maps_processor_outcomes() -> None:
     assert Disposition.from_outcome(Outcome(None, Settle.RETRY, retry_after=3.0)).retry_after == 3.0
-    ok = Disposition.from_outcome(Outcome(None, Settle.COMPLETE))
-    assert ok.action is Action.COMPLETE and ok.service_ok is True
+    ok = Disposition.from_outcome(Outcome(None, Settle.COMPLETE, service_ok=True))
+    assert ok.action is Settle.COMPLETE and ok.service_ok is True
     assert Disposition.from_outcome(Outcome(None, Settle.DEAD_LETTER, reason="InvalidRequest")).service_ok is None
 
 
@@ -491,7 +508,9 @@ def test_the_configuration_summary_names_every_setting_and_no_secret() -> None:
     from worker.servicebus.config import RunConfig
 
     cfg = RunConfig(
-        servicebus_connection_string=Secret("Endpoint=sb://ns.example/;SharedAccessKeyName=k;SharedAccessKey=TOPSECRET"),
+        servicebus_connection_string=Secret(
+            "Endpoint=sb://ns.example/;SharedAccessKeyName=k;SharedAccessKey=TOPSECRET"
+        ),
         request_queue="q",
         reply_queue="r",
         geocatalog_url="https://gc.example",

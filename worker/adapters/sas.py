@@ -38,13 +38,12 @@ from urllib3.util.retry import Retry
 from worker.adapters.hosts import HostAllowList
 from worker.domain.errors import ErrorKind, WorkerError
 from worker.domain.secrets import Secret, redact
-from worker.domain.stored import strip_sas
+from worker.domain.stored import is_managed_href, strip_sas
 from worker.observability.metrics import Metrics
 
 log = structlog.get_logger(__name__)
 
 DEFAULT_PC_SAS_BASE = "https://planetarycomputer.microsoft.com"
-
 
 
 class SigningError(WorkerError):
@@ -347,10 +346,6 @@ class TokenCache:
         margin = min(self.margin, max(lifetime / 2, timedelta(0)))
         return token.expires_at - margin
 
-    def invalidate(self, account: str, container: str) -> None:
-        with self._lock:
-            self._entries.pop((account.lower(), container), None)
-
     def get(self, account: str, container: str) -> SasToken:
         key = (account.lower(), container)
         with self._lock:
@@ -437,9 +432,6 @@ class CollectionTokenCache:
     def get(self, collection: str, account: str, container: str) -> SasToken:
         return self.cache_for(collection).get(account, container)
 
-    def invalidate(self, collection: str, account: str, container: str) -> None:
-        self.cache_for(collection).invalidate(account, container)
-
     @property
     def fetches(self) -> int:
         with self._lock:
@@ -486,13 +478,66 @@ def replace_sas_query(href: str, token: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))
 
 
+class ManagedStorage:
+    """The hosts of a catalog's managed storage, learned from the catalog itself, per collection.
+
+    The live service stores every asset in its own storage account (``worker.domain.stored``) and re-fetches the
+    assets on every update, so resubmitting an item as a GET returned it fails ``PublicAccessRestricted`` unless its
+    managed hrefs carry the collection's SAS token. The account's name is the service's choice; an href is only
+    trusted as managed when its path is the managed copy of that very asset AND its host is one the catalog
+    itself reported for the collection: ``read_item(collection, item_id)`` (a GET through the GeoCatalog client)
+    is called once per collection until a host is learned. A request naming some other account with a
+    look-alike path never receives the catalog's token.
+    """
+
+    def __init__(self, read_item: Callable[[str, str], dict | None]) -> None:
+        self._read_item = read_item
+        self._lock = threading.Lock()
+        self._hosts: dict[str, frozenset[str]] = {}
+
+    def hosts(self, collection: str, item_id: str) -> frozenset[str]:
+        with self._lock:
+            known = self._hosts.get(collection)
+        if known:
+            return known
+        stored = self._read_item(collection, item_id)
+        found = {
+            urlsplit(href).netloc.lower()
+            for href in _asset_hrefs(stored)
+            if is_managed_href(href, collection, item_id) and urlsplit(href).netloc
+        }
+        with self._lock:
+            merged = self._hosts.get(collection, frozenset()) | found
+            if merged:
+                self._hosts[collection] = merged
+        return merged
+
+    def is_managed(self, href: str, collection: str, item_id: str) -> bool:
+        if not is_managed_href(href, collection, item_id):
+            return False
+        return urlsplit(href).netloc.lower() in self.hosts(collection, item_id)
+
+
+def _asset_hrefs(item: object) -> list[str]:
+    assets = item.get("assets") if isinstance(item, dict) else None
+    if not isinstance(assets, dict):
+        return []
+    out = []
+    for asset in assets.values():
+        if isinstance(asset, dict) and isinstance(asset.get("href"), str):
+            out.append(asset["href"])
+    return out
+
+
 class HrefSigner:
     """Signs asset hrefs whose host is on ``allow`` with a token from ``cache`` (per account/container).
 
     With ``collection_cache`` and ``collection_hosts`` (GeoCatalog's managed storage), an href whose host matches
     ``collection_hosts`` gets the token of the item's collection from ``collection_cache`` instead (those hosts are
-    added to the allow-list); such an href is left unchanged when no collection is known. A collection token is
-    never sent to a host outside ``collection_hosts``, and ``cache`` is never asked for one inside it.
+    added to the allow-list); such an href is left unchanged when no collection is known. With ``collection_cache``
+    and ``managed`` (``ManagedStorage``), an href that is the catalog's own managed copy of the item's asset, on a
+    host the catalog reported, gets the collection token too. A collection token is never sent to any other host,
+    and ``cache`` is never asked for one inside them.
     """
 
     def __init__(
@@ -502,30 +547,41 @@ class HrefSigner:
         *,
         collection_cache: CollectionTokenCache | None = None,
         collection_hosts: HostAllowList | None = None,
+        managed: ManagedStorage | None = None,
     ) -> None:
         self.cache = cache
         self.collection_cache = collection_cache
         self.collection_hosts = collection_hosts if collection_cache is not None and collection_hosts else None
+        self.managed = managed if collection_cache is not None else None
         if self.collection_hosts is not None:
             allow = HostAllowList((*allow.patterns, *self.collection_hosts.patterns))
         self.allow = allow
 
-    def sign_href(self, href: str, collection: str | None = None) -> str:
-        """Signed ``href`` if its host is allow-listed; any other href is returned unchanged.
+    def sign_href(self, href: str, collection: str | None = None, item_id: str | None = None) -> str:
+        """Signed ``href`` if its host is allow-listed (or it is managed storage); else returned unchanged.
 
-        ``collection`` (the request's) selects the token for an href on a ``collection_hosts`` host."""
-        if not isinstance(href, str) or not self.allow or not self.allow.allows_url(href):
+        ``collection`` (the request's) selects the token for an href on a ``collection_hosts`` host; with
+        ``item_id`` too, a managed-storage href of that item is recognised (``ManagedStorage``)."""
+        if not isinstance(href, str):
             return href
         key = blob_account_container(href)
         if key is None:
             return href
+        if isinstance(collection, str) and collection and self.collection_cache is not None:
+            on_collection_host = self.collection_hosts is not None and self.collection_hosts.allows_url(href)
+            managed = (
+                not on_collection_host
+                and self.managed is not None
+                and isinstance(item_id, str)
+                and self.managed.is_managed(href, collection, item_id)
+            )
+            if on_collection_host or managed:
+                return replace_sas_query(href, self.collection_cache.get(collection, *key).token.reveal())
+        if not self.allow or not self.allow.allows_url(href):
+            return href
         if self.collection_hosts is not None and self.collection_hosts.allows_url(href):
-            if not isinstance(collection, str) or not collection or self.collection_cache is None:
-                return href
-            token = self.collection_cache.get(collection, *key)
-        else:
-            token = self.cache.get(*key)
-        return replace_sas_query(href, token.token.reveal())
+            return href  # a managed-storage host, but no collection to take the token for
+        return replace_sas_query(href, self.cache.get(*key).token.reveal())
 
     def sign_item(self, item: dict, collection: str | None = None) -> dict:
         """A copy of ``item`` with every asset href (and ``alternate`` hrefs) signed; the input is not modified.
@@ -535,6 +591,7 @@ class HrefSigner:
         signed = copy.deepcopy(item)
         if collection is None and isinstance(signed, dict) and isinstance(signed.get("collection"), str):
             collection = signed["collection"]
+        item_id = signed.get("id") if isinstance(signed, dict) else None
         assets = signed.get("assets") if isinstance(signed, dict) else None
         if not isinstance(assets, dict):
             return signed
@@ -542,10 +599,10 @@ class HrefSigner:
             if not isinstance(asset, dict):
                 continue
             if isinstance(asset.get("href"), str):
-                asset["href"] = self.sign_href(asset["href"], collection)
+                asset["href"] = self.sign_href(asset["href"], collection, item_id)
             alternates = asset.get("alternate")
             if isinstance(alternates, dict):
                 for alternate in alternates.values():
                     if isinstance(alternate, dict) and isinstance(alternate.get("href"), str):
-                        alternate["href"] = self.sign_href(alternate["href"], collection)
+                        alternate["href"] = self.sign_href(alternate["href"], collection, item_id)
         return signed

@@ -21,7 +21,6 @@ import structlog
 
 from worker.domain.secrets import REDACTED, Secret, redact
 
-CONTEXT_KEYS = ("message_id", "correlation_id", "collection", "item_ids", "attempt", "duration_ms")
 # keys whose values are secrets whatever they look like
 _SECRET_KEYS = frozenset({"token", "password", "connection_string", "key", "sas", "authorization", "secret"})
 

@@ -46,9 +46,7 @@ class Metrics:
         self.build_info = Info("gcw_build", "The worker's version and Python implementation.", registry=r)
         self.build_info.info({"version": __version__, "python": platform.python_version()})
         self.received = Counter("gcw_requests_received", "Request messages received.", registry=r)
-        self.results = Counter(
-            "gcw_requests_finished", "Requests answered, by result status.", ["status"], registry=r
-        )
+        self.results = Counter("gcw_requests_finished", "Requests answered, by result status.", ["status"], registry=r)
         self.retried = Counter("gcw_requests_retried", "Requests rescheduled or abandoned for a retry.", registry=r)
         self.dead_lettered = Counter(
             "gcw_requests_dead_lettered", "Requests dead-lettered, by reason.", ["reason"], registry=r

@@ -76,19 +76,6 @@ TRANSIENT_OPERATION_CODES = frozenset(
         "Throttled",
     }
 )
-# Codes that name a problem of the item itself (the request is wrong, not the service).
-INVALID_OPERATION_CODES = frozenset(
-    {
-        "StacValidationFailed",
-        "InvalidAssetHref",
-        "InvalidInputData",
-        "ItemSizeExceeded",
-        "TotalAssetsExceeded",
-        "ItemTransformationError",
-        "EmptyAsset",
-        "CollectionDoesNotExist",
-    }
-)
 _PER_ITEM_CODES = frozenset({ERRORS_IN_BATCH, ALREADY_EXISTS})
 
 
@@ -114,20 +101,6 @@ def classify_operation_code(code: str | None) -> ErrorKind:
     if code in TRANSIENT_OPERATION_CODES:
         return ErrorKind.TRANSIENT
     return ErrorKind.PERMANENT
-
-
-class OperationLike(Protocol):
-    id: str
-    status: str
-    error_code: str | None
-    error_message: str | None
-    additional_information: Any
-
-    @property
-    def terminal(self) -> bool: ...
-
-    @property
-    def succeeded(self) -> bool: ...
 
 
 class CatalogClient(Protocol):
@@ -186,7 +159,6 @@ class _Entry:
     item: dict
     size: int
     result: ItemResult | None = None
-    known_absent: bool = False  # a probe saw it missing after a failed op of ours
 
     @property
     def id(self) -> str:
@@ -412,8 +384,6 @@ class _Resolution:
         for e, _, err in seen:
             if err is not None:
                 self._fail([e], err)
-        for e in absent:
-            e.known_absent = True
         # How many present items pre-existed (failed in the op) rather than being written by it.
         pre_existing = None if counts is None else max(0, counts.failed - len(absent))
         to_put: list[_Entry] = []
@@ -480,10 +450,9 @@ class _Resolution:
 class Batcher:
     """Merges concurrent ``submit`` calls per (collection, mode) into shared POSTs; thread-safe."""
 
-    def __init__(self, client: CatalogClient, settings: BatchSettings | None = None, metrics: Any = None) -> None:
+    def __init__(self, client: CatalogClient, settings: BatchSettings | None = None) -> None:
         self.client = client
         self.settings = settings or BatchSettings()
-        self.metrics = metrics
         self._lock = threading.Lock()
         self._ops_lock = threading.Lock()
         self._open: dict[tuple[str, str], _Batch] = {}

@@ -25,7 +25,6 @@ create-mode item written by the earlier attempt is not reported as a conflict (s
 
 from __future__ import annotations
 
-import random
 import threading
 import time
 from dataclasses import dataclass, field
@@ -35,8 +34,10 @@ from typing import Any, Protocol
 
 import structlog
 
+from worker.adapters.geocatalog.client import Operation
 from worker.domain import contract
 from worker.domain.errors import ErrorKind, WorkerError
+from worker.domain.retry_policy import RequestRetryPolicy
 from worker.domain.secrets import redact
 from worker.domain.stored import with_digest
 from worker.processing.batching import Batcher, ItemResult, OperationFailed, OpRecord, parallel_map
@@ -60,15 +61,16 @@ class Outcome:
     reason: str | None = None  # dead-letter reason code, short and stable
     description: str | None = None  # ≤ 4096 chars: what failed, where, after how many attempts; no secrets
     retry_after: float | None = None  # for RETRY: seconds until the next attempt
+    # The circuit breaker's signal: True when GeoCatalog answered (success or a definite failure), False when it
+    # failed transiently, None when the outcome says nothing about it (invalid input, cancellation).
+    service_ok: bool | None = None
 
 
 @dataclass(frozen=True)
 class ProcessingSettings:
-    max_attempts: int = 5  # deliveries/reschedules before RetriesExhausted (request.meta.attempt counts them)
+    retry: RequestRetryPolicy = field(default_factory=RequestRetryPolicy)  # attempts, backoff, exhaustion
     transient_retries: int = 1  # in-process re-tries of transient item failures before answering RETRY
     transient_retry_delay: float = 1.0
-    retry_base: float = 10.0  # RETRY backoff: base * 2**(attempt-1), capped, with jitter
-    retry_max: float = 600.0
     operation_timeout: float = 600.0  # poll deadline of each delete operation
     delete_concurrency: int = 8
     fetch_concurrency: int = 8
@@ -84,6 +86,16 @@ class Signer(Protocol):
     def sign_item(self, item: dict) -> dict: ...
 
 
+class DeleteClient(Protocol):
+    """The part of ``worker.adapters.geocatalog.client.GeoCatalogClient`` the processor calls itself."""
+
+    def delete_item(self, collection: str, item_id: str, *, cancel: threading.Event | None = None) -> Operation: ...
+
+    def wait_for_operation(
+        self, op: Operation, *, deadline: float, cancel: threading.Event | None = None
+    ) -> Operation: ...
+
+
 def is_cancelled(error: BaseException) -> bool:
     return isinstance(error, WorkerError) and error.code == "Cancelled"
 
@@ -97,19 +109,17 @@ class Processor:
 
     def __init__(
         self,
-        geocatalog: Any,
+        geocatalog: DeleteClient,
         signer: Signer | None,
         fetcher: Fetcher | None,
         batcher: Batcher,
         settings: ProcessingSettings | None = None,
-        metrics: Any = None,
     ) -> None:
         self.geocatalog = geocatalog
         self.signer = signer
         self.fetcher = fetcher
         self.batcher = batcher
         self.settings = settings or ProcessingSettings()
-        self.metrics = metrics
 
     # ------------------------------------------------------------------------------------------ entry point
 
@@ -122,7 +132,7 @@ class Processor:
             correlation_id=request.correlation_id,
             collection=request.collection,
             action=request.action,
-            attempt=request.meta.attempt,
+            attempt=self.settings.retry.attempt(request.meta),
         )
         fetched: dict[int, str] = {}  # item_urls index -> fetched item id (for a whole-request failure's items)
         try:
@@ -133,7 +143,7 @@ class Processor:
         except WorkerError as e:
             if is_cancelled(e) or cancel.is_set():
                 bound.info("request_cancelled")
-                return Outcome(None, Settle.RETRY, retry_after=0.0)
+                return Outcome(None, Settle.RETRY, retry_after=0.0, service_ok=None)
             outcome = self._request_failure(request, e, received_at, fetched)
             bound.info(
                 "request_finished",
@@ -144,7 +154,7 @@ class Processor:
             )
             return outcome
         if cancel.is_set() and any(r.error is not None and is_cancelled(r.error) for r in results):
-            return Outcome(None, Settle.RETRY, retry_after=0.0)
+            return Outcome(None, Settle.RETRY, retry_after=0.0, service_ok=None)
         outcome = self._item_outcome(request, results, ops, received_at)
         bound.info(
             "request_finished",
@@ -201,7 +211,7 @@ class Processor:
         if self.settings.content_digest:
             items = [with_digest(it) for it in items]
         signed = [self.signer.sign_item(it) for it in items] if self.signer is not None else items
-        trust = request.meta.attempt > 1 or request.meta.delivery_count > 1
+        trust = self.settings.retry.is_retry(request.meta)
 
         def submit(subset: list[dict], retrying: bool) -> tuple[list[ItemResult], list[OpRecord]]:
             res = self.batcher.submit(
@@ -256,7 +266,9 @@ class Processor:
                 break
             hints = [_err(by_id[key(t)]).retry_after or 0.0 for t in again]
             delay = max([self.settings.transient_retry_delay, *hints])
-            if delay > self.settings.retry_max / 10:  # a long Retry-After: let the broker hold the message instead
+            if (
+                delay > self.settings.retry.max_seconds / 10
+            ):  # a long Retry-After: let the broker hold the message instead
                 break
             if cancel.wait(delay):
                 break
@@ -264,14 +276,6 @@ class Processor:
             by_id.update({r.id: r for r in results})
             all_ops.update({o.id: o for o in ops})
         return [by_id[key(t)] for t in things], list(all_ops.values())
-
-    def _backoff(self, attempt: int, hint: float | None) -> float:
-        base = min(self.settings.retry_max, self.settings.retry_base * 2 ** max(0, attempt - 1))
-        delay = base / 2 + random.uniform(0, base / 2)
-        return min(self.settings.retry_max, max(delay, hint or 0.0))
-
-    def _exhausted(self, request: contract.Request) -> bool:
-        return request.meta.attempt >= self.settings.max_attempts
 
     def _failed_reason(self, request: contract.Request) -> str:
         return "IngestFailed" if request.action == "ingest" else "DeleteFailed"
@@ -286,32 +290,40 @@ class Processor:
         """A failure that hit the whole request before any per-item outcome existed.
 
         A ``failed`` result still has one entry per requested item (``_requested_ids``)."""
-        attempt = request.meta.attempt
+        attempt = self.settings.retry.attempt(request.meta)
         if e.kind is ErrorKind.INVALID:
             result = contract.Result.for_request(
                 request, status="invalid", items=[], error=_error_dict(e), received_at=received_at
             )
             return Outcome(
-                result, Settle.DEAD_LETTER, "InvalidRequest", _describe(request, f"invalid request: {e}", attempt)
+                result,
+                Settle.DEAD_LETTER,
+                "InvalidRequest",
+                _describe(request, f"invalid request: {e}", attempt),
+                service_ok=None,
             )
-        if e.kind is ErrorKind.TRANSIENT and not self._exhausted(request):
-            return Outcome(None, Settle.RETRY, retry_after=self._backoff(attempt, e.retry_after))
+        if e.kind is ErrorKind.TRANSIENT and not self.settings.retry.exhausted(request.meta):
+            retry_after = self.settings.retry.delay(request.meta, e.retry_after)
+            return Outcome(None, Settle.RETRY, retry_after=retry_after, service_ok=False)
         reason = "RetriesExhausted" if e.kind is ErrorKind.TRANSIENT else self._failed_reason(request)
         items = [contract.ItemOutcome(i, "failed", _error_dict(e)) for i in _requested_ids(request, fetched or {})]
         result = contract.Result.for_request(
             request, status="failed", items=items, error=_error_dict(e), received_at=received_at
         )
-        return Outcome(result, Settle.DEAD_LETTER, reason, _describe(request, f"{e.code}: {e}", attempt))
+        description = _describe(request, f"{e.code}: {e}", attempt)
+        return Outcome(result, Settle.DEAD_LETTER, reason, description, service_ok=reason != "RetriesExhausted")
 
     def _item_outcome(
         self, request: contract.Request, results: list[ItemResult], ops: list[OpRecord], received_at: datetime
     ) -> Outcome:
-        attempt = request.meta.attempt
+        attempt = self.settings.retry.attempt(request.meta)
         failed = [r for r in results if not r.succeeded]
         transient = [r for r in failed if _is_transient(r)]
-        if transient and not self._exhausted(request):
+        if transient and not self.settings.retry.exhausted(request.meta):
             hint = max((r.error.retry_after or 0.0) for r in transient if r.error is not None)
-            return Outcome(None, Settle.RETRY, retry_after=self._backoff(attempt, hint))
+            return Outcome(
+                None, Settle.RETRY, retry_after=self.settings.retry.delay(request.meta, hint), service_ok=False
+            )
         items = [
             contract.ItemOutcome(r.id, "succeeded")
             if r.succeeded
@@ -323,7 +335,7 @@ class Processor:
             result = contract.Result.for_request(
                 request, status="succeeded", items=items, operations=operations, received_at=received_at
             )
-            return Outcome(result, Settle.COMPLETE)
+            return Outcome(result, Settle.COMPLETE, service_ok=True)
         first = _err(failed[0])
         summary = {
             "code": first.code if len({_err(r).code for r in failed}) == 1 else "ItemsFailed",
@@ -339,6 +351,7 @@ class Processor:
                 Settle.DEAD_LETTER,
                 "RetriesExhausted",
                 _describe(request, f"{len(failed)} of {len(results)} items failed: {details}", attempt),
+                service_ok=False,
             )
         if len(failed) == len(results):
             return Outcome(
@@ -346,8 +359,9 @@ class Processor:
                 Settle.DEAD_LETTER,
                 self._failed_reason(request),
                 _describe(request, f"all {len(results)} items failed: {details}", attempt),
+                service_ok=True,
             )
-        return Outcome(result, Settle.COMPLETE)
+        return Outcome(result, Settle.COMPLETE, service_ok=True)
 
 
 def _requested_ids(request: contract.Request, fetched: dict[int, str]) -> list[str]:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from urllib.parse import urlsplit
 
+from worker.domain.retry_policy import RequestRetryPolicy
 from worker.domain.secrets import Secret, redact
 
 
@@ -63,7 +64,12 @@ class RunConfig:
     health_host: str = "0.0.0.0"
     health_port: int = 8080
     log_level: str = "INFO"
-    extra: dict[str, str] = field(default_factory=dict)
+
+    def retry_policy(self) -> RequestRetryPolicy:
+        """The one retry policy of requests (``--max-attempts``, ``--retry-base-seconds``, ``--retry-max-seconds``)."""
+        return RequestRetryPolicy(
+            max_attempts=self.max_attempts, base_seconds=self.retry_base_seconds, max_seconds=self.retry_max_seconds
+        )
 
     def summary(self) -> dict[str, str | int | float | bool | list[str] | None]:
         """The effective configuration for the startup log line: every setting, no secret.
@@ -74,8 +80,6 @@ class RunConfig:
         out: dict[str, str | int | float | bool | list[str] | None] = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name == "extra":
-                continue
             if f.name == "servicebus_connection_string":
                 endpoint = next(
                     (

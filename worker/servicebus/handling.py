@@ -16,7 +16,7 @@ from worker.domain.contract import InvalidRequest, Limits, parse_request
 from worker.domain.secrets import redact
 from worker.servicebus.inflight import InFlight
 from worker.servicebus.messages import MAX_DESCRIPTION, clip, utcnow
-from worker.servicebus.outcome import Action, Disposition
+from worker.servicebus.outcome import Disposition, Settle
 
 log = structlog.get_logger(__name__)
 
@@ -39,7 +39,7 @@ def invalid_disposition(rec: InFlight, error: InvalidRequest) -> Disposition:
 
     result = invalid_result(rec.meta, error, received_at=rec.received_at, body=rec.body)
     return Disposition(
-        action=Action.DEAD_LETTER,
+        action=Settle.DEAD_LETTER,
         result=result,
         reason="InvalidRequest",
         description=clip(redact(f"invalid request (attempt {rec.meta.attempt}): {error}"), MAX_DESCRIPTION),
@@ -74,22 +74,7 @@ def failed_result(rec: InFlight, request: Any | None, code: str, message: str) -
         return None
 
 
-def exhausted(rec: InFlight, request: Any, disposition: Disposition, max_attempts: int) -> Disposition:
-    """A RETRY on the last allowed attempt becomes a ``failed`` answer and a dead-letter."""
-    attempts = max(rec.meta.attempt, rec.meta.delivery_count or 0)
-    if disposition.action is not Action.RETRY or attempts < max_attempts:
-        return disposition
-    what = disposition.description or disposition.reason or "transient failure"
-    return Disposition(
-        action=Action.DEAD_LETTER,
-        result=failed_result(rec, request, "RetriesExhausted", clip(redact(what), 1000) or ""),
-        reason="RetriesExhausted",
-        description=clip(redact(f"gave up after {attempts} attempts; last failure: {what}"), MAX_DESCRIPTION),
-        service_ok=False,
-    )
-
-
-def handle(rec: InFlight, processor: ProcessorLike, limits: Limits, *, max_attempts: int = 5) -> Disposition:
+def handle(rec: InFlight, processor: ProcessorLike, limits: Limits) -> Disposition:
     """Parse and process one message; always returns a disposition, never raises."""
     started = time.monotonic()
     request = None
@@ -108,7 +93,6 @@ def handle(rec: InFlight, processor: ProcessorLike, limits: Limits, *, max_attem
             structlog.contextvars.bind_contextvars(collection=request.collection, item_ids=_item_ids(request))
             outcome = processor.process(request, rec.cancel, received_at=rec.received_at)
             disposition = Disposition.from_outcome(outcome)
-            disposition = exhausted(rec, request, disposition, max_attempts)
             log.info(
                 "request_processed",
                 action=str(disposition.action),
@@ -125,7 +109,7 @@ def handle(rec: InFlight, processor: ProcessorLike, limits: Limits, *, max_attem
                 f"processing raised {text} (attempt {rec.meta.attempt}); traceback: {tb}", MAX_DESCRIPTION
             )
             return Disposition(
-                action=Action.DEAD_LETTER,
+                action=Settle.DEAD_LETTER,
                 result=failed_result(rec, request, "ProcessingError", clip(text, 1000) or ""),
                 reason="ProcessingError",
                 description=description,

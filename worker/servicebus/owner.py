@@ -34,10 +34,10 @@ from azure.servicebus.exceptions import (
     SessionLockLostError,
 )
 
+from worker.domain.retry_policy import attempt_number
 from worker.domain.secrets import redact
 from worker.observability.health import HealthState
 from worker.observability.metrics import Metrics
-from worker.servicebus.backoff import retry_delay
 from worker.servicebus.breaker import BreakerState, CircuitBreaker
 from worker.servicebus.inflight import InFlight
 from worker.servicebus.messages import (
@@ -51,7 +51,7 @@ from worker.servicebus.messages import (
     result_body,
     utcnow,
 )
-from worker.servicebus.outcome import Action, Disposition
+from worker.servicebus.outcome import Disposition, Settle
 from worker.servicebus.settings import ConsumerSettings
 
 log = structlog.get_logger(__name__)
@@ -211,9 +211,7 @@ class ReceiverOwner(threading.Thread):
             _close_quietly(receiver)
             self._open_failures += 1
             self._health.set_connected(self.name, False)
-            log.warning(
-                "receiver_open_failed", receiver=self.name, error=redact(f"{type(exc).__name__}: {exc}")
-            )
+            log.warning("receiver_open_failed", receiver=self.name, error=redact(f"{type(exc).__name__}: {exc}"))
             self._run_commands(block_for=min(30.0, 0.5 * 2 ** min(self._open_failures, 6)))
             return False
         self._receiver = receiver
@@ -485,7 +483,7 @@ class ReceiverOwner(threading.Thread):
             if rec.key not in self._inflight or rec.key in self._abandon_at:
                 continue  # lost or abandoned meanwhile: publish nothing
             self._record_breaker(rec, disp)
-            if disp.action is Action.RETRY:
+            if disp.action is Settle.RETRY:
                 self._retry(rec, disp)
             elif disp.result is not None:
                 to_reply.append((rec, disp))
@@ -543,7 +541,7 @@ class ReceiverOwner(threading.Thread):
                 self._settle(
                     rec,
                     Disposition(
-                        action=Action.DEAD_LETTER,
+                        action=Settle.DEAD_LETTER,
                         reason="ProcessingError",
                         description=f"the result message could not be built: {what}; "
                         f"outcome was {disp.reason or disp.action}: {disp.description or ''}",
@@ -588,7 +586,7 @@ class ReceiverOwner(threading.Thread):
 
     def _settle(self, rec: InFlight, disp: Disposition) -> None:
         try:
-            if disp.action is Action.DEAD_LETTER:
+            if disp.action is Settle.DEAD_LETTER:
                 reason = clip(disp.reason or "ProcessingError", MAX_REASON)
                 self._receiver.dead_letter_message(
                     rec.message,
@@ -616,17 +614,15 @@ class ReceiverOwner(threading.Thread):
             self._metrics.locks_lost.inc()
             log.warning("settle_lock_lost", message_id=rec.meta.message_id, error=redact(str(exc)))
         except Exception as exc:
-            log.error(
-                "settle_failed", message_id=rec.meta.message_id, error=redact(f"{type(exc).__name__}: {exc}")
-            )
+            log.error("settle_failed", message_id=rec.meta.message_id, error=redact(f"{type(exc).__name__}: {exc}"))
         finally:
             self._inflight.pop(rec.key, None)
             self._last_message_at = self._clock()  # a session is idle from its last activity, not its last receive
 
     def _retry(self, rec: InFlight, disp: Disposition) -> None:
         s = self.settings
-        attempt = rec.meta.attempt
-        delay = retry_delay(attempt, base=s.retry_base_seconds, cap=s.retry_max_seconds, retry_after=disp.retry_after)
+        attempt = attempt_number(rec.meta)
+        delay = disp.retry_after or 0.0  # the processor's RequestRetryPolicy decided it
         if self._breaker.state is BreakerState.OPEN:
             delay = max(delay, self._breaker.reopens_in())
         self._metrics.retried.inc()
@@ -653,7 +649,7 @@ class ReceiverOwner(threading.Thread):
             reason=disp.reason,
         )
         # the copy is durably scheduled: only now may the original go
-        self._settle(rec, Disposition(action=Action.COMPLETE))
+        self._settle(rec, Disposition(action=Settle.COMPLETE))
 
     # ---- closing -----------------------------------------------------------------------------------------
     def _close(self) -> None:

@@ -20,7 +20,7 @@ from worker.observability.metrics import Metrics
 from worker.servicebus.breaker import BreakerState, CircuitBreaker
 from worker.servicebus.handling import ProcessorLike, handle
 from worker.servicebus.inflight import InFlight
-from worker.servicebus.outcome import Action, Disposition
+from worker.servicebus.outcome import Disposition, Settle
 from worker.servicebus.owner import ReceiverOwner
 from worker.servicebus.settings import ConsumerSettings
 
@@ -83,11 +83,11 @@ class Consumer:
 
     def _work(self, rec: InFlight, owner: ReceiverOwner) -> None:
         try:
-            disposition = handle(rec, self.processor, self.limits, max_attempts=self.settings.max_attempts)
+            disposition = handle(rec, self.processor, self.limits)
         except BaseException as exc:  # handle() never raises; this is the last line of defence
             log.exception("worker_thread_error")
             disposition = Disposition(
-                action=Action.DEAD_LETTER, reason="ProcessingError", description=type(exc).__name__
+                action=Settle.DEAD_LETTER, reason="ProcessingError", description=type(exc).__name__
             )
         if rec.cancel.is_set():
             log.info("result_discarded", message_id=rec.meta.message_id, reason="lock lost or abandoned")

@@ -18,9 +18,6 @@ class ConsumerSettings:
     busy_receive_wait: float = 0.05  # receive wait while commands may arrive (bounds settlement latency)
     socket_timeout: float = 0.05  # the SDK's AMQP socket wait; its default 0.2 s is the floor of every receive
     max_lock_renewal_seconds: float = 3600.0  # renew a message's lock for at most this long
-    max_attempts: int = 5
-    retry_base_seconds: float = 5.0
-    retry_max_seconds: float = 300.0
     drain_seconds: float = 30.0
     sessions: bool = False  # the input entity requires sessions
     max_sessions: int = 8  # sessions processed at once (one receiver thread each)

@@ -53,20 +53,20 @@ def build_geocatalog_client(cfg: RunConfig, metrics: Metrics, credential: TokenC
     )
 
 
-def build_signer(cfg: RunConfig, metrics: Metrics, geocatalog: Any = None) -> Any | None:
-    """None when no host may be signed (``--sign-host`` and ``--geocatalog-sas-host`` empty): hrefs are then
-    passed through unchanged.
+def build_signer(cfg: RunConfig, metrics: Metrics, geocatalog: Any = None) -> Any:
+    """The processor's ``HrefSigner``.
 
-    Hrefs on a ``--geocatalog-sas-host`` host get GeoCatalog's collection SAS token for the item's collection,
-    fetched through ``geocatalog`` (the processor's client: same credential, rate limiter and retries; one is
-    built from ``cfg`` when not given).
+    Hrefs on a ``--sign-host`` host get a token from the static / Planetary Computer providers; hrefs on a
+    ``--geocatalog-sas-host`` host, and hrefs that are the catalog's own managed copy of the item's asset on a
+    host the catalog reported (``ManagedStorage``), get GeoCatalog's collection SAS token for the item's
+    collection, fetched through ``geocatalog`` (the processor's client: same credential, rate limiter and
+    retries; one is built from ``cfg`` when not given). Every other href passes through unchanged.
     """
-    if not cfg.sign_hosts and not cfg.geocatalog_sas_hosts:
-        return None
     from worker.adapters.sas import (
         CollectionTokenCache,
         GeoCatalogSasProvider,
         HrefSigner,
+        ManagedStorage,
         PlanetaryComputerSasProvider,
         RoutingProvider,
         StaticSasProvider,
@@ -78,22 +78,19 @@ def build_signer(cfg: RunConfig, metrics: Metrics, geocatalog: Any = None) -> An
         default = PlanetaryComputerSasProvider(cfg.sas_api_url, subscription_key=cfg.sas_subscription_key)
     routes: dict[str, Any] = {}
     if cfg.static_sas:
-        static = StaticSasProvider(
-            {key: Secret(token) for key, _, token in (e.partition("=") for e in cfg.static_sas)}
-        )
+        static = StaticSasProvider({key: Secret(token) for key, _, token in (e.partition("=") for e in cfg.static_sas)})
         routes = {key: static for key, _, _ in (e.partition("=") for e in cfg.static_sas)}
     provider = RoutingProvider(routes, default=default)
-    collection_cache = None
-    if cfg.geocatalog_sas_hosts:
-        client = geocatalog if geocatalog is not None else build_geocatalog_client(cfg, metrics)
-        collection_cache = CollectionTokenCache(
-            lambda collection: GeoCatalogSasProvider(None, collection, client=client), metrics=metrics
-        )
+    client = geocatalog if geocatalog is not None else build_geocatalog_client(cfg, metrics)
+    collection_cache = CollectionTokenCache(
+        lambda collection: GeoCatalogSasProvider(None, collection, client=client), metrics=metrics
+    )
     return HrefSigner(
         TokenCache(provider, metrics=metrics),
         HostAllowList(cfg.sign_hosts),
         collection_cache=collection_cache,
         collection_hosts=HostAllowList(cfg.geocatalog_sas_hosts),
+        managed=ManagedStorage(lambda collection, item_id: client.get_item(collection, item_id)),
     )
 
 
@@ -115,14 +112,11 @@ def build_processor(cfg: RunConfig, metrics: Metrics, limits: Limits) -> Any:
             linger=cfg.batch_linger_ms / 1000.0,
             operation_timeout=cfg.operation_timeout_seconds,
         ),
-        metrics,
     )
     settings = ProcessingSettings(
-        max_attempts=cfg.max_attempts,
-        retry_base=cfg.retry_base_seconds,
-        retry_max=cfg.retry_max_seconds,
+        retry=cfg.retry_policy(),
         operation_timeout=cfg.operation_timeout_seconds,
         limits=limits,
         content_digest=cfg.content_digest,
     )
-    return Processor(geocatalog, build_signer(cfg, metrics, geocatalog), fetcher, batcher, settings, metrics)
+    return Processor(geocatalog, build_signer(cfg, metrics, geocatalog), fetcher, batcher, settings)

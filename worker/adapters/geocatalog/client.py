@@ -91,6 +91,8 @@ def _service_ids(resp: requests.Response, client_request_id: str) -> dict[str, s
         if value:
             ids[name.replace("-", "_")] = value[:200]
     return ids
+
+
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "canceled"})
 
 ROUTE_ITEMS = "/stac/collections/{collectionId}/items"

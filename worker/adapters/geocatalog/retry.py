@@ -20,6 +20,7 @@ from urllib3.exceptions import InvalidHeader
 from urllib3.util.retry import Retry
 
 from worker.domain.errors import ErrorKind, WorkerError
+from worker.domain.retry_policy import backoff
 
 RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 
@@ -49,9 +50,9 @@ class RetryPolicy:
     statuses: frozenset[int] = field(default=RETRYABLE_STATUSES)
 
     def backoff(self, retry_number: int, rng: random.Random | None = None) -> float:
-        """Full-jitter exponential backoff before retry ``retry_number`` (1 = first retry)."""
-        cap = min(self.backoff_max, self.backoff_base * (2 ** max(0, retry_number - 1)))
-        return (rng or random).uniform(0.0, cap)
+        """Full-jitter exponential backoff before retry ``retry_number`` (1 = first retry): the one formula,
+        ``worker.domain.retry_policy.backoff``, with ``jitter=1``."""
+        return backoff(max(1, retry_number), base=self.backoff_base, cap=self.backoff_max, jitter=1.0, rng=rng)
 
 
 _PARSER = Retry(total=0, retry_after_max=10**9)
