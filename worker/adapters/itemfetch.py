@@ -6,6 +6,13 @@ resolve to an internal address unless named exactly; redirects are followed by h
 checked again; the body is streamed and cut off at ``max_bytes``; the whole fetch has a deadline.
 Error kinds: INVALID for anything the producer got wrong (not allowed, 4xx, not JSON, too large, not an item),
 TRANSIENT for 5xx/408/429, network errors and timeouts.
+
+Private blobs: URLs on a ``--storage-host`` host are read by :class:`BlobReader` through ``azure-storage-blob``,
+authenticated with a token credential (``DefaultAzureCredential``: workload identity in production) or a SAS token
+from the configured SAS providers. The same policy checks run first; redirects are not followed; the download is
+a range of at most ``max_bytes + 1`` bytes. A 401/403 is TRANSIENT (``StorageAccessDenied``): it is the worker's
+permission, not the producer's input, so the request is retried (and the circuit breaker holds intake) instead
+of being dead-lettered.
 """
 
 from __future__ import annotations
@@ -13,7 +20,8 @@ from __future__ import annotations
 import ipaddress
 import socket
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin, urlsplit
 
 import requests
@@ -32,6 +40,9 @@ from worker.domain.contract import (
 )
 from worker.domain.errors import ErrorKind, WorkerError
 from worker.domain.secrets import redact
+
+if TYPE_CHECKING:
+    from azure.core.credentials import TokenCredential
 
 log = structlog.get_logger(__name__)
 
@@ -85,8 +96,108 @@ def _retry_after(response: requests.Response) -> float | None:
         return None
 
 
+class BlobReader:
+    """Reads blobs on ``hosts`` with ``azure-storage-blob``: ``credential`` (a token credential) or ``sas``
+    (``(account, container) -> SAS token``). Thread-safe: a client per call over one shared, pooled transport."""
+
+    def __init__(
+        self,
+        hosts: HostAllowList,
+        *,
+        credential: TokenCredential | None = None,
+        sas: Callable[[str, str], str] | None = None,
+        session: requests.Session | None = None,
+        timeout: tuple[float, float] = (5, 30),
+    ) -> None:
+        from azure.core.pipeline.transport import RequestsTransport
+
+        if (credential is None) == (sas is None):
+            raise ValueError("give exactly one of credential or sas")
+        self.hosts = hosts
+        self.credential = credential
+        self.sas = sas
+        self.timeout = timeout
+        self._transport = RequestsTransport(session=session or requests.Session(), session_owner=False)
+
+    def handles(self, url: str) -> bool:
+        return bool(self.hosts) and self.hosts.allows_url(url)
+
+    def _client(self, url: str) -> Any:
+        from azure.core.credentials import AzureSasCredential
+        from azure.storage.blob import BlobClient
+
+        from worker.adapters.sas import blob_account_container
+
+        credential: Any = self.credential
+        if self.sas is not None:
+            key = blob_account_container(url)
+            if key is None:
+                raise _invalid(url, "not a blob URL (no container)")
+            credential = AzureSasCredential(self.sas(*key))
+        return BlobClient.from_blob_url(
+            url.split("?", 1)[0],
+            credential=credential,
+            transport=self._transport,
+            permit_redirects=False,
+            retry_total=1,
+            connection_timeout=self.timeout[0],
+            read_timeout=self.timeout[1],
+        )
+
+    def _call(self, url: str, call: Callable[[Any], Any]) -> Any:
+        from azure.core.exceptions import (
+            ClientAuthenticationError,
+            HttpResponseError,
+            ResourceNotFoundError,
+            ServiceRequestError,
+            ServiceResponseError,
+        )
+
+        try:
+            return call(self._client(url))
+        except ResourceNotFoundError:
+            return None
+        except ClientAuthenticationError as exc:  # a 401/403, or no token could be had at all
+            what = f"HTTP {exc.status_code}" if exc.status_code else "no token"
+            raise ItemFetchError(
+                f"{redact(url)}: storage refused the worker's credential ({what}): check the identity's "
+                "role (Storage Blob Data Reader) or the SAS configuration",
+                code="StorageAccessDenied",
+                kind=ErrorKind.TRANSIENT,
+            ) from None
+        except HttpResponseError as exc:
+            status = exc.status_code or 0
+            if status in (401, 403):
+                raise ItemFetchError(
+                    f"{redact(url)}: storage refused the worker's credential (HTTP {status})",
+                    code="StorageAccessDenied",
+                    kind=ErrorKind.TRANSIENT,
+                ) from None
+            if status in _TRANSIENT_STATUS or status >= 500:
+                raise _transient(url, f"HTTP {status}") from None
+            raise _invalid(url, f"HTTP {status}") from None
+        except (ServiceRequestError, ServiceResponseError) as exc:
+            raise _transient(url, f"network error ({type(exc).__name__})") from None
+
+    def read(self, url: str, max_bytes: int) -> bytes | None:
+        """The blob's content (at most ``max_bytes``), or ``None`` when it does not exist."""
+
+        def download(client: Any) -> bytes:
+            return bytes(client.download_blob(offset=0, length=max_bytes + 1, max_concurrency=1).readall())
+
+        data: bytes | None = self._call(url, download)
+        if data is not None and len(data) > max_bytes:
+            raise _invalid(url, f"item JSON is larger than the limit of {max_bytes} bytes", code="ItemTooLarge")
+        return data
+
+    def exists(self, url: str) -> bool:
+        return bool(self._call(url, lambda client: client.get_blob_properties() is not None))
+
+
 class ItemFetcher:
-    """Fetches claim-check item JSON. Thread-safe if the session is (one pooled ``requests.Session`` is)."""
+    """Fetches claim-check item JSON. Thread-safe if the session is (one pooled ``requests.Session`` is).
+
+    With ``blob_reader``, URLs on its storage hosts are read through it (private blobs)."""
 
     def __init__(
         self,
@@ -97,7 +208,9 @@ class ItemFetcher:
         timeout: tuple[float, float] = (5, 30),
         deadline: float = 60.0,
         resolve_check: bool = True,
+        blob_reader: BlobReader | None = None,
     ) -> None:
+        self.blob_reader = blob_reader
         self.session = session
         self.allow = allow
         self.max_bytes = max_bytes
@@ -119,6 +232,45 @@ class ItemFetcher:
 
     def fetch_bytes(self, url: str) -> bytes:
         """The raw item document (at most ``max_bytes``), after policy checks on every redirect hop."""
+        if self.blob_reader is not None and self.blob_reader.handles(url):
+            data = self.read_blob(url)
+            if data is None:
+                raise _invalid(url, "blob not found", code="ItemNotFound")
+            return data
+        return self._get(url)
+
+    def read_blob(self, url: str) -> bytes | None:
+        """Like :meth:`fetch_bytes`, but ``None`` when the document does not exist (404/410)."""
+        if self.blob_reader is not None and self.blob_reader.handles(url):
+            self.check_url(url)
+            return self.blob_reader.read(url, self.max_bytes)
+        try:
+            return self._get(url)
+        except ItemFetchError as exc:
+            if exc.code == "ItemNotFound":
+                return None
+            raise
+
+    def exists(self, url: str) -> bool:
+        """Whether the document at ``url`` exists now (a HEAD, or blob properties on a storage host)."""
+        self.check_url(url)
+        if self.blob_reader is not None and self.blob_reader.handles(url):
+            return self.blob_reader.exists(url)
+        try:
+            response = self.session.head(url, allow_redirects=False, timeout=self.timeout)
+        except requests.RequestException as exc:
+            raise _transient(url, f"network error ({type(exc).__name__})") from None
+        with response:
+            status = response.status_code
+        if status in (404, 410):
+            return False
+        if status in _TRANSIENT_STATUS or status >= 500:
+            raise _transient(url, f"HTTP {status}", _retry_after(response))
+        if status >= 400:
+            raise _invalid(url, f"HTTP {status}")
+        return True
+
+    def _get(self, url: str) -> bytes:
         started = time.monotonic()
         current = url
         for _hop in range(MAX_REDIRECTS + 1):

@@ -19,13 +19,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
 from worker.adapters.hosts import HostAllowList
 from worker.domain.errors import ErrorKind, WorkerError
 from worker.domain.retry_policy import attempt_number
 from worker.domain.secrets import redact
+
+if TYPE_CHECKING:
+    from worker.domain.events import BlobEvent, EventRouting
 
 CONTRACT_VERSION = 1
 SUPPORTED_VERSIONS = frozenset({CONTRACT_VERSION})
@@ -146,6 +149,7 @@ class Limits:
     max_item_urls: int = 1000
     allowed_reply_to: frozenset[str] | None = None  # None = any; matched case-insensitively
     item_url_hosts: HostAllowList | None = None  # None = host policy is checked by ItemFetcher only
+    events: EventRouting | None = None  # Blob Storage event mappings (worker.domain.events); None = none
 
     def __post_init__(self) -> None:
         if self.allowed_reply_to is not None:
@@ -165,6 +169,7 @@ class Request:
     item_urls: tuple[str, ...] = ()
     item_ids: tuple[str, ...] = ()
     mode: Mode = "upsert"
+    event: BlobEvent | None = None  # set when the message was a Blob Storage event (worker.domain.events)
 
     @property
     def request_id(self) -> str:
@@ -420,9 +425,16 @@ def _require_unicode(text: str, path: str) -> None:
 
 
 def parse_request(body: bytes, meta: MessageMeta, limits: Limits = DEFAULT_LIMITS) -> Request:
-    """Validate one request message. Returns a :class:`Request` or raises :class:`InvalidRequest`."""
+    """Validate one request message. Returns a :class:`Request` or raises :class:`InvalidRequest`.
+
+    A Blob Storage event (Event Grid or CloudEvents schema) is parsed by ``worker.domain.events.parse_event``."""
     _check_meta(meta, limits)
     data = decode_json(body, field="body", max_bytes=limits.max_body_bytes)
+    from worker.domain import events
+
+    if events.event_schema(data) is not None:
+        return events.parse_event(data, meta, limits)
+    events.reject_event_array(data)
     if not isinstance(data, dict):
         raise InvalidRequest(f"must be a JSON object, got {_type_name(data)}", field="body")
     for key in data:

@@ -40,6 +40,7 @@ from worker.domain.errors import ErrorKind, WorkerError
 from worker.domain.retry_policy import RequestRetryPolicy
 from worker.domain.secrets import redact
 from worker.domain.stored import with_digest
+from worker.processing import events
 from worker.processing.batching import Batcher, ItemResult, OperationFailed, OpRecord, parallel_map
 
 log = structlog.get_logger(__name__)
@@ -80,6 +81,8 @@ class ProcessingSettings:
 
 class Fetcher(Protocol):
     def fetch(self, url: str) -> dict: ...
+    def read_blob(self, url: str) -> bytes | None: ...
+    def exists(self, url: str) -> bool: ...
 
 
 class Signer(Protocol):
@@ -136,6 +139,12 @@ class Processor:
         )
         fetched: dict[int, str] = {}  # item_urls index -> fetched item id (for a whole-request failure's items)
         try:
+            if request.event is not None:  # a Blob Storage event: read the blob now (worker.processing.events)
+                resolved = self._resolve_event(request)
+                if resolved is None:
+                    bound.info("request_finished", status="succeeded", settle=Settle.COMPLETE, superseded=True)
+                    return Outcome(events.superseded_result(request, received_at), Settle.COMPLETE)
+                request = resolved
             if request.action == "ingest":
                 results, ops = self._ingest(request, cancel, fetched)
             else:
@@ -165,6 +174,11 @@ class Processor:
             failed=sum(1 for r in results if not r.succeeded),
         )
         return outcome
+
+    def _resolve_event(self, request: contract.Request) -> contract.Request | None:
+        if self.fetcher is None:
+            raise WorkerError("a Blob Storage event needs an item fetcher", code="NoFetcher", kind=ErrorKind.PERMANENT)
+        return events.resolve(request, self.fetcher, self.settings.limits)
 
     # ------------------------------------------------------------------------------------------ ingest
 

@@ -84,6 +84,18 @@ def _secret(value: str | None) -> Secret | None:
     "although the service rewrites asset hrefs and upgrades stac_extensions.",
 )
 @option("--item-url-host", multiple=True, help="Host pattern item_urls may be fetched from (repeatable allow-list).")
+@option("--event-mapping", multiple=True,
+        help="Blob Storage events to accept (repeatable, first match wins): "
+        "'container=items,prefix=stac/,suffix=.json,collection=NAME' (collection=@item: the item's collection "
+        "field; account=NAME optional). Event blob URLs must pass --item-url-host too.")
+@option("--event-unmatched", type=click.Choice(["invalid", "ignore"]), default="invalid", show_default=True,
+        help="An event no --event-mapping matches: answered 'invalid' and dead-lettered, or completed silently.")
+@option("--storage-host", multiple=True,
+        help="Host pattern of private storage (repeatable): item_urls and event blobs there are read with "
+        "azure-storage-blob and --storage-credential.")
+@option("--storage-credential", type=click.Choice(["identity", "sas"]), default="identity", show_default=True,
+        help="How --storage-host blobs are read: identity = DefaultAzureCredential (workload identity); "
+        "sas = a token from --static-sas / --sas-api-url for the blob's account/container.")
 @option("--concurrency", type=int, default=64, show_default=True, help="Requests in flight per process.")
 @option("--max-receive-batch", type=int, default=32, show_default=True, help="Messages per receive call.")
 @option("--max-attempts", type=int, default=5, show_default=True, help="Attempts before RetriesExhausted.")
@@ -180,6 +192,10 @@ def run_command(**kwargs: Any) -> None:
         geocatalog_sas_hosts=tuple(kwargs["geocatalog_sas_host"]),
         item_url_hosts=tuple(kwargs["item_url_host"]),
         content_digest=kwargs["content_digest"],
+        event_mappings=tuple(kwargs["event_mapping"]),
+        event_unmatched=kwargs["event_unmatched"],
+        storage_hosts=tuple(kwargs["storage_host"]),
+        storage_credential=kwargs["storage_credential"],
         concurrency=kwargs["concurrency"],
         max_receive_batch=kwargs["max_receive_batch"],
         max_attempts=kwargs["max_attempts"],

@@ -46,6 +46,11 @@ class RunConfig:
     geocatalog_sas_hosts: tuple[str, ...] = ()  # managed-storage hosts signed with GeoCatalog's collection SAS
     item_url_hosts: tuple[str, ...] = ()
     content_digest: bool = True  # write properties["gcw:digest"] (worker.domain.stored)
+    # Blob Storage events and private storage
+    event_mappings: tuple[str, ...] = ()  # worker.domain.events.EventMapping specs
+    event_unmatched: str = "invalid"  # or "ignore"
+    storage_hosts: tuple[str, ...] = ()  # blobs read with azure-storage-blob
+    storage_credential: str = "identity"  # or "sas"
     # runtime
     concurrency: int = 64
     max_receive_batch: int = 32
@@ -159,6 +164,21 @@ class RunConfig:
                     f"{_flag_env('--geocatalog-sas-host')} entries are host patterns such as "
                     f"'*.blob.core.windows.net' or 'account.blob.core.windows.net', got {redact(pattern)!r}"
                 )
+        from worker.domain.events import EventMapping
+
+        for spec in self.event_mappings:
+            try:
+                EventMapping.parse(spec)
+            except ValueError as exc:
+                raise ConfigError(f"{_flag_env('--event-mapping')} {spec!r}: {exc}") from None
+        if self.event_unmatched not in ("invalid", "ignore"):
+            raise ConfigError(f"{_flag_env('--event-unmatched')} must be 'invalid' or 'ignore'")
+        if self.storage_credential not in ("identity", "sas"):
+            raise ConfigError(f"{_flag_env('--storage-credential')} must be 'identity' or 'sas'")
+        if self.storage_hosts and self.storage_credential == "sas" and not (self.static_sas or self.sas_api_url):
+            raise ConfigError(
+                f"{_flag_env('--storage-credential')} sas needs a SAS provider: --static-sas or --sas-api-url"
+            )
         positive_ints = {
             "--concurrency": self.concurrency,
             "--max-attempts": self.max_attempts,

@@ -13,9 +13,10 @@ from typing import Any, Protocol
 import structlog
 
 from worker.domain.contract import InvalidRequest, Limits, parse_request
+from worker.domain.events import EventIgnored
 from worker.domain.secrets import redact
 from worker.servicebus.inflight import InFlight
-from worker.servicebus.messages import MAX_DESCRIPTION, clip, utcnow
+from worker.servicebus.messages import MAX_DESCRIPTION, clip, event_meta, utcnow
 from worker.servicebus.outcome import Disposition, Settle
 
 log = structlog.get_logger(__name__)
@@ -86,10 +87,17 @@ def handle(rec: InFlight, processor: ProcessorLike, limits: Limits) -> Dispositi
         try:
             try:
                 request = parse_request(rec.body, rec.meta, limits)
+            except EventIgnored as ignored:
+                log.info("event_ignored", reason=str(ignored))
+                return Disposition(action=Settle.COMPLETE, service_ok=None)
             except InvalidRequest as error:
+                rec.meta = event_meta(rec.meta, rec.body)
                 disposition = invalid_disposition(rec, error)
-                log.warning("request_invalid", error=str(error), field=error.field)
+                log.warning("request_invalid", error=str(error), field=error.field, request_id=rec.meta.message_id)
                 return disposition
+            if request.event is not None:  # answered under the event id (the idempotency key)
+                rec.meta = request.meta
+                structlog.contextvars.bind_contextvars(event_id=request.event.id)
             structlog.contextvars.bind_contextvars(collection=request.collection, item_ids=_item_ids(request))
             outcome = processor.process(request, rec.cancel, received_at=rec.received_at)
             disposition = Disposition.from_outcome(outcome)
@@ -116,4 +124,4 @@ def handle(rec: InFlight, processor: ProcessorLike, limits: Limits) -> Dispositi
                 service_ok=None,
             )
         finally:
-            structlog.contextvars.unbind_contextvars("collection", "item_ids")
+            structlog.contextvars.unbind_contextvars("collection", "item_ids", "event_id")

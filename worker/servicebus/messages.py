@@ -72,6 +72,17 @@ def meta_from_message(message: ServiceBusReceivedMessage) -> MessageMeta:
     )
 
 
+def event_meta(meta: MessageMeta, body: bytes) -> MessageMeta:
+    """For a Blob Storage event body, ``meta`` with the event ``id`` as the request id (results are correlated by
+    event id, whatever message id Event Grid's delivery carried); any other body leaves ``meta`` as it is."""
+    from dataclasses import replace
+
+    from worker.domain.events import event_id
+
+    ident = event_id(body)
+    return replace(meta, message_id=ident) if ident else meta
+
+
 def reply_message_id(request_id: str) -> str:
     """Deterministic, so a reply re-sent after a redelivery is dropped by duplicate detection."""
     reply_id = REPLY_ID_PREFIX + request_id

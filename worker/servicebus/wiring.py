@@ -17,10 +17,13 @@ if TYPE_CHECKING:
 
 
 def build_limits(cfg: RunConfig) -> Limits:
+    from worker.domain.events import EventRouting
+
     allowed = {cfg.reply_queue or "", *cfg.allowed_reply_to} - {""}
     return Limits(
         allowed_reply_to=frozenset(allowed),
         item_url_hosts=HostAllowList(cfg.item_url_hosts) if cfg.item_url_hosts else None,
+        events=EventRouting.from_specs(cfg.event_mappings, cfg.event_unmatched),
     )
 
 
@@ -67,11 +70,24 @@ def build_signer(cfg: RunConfig, metrics: Metrics, geocatalog: Any = None) -> An
         GeoCatalogSasProvider,
         HrefSigner,
         ManagedStorage,
-        PlanetaryComputerSasProvider,
-        RoutingProvider,
-        StaticSasProvider,
-        TokenCache,
     )
+
+    client = geocatalog if geocatalog is not None else build_geocatalog_client(cfg, metrics)
+    collection_cache = CollectionTokenCache(
+        lambda collection: GeoCatalogSasProvider(None, collection, client=client), metrics=metrics
+    )
+    return HrefSigner(
+        build_sas_cache(cfg, metrics),
+        HostAllowList(cfg.sign_hosts),
+        collection_cache=collection_cache,
+        collection_hosts=HostAllowList(cfg.geocatalog_sas_hosts),
+        managed=ManagedStorage(lambda collection, item_id: client.get_item(collection, item_id)),
+    )
+
+
+def build_sas_cache(cfg: RunConfig, metrics: Metrics) -> Any:
+    """The SAS token cache over the configured providers: ``--static-sas`` routes, else ``--sas-api-url``."""
+    from worker.adapters.sas import PlanetaryComputerSasProvider, RoutingProvider, StaticSasProvider, TokenCache
 
     default = None
     if cfg.sas_api_url:
@@ -80,18 +96,24 @@ def build_signer(cfg: RunConfig, metrics: Metrics, geocatalog: Any = None) -> An
     if cfg.static_sas:
         static = StaticSasProvider({key: Secret(token) for key, _, token in (e.partition("=") for e in cfg.static_sas)})
         routes = {key: static for key, _, _ in (e.partition("=") for e in cfg.static_sas)}
-    provider = RoutingProvider(routes, default=default)
-    client = geocatalog if geocatalog is not None else build_geocatalog_client(cfg, metrics)
-    collection_cache = CollectionTokenCache(
-        lambda collection: GeoCatalogSasProvider(None, collection, client=client), metrics=metrics
-    )
-    return HrefSigner(
-        TokenCache(provider, metrics=metrics),
-        HostAllowList(cfg.sign_hosts),
-        collection_cache=collection_cache,
-        collection_hosts=HostAllowList(cfg.geocatalog_sas_hosts),
-        managed=ManagedStorage(lambda collection, item_id: client.get_item(collection, item_id)),
-    )
+    return TokenCache(RoutingProvider(routes, default=default), metrics=metrics)
+
+
+def build_blob_reader(cfg: RunConfig, metrics: Metrics, session: requests.Session) -> Any | None:
+    """The private-storage reader for ``--storage-host`` hosts, or None when there are none."""
+    if not cfg.storage_hosts:
+        return None
+    from worker.adapters.itemfetch import BlobReader
+
+    hosts = HostAllowList(cfg.storage_hosts)
+    if cfg.storage_credential == "sas":
+        cache = build_sas_cache(cfg, metrics)
+        return BlobReader(
+            hosts, sas=lambda account, container: cache.get(account, container).token.reveal(), session=session
+        )
+    from azure.identity import DefaultAzureCredential
+
+    return BlobReader(hosts, credential=DefaultAzureCredential(), session=session)
 
 
 def build_processor(cfg: RunConfig, metrics: Metrics, limits: Limits) -> Any:
@@ -104,7 +126,9 @@ def build_processor(cfg: RunConfig, metrics: Metrics, limits: Limits) -> Any:
     adapter = requests.adapters.HTTPAdapter(pool_maxsize=max(16, min(cfg.concurrency, 256)))
     session.mount("http://", adapter)
     session.mount("https://", adapter)
-    fetcher = ItemFetcher(session, HostAllowList(cfg.item_url_hosts))
+    fetcher = ItemFetcher(
+        session, HostAllowList(cfg.item_url_hosts), blob_reader=build_blob_reader(cfg, metrics, session)
+    )
     batcher = Batcher(
         geocatalog,
         BatchSettings(
