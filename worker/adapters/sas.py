@@ -564,23 +564,24 @@ class HrefSigner:
         ``item_id`` too, a managed-storage href of that item is recognised (``ManagedStorage``)."""
         if not isinstance(href, str):
             return href
+        collection_token = isinstance(collection, str) and bool(collection) and self.collection_cache is not None
+        on_collection_host = self.collection_hosts is not None and self.collection_hosts.allows_url(href)
+        if collection_token and not on_collection_host:
+            collection_token = (
+                self.managed is not None
+                and isinstance(item_id, str)
+                and self.managed.is_managed(href, str(collection), item_id)
+            )
+        elif on_collection_host and not collection_token:
+            return href  # a managed-storage host, but no collection to take the token for
+        elif not collection_token and (not self.allow or not self.allow.allows_url(href)):
+            return href
         key = blob_account_container(href)
         if key is None:
             return href
-        if isinstance(collection, str) and collection and self.collection_cache is not None:
-            on_collection_host = self.collection_hosts is not None and self.collection_hosts.allows_url(href)
-            managed = (
-                not on_collection_host
-                and self.managed is not None
-                and isinstance(item_id, str)
-                and self.managed.is_managed(href, collection, item_id)
-            )
-            if on_collection_host or managed:
-                return replace_sas_query(href, self.collection_cache.get(collection, *key).token.reveal())
-        if not self.allow or not self.allow.allows_url(href):
-            return href
-        if self.collection_hosts is not None and self.collection_hosts.allows_url(href):
-            return href  # a managed-storage host, but no collection to take the token for
+        if collection_token:
+            assert self.collection_cache is not None and isinstance(collection, str)
+            return replace_sas_query(href, self.collection_cache.get(collection, *key).token.reveal())
         return replace_sas_query(href, self.cache.get(*key).token.reveal())
 
     def sign_item(self, item: dict, collection: str | None = None) -> dict:

@@ -81,7 +81,10 @@ def is_managed_href(href: str, collection: str, item_id: str, asset_key: str | N
 
     The path ends ``<managed container>/<3 hex of sha256(item id)>/<item id>/<asset key>[.<ext>]``; the host is
     not checked (the managed account's name is the service's choice)."""
-    segments = [unquote(s) for s in urlsplit(href).path.split("/") if s]
+    try:
+        segments = [unquote(s) for s in urlsplit(href).path.split("/") if s]
+    except ValueError:  # not a URL (e.g. a malformed bracketed host)
+        return False
     if len(segments) < 4:
         return False
     container, prefix, owner, name = segments[-4:]
