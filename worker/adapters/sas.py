@@ -564,17 +564,17 @@ class HrefSigner:
         ``item_id`` too, a managed-storage href of that item is recognised (``ManagedStorage``)."""
         if not isinstance(href, str):
             return href
-        collection_token = isinstance(collection, str) and bool(collection) and self.collection_cache is not None
+        has_collection = isinstance(collection, str) and bool(collection) and self.collection_cache is not None
         on_collection_host = self.collection_hosts is not None and self.collection_hosts.allows_url(href)
-        if collection_token and not on_collection_host:
-            collection_token = (
-                self.managed is not None
-                and isinstance(item_id, str)
-                and self.managed.is_managed(href, str(collection), item_id)
-            )
-        elif on_collection_host and not collection_token:
+        if on_collection_host and not has_collection:
             return href  # a managed-storage host, but no collection to take the token for
-        elif not collection_token and (not self.allow or not self.allow.allows_url(href)):
+        collection_token = on_collection_host or (
+            has_collection
+            and self.managed is not None
+            and isinstance(item_id, str)
+            and self.managed.is_managed(href, str(collection), item_id)
+        )
+        if not collection_token and (not self.allow or not self.allow.allows_url(href)):
             return href
         key = blob_account_container(href)
         if key is None:
