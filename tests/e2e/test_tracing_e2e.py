@@ -11,15 +11,13 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 from azure.servicebus import ServiceBusClient, ServiceBusMessage
 from gcw_emulators.servicebus import QueueConfig
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
@@ -42,17 +40,6 @@ PARENT_SPAN_ID = "00f067aa0ba902b7"
 
 def traceparent(trace_id: str = TRACE_ID, span_id: str = PARENT_SPAN_ID) -> str:
     return f"00-{trace_id}-{span_id}-01"
-
-
-@pytest.fixture
-def spans() -> Iterator[InMemorySpanExporter]:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    tracing.install(provider)
-    yield exporter
-    tracing.uninstall()
-    provider.shutdown()
 
 
 def _text(value: Any) -> Any:
