@@ -30,6 +30,7 @@ span is current carry ``trace_id`` and ``span_id`` (``add_trace_ids``, a structl
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import ParamSpec, TypeVar
@@ -78,6 +79,8 @@ DIAGNOSTIC_ID = "Diagnostic-Id"
 SERVICE_NAME = "geocatalog-worker"
 _TRACER_NAME = "geocatalog_worker"
 _PROPAGATOR = TraceContextTextMapPropagator()
+# version-traceid-spanid-flags (W3C Trace Context level 1), neither id all zeros: the cheap check of the off path
+_W3C_TRACEPARENT = re.compile(r"[0-9a-f]{2}-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}")
 _MESSAGING = {"messaging.system": "servicebus"}
 
 TraceContext = Context  # an OpenTelemetry context, handed between threads (``current_context``)
@@ -267,7 +270,7 @@ def _parent(props: Mapping[str, object]) -> Context | None:
 def passthrough_properties(props: Mapping[str, object]) -> dict[str, str]:
     """A request's own trace context properties, as the result message carries them while tracing is off."""
     value = props.get(TRACEPARENT) or props.get(DIAGNOSTIC_ID)
-    if not isinstance(value, str) or _parent(props) is None:
+    if not isinstance(value, str) or not _W3C_TRACEPARENT.fullmatch(value):
         return {}
     out = {TRACEPARENT: value, DIAGNOSTIC_ID: value}
     state = props.get(TRACESTATE)
