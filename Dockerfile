@@ -8,6 +8,9 @@
 ARG PYTHON_IMAGE=python:3.11.13-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
+# Extras of the wheel to install: otel (OpenTelemetry SDK + OTLP exporter, off until OTEL_* ask for it); add
+# azure-monitor for Application Insights: --build-arg EXTRAS=otel,azure-monitor (docs/observability.md "Traces").
+ARG EXTRAS=otel
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_INPUT=1 \
@@ -20,7 +23,9 @@ COPY worker ./worker
 ENV PIP_CONSTRAINT=/src/constraints.txt
 RUN python -m venv --without-pip /opt/venv \
     && python -m pip wheel --no-deps --wheel-dir /tmp/wheels . \
-    && python -m pip --python /opt/venv/bin/python install --no-compile /tmp/wheels/geocatalog_worker-*.whl \
+    && for wheel in /tmp/wheels/geocatalog_worker-*.whl; do \
+         python -m pip --python /opt/venv/bin/python install --no-compile "${wheel}[${EXTRAS}]"; \
+       done \
     && /opt/venv/bin/python -m compileall -q /opt/venv/lib \
     && /opt/venv/bin/geocatalog-worker --version
 

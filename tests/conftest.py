@@ -7,7 +7,7 @@ import pytest
 import structlog
 from hypothesis import settings
 
-pytest_plugins = ["tests.support.servicebus", "tests.support.geocatalog"]
+pytest_plugins = ["tests.support.servicebus", "tests.support.geocatalog", "tests.support.tracing"]
 
 # In CI, property tests explore the same examples on every run: a red build always means a code change,
 # never a newly drawn example. Locally they stay random, which is how new counter-examples are found.

@@ -182,7 +182,7 @@ def test_dependencies_come_from_the_constraints_file_without_caches() -> None:
     assert "PIP_NO_CACHE_DIR=1" in env
     runs = " ".join(i.args for i in build if i.keyword == "RUN")
     assert "--no-deps" in runs and ".whl" in runs
-    assert "[emulators" not in runs and "[dev" not in runs, "the production image needs no extras"
+    assert "[emulators" not in runs and "[dev" not in runs, "the production image takes no dev or emulator extras"
 
 
 def _pins() -> dict[str, str]:
@@ -196,13 +196,10 @@ def _pins() -> dict[str, str]:
     return pins
 
 
-def test_constraints_pin_every_runtime_dependency() -> None:
-    """The image's closure (pyproject dependencies, transitively, without extras) is pinned in constraints.txt,
-    so a rebuild installs exactly what was tested."""
+def _unpinned(requirements: list[str], seen: set[str]) -> list[str]:
+    """Requirements (transitively) that constraints.txt does not pin, or pins at a version they reject."""
     pins = _pins()
-    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    todo = [Requirement(r) for r in project["dependencies"]]
-    seen: set[str] = set()
+    todo = [Requirement(r) for r in requirements]
     unpinned = []
     while todo:
         req = todo.pop()
@@ -221,8 +218,33 @@ def test_constraints_pin_every_runtime_dependency() -> None:
             todo += [Requirement(r) for r in metadata.requires(req.name) or []]
         except metadata.PackageNotFoundError:
             unpinned.append(f"{name} (not installed, cannot walk its dependencies)")
+    return unpinned
+
+
+def test_constraints_pin_every_runtime_dependency() -> None:
+    """The image's closure (pyproject dependencies, transitively, without extras) is pinned in constraints.txt,
+    so a rebuild installs exactly what was tested."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    seen: set[str] = set()
+    unpinned = _unpinned(project["dependencies"], seen)
     assert not unpinned, f"runtime dependencies missing from constraints.txt: {sorted(unpinned)}"
     assert {"azure-servicebus", "azure-identity", "requests", "structlog", "click", "cryptography"} <= seen
+
+
+@pytest.mark.parametrize("extra", ["otel", "azure-monitor"])
+def test_constraints_pin_the_image_extras(extra: str) -> None:
+    """The image installs the otel extra (EXTRAS, default otel) and may add azure-monitor: pinned as well."""
+    assert build_args_of_stage(DOCKERFILE.read_text(), 0).get("EXTRAS") == "otel"
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    seen: set[str] = set()
+    unpinned = _unpinned(project["optional-dependencies"][extra], seen)
+    assert not unpinned, f"{extra} extra dependencies missing from constraints.txt: {sorted(unpinned)}"
+    assert "opentelemetry-sdk" in seen
+
+
+def build_args_of_stage(text: str, index: int) -> dict[str, str]:
+    """ARG defaults declared in one stage."""
+    return dict(ins.args.partition("=")[::2] for ins in stages(text)[index] if ins.keyword == "ARG" and "=" in ins.args)
 
 
 def test_constraints_pin_the_build_backend() -> None:

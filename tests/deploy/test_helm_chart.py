@@ -933,3 +933,84 @@ def test_prometheus_rule_structure(rendered, helm: Path) -> None:
     rules = one(extra, "PrometheusRule")["spec"]["groups"][0]["rules"]
     assert rules[-1]["alert"] == "Custom"
     assert "GeoCatalogWorkerDeadLetterDepth" not in {r["alert"] for r in rules}  # no depth metric given
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# tracing: OTEL_* from tracing.* values, read by the worker's own tracing configuration
+
+
+def _traced(helm: Path, *values: str) -> list[dict[str, Any]]:
+    """The minimal install with tracing.enabled=true and ``values`` (``key=value``, set as strings)."""
+    args = ["--set", "tracing.enabled=true"]  # a boolean; the rest as strings
+    for value in values:
+        args += ["--set-string", value]
+    return template(helm, *args, values=CHART / "ci" / "minimal-values.yaml")
+
+
+def test_tracing_is_off_unless_enabled(rendered) -> None:
+    for stem in ("minimal", "keda", "sessions", "hpa"):
+        env = _container_environment(rendered(stem))
+        assert not [n for n in env if n.startswith(("OTEL_", "APPLICATIONINSIGHTS_"))], stem
+        from worker.tracing import wanted_exporters
+
+        assert wanted_exporters(env) == ()
+
+
+def test_tracing_values_become_the_otel_environment_the_worker_honours(helm: Path, monkeypatch) -> None:
+    from opentelemetry import trace
+
+    from worker import tracing
+
+    docs = _traced(
+        helm,
+        "tracing.otlpEndpoint=http://otel-collector.observability:4318",
+        "tracing.sampler=parentbased_traceidratio",
+        "tracing.samplerArg=0.25",
+        "tracing.resourceAttributes.deployment\\.environment=prod",
+        "tracing.azureMonitor.connectionStringSecret.name=appinsights",
+    )
+    config = one(docs, "ConfigMap")["data"]
+    assert config["OTEL_TRACES_EXPORTER"] == "otlp"
+    assert config["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel-collector.observability:4318"
+    assert config["OTEL_EXPORTER_OTLP_PROTOCOL"] == "http/protobuf"
+    assert config["OTEL_SERVICE_NAME"] == "rel-geocatalog-worker"
+    assert config["OTEL_TRACES_SAMPLER"] == "parentbased_traceidratio"
+    assert config["OTEL_TRACES_SAMPLER_ARG"] == "0.25"
+    assert config["OTEL_RESOURCE_ATTRIBUTES"] == "k8s.namespace.name=geo,deployment.environment=prod"
+    env = env_of(_pod(docs)["spec"]["containers"][0])
+    assert env["APPLICATIONINSIGHTS_CONNECTION_STRING"]["valueFrom"] == {
+        "secretKeyRef": {"name": "appinsights", "key": "connection-string"}
+    }
+    environment = _container_environment(docs)
+    environment["APPLICATIONINSIGHTS_CONNECTION_STRING"] = (
+        "InstrumentationKey=00000000-0000-0000-0000-000000000000;IngestionEndpoint=http://127.0.0.1:1/"
+    )
+    monkeypatch.setenv("APPLICATIONINSIGHTS_CONNECTION_STRING", environment["APPLICATIONINSIGHTS_CONNECTION_STRING"])
+    monkeypatch.setenv("APPLICATIONINSIGHTS_STATSBEAT_DISABLED_ALL", "true")
+    monkeypatch.setattr(trace, "set_tracer_provider", lambda provider: None)
+    try:
+        assert tracing.configure_tracing(environment) == ("otlp", "azure_monitor")
+    finally:
+        tracing.shutdown()
+
+
+def test_azure_monitor_alone_needs_no_otlp_collector(helm: Path) -> None:
+    from worker.tracing import wanted_exporters
+
+    docs = _traced(helm, "tracing.azureMonitor.connectionStringSecret.name=appinsights")
+    config = one(docs, "ConfigMap")["data"]
+    assert config["OTEL_TRACES_EXPORTER"] == "none"
+    assert "OTEL_EXPORTER_OTLP_ENDPOINT" not in config
+    assert wanted_exporters(_container_environment(docs)) == ("azure_monitor",)
+
+
+def test_tracing_enabled_without_a_destination_fails_with_a_clear_message(helm: Path) -> None:
+    error = template_error(helm, "--set", "tracing.enabled=true", values=CHART / "ci" / "minimal-values.yaml")
+    assert "tracing.enabled needs tracing.otlpEndpoint" in error
+    error = template_error(
+        helm,
+        "--set",
+        "tracing.otlpEndpoint=otel-collector:4318",
+        values=CHART / "ci" / "minimal-values.yaml",
+    )
+    assert "otlpEndpoint" in error

@@ -7,7 +7,8 @@ log call never reaches the output. Records from the standard library (the azure 
 by the same processors, so they are JSON and redacted too.
 
 Context keys bound by the runtime while a message is processed (``structlog.contextvars``): ``message_id``,
-``correlation_id``, ``collection``, ``item_ids``, ``attempt``, ``duration_ms``.
+``correlation_id``, ``collection``, ``item_ids``, ``attempt``, ``duration_ms``; while tracing is on
+(``worker.tracing``), ``trace_id`` and ``span_id`` of the current span.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any, TextIO
 import structlog
 
 from worker.domain.secrets import REDACTED, Secret, redact
+from worker.tracing import add_trace_ids
 
 # keys whose values are secrets whatever they look like
 _SECRET_KEYS = frozenset({"token", "password", "connection_string", "key", "sas", "authorization", "secret"})
@@ -58,6 +60,7 @@ def redact_event(_logger: Any, _method: str, event_dict: MutableMapping[str, Any
 def _shared_processors() -> list[Any]:
     return [
         structlog.contextvars.merge_contextvars,
+        add_trace_ids,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),

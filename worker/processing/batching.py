@@ -45,6 +45,7 @@ from typing import Any, Literal, Protocol, TypeVar
 
 import structlog
 
+from worker import tracing
 from worker.adapters.geocatalog.client import Conflict
 from worker.adapters.geocatalog.retry import Cancelled
 from worker.domain.errors import ErrorKind, WorkerError
@@ -174,6 +175,7 @@ class _Submission:
     batches: list[_Batch] = field(default_factory=list)
     ops: dict[str, str] = field(default_factory=dict)
     future: Future[SubmitResult] = field(default_factory=Future)
+    trace: tracing.TraceContext | None = field(default_factory=tracing.current_context)  # the submitting request's
 
 
 @dataclass(eq=False)
@@ -236,7 +238,7 @@ def parallel_map(fn: Callable[[T], R], xs: Sequence[T], max_workers: int) -> lis
     if len(xs) <= 1 or max_workers <= 1:
         return [fn(x) for x in xs]
     with ThreadPoolExecutor(max_workers=min(max_workers, len(xs)), thread_name_prefix="gcw-resolve") as pool:
-        return list(pool.map(fn, xs))
+        return list(pool.map(tracing.carry_context(fn), xs))
 
 
 class _Resolution:
@@ -598,7 +600,8 @@ class Batcher:
         try:
             if self._stop.is_set():
                 raise Cancelled("batcher closed before the batch was sent")
-            res.resolve(entries)
+            with tracing.batch_span(batch.collection, batch.mode, [x.sub.trace for x in entries]):
+                res.resolve(entries)
         except WorkerError as e:
             res._fail([x for x in entries if x.result is None], e)
         except Exception as e:  # a bug must not leave callers waiting forever

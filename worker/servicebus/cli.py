@@ -223,6 +223,7 @@ def run_command(**kwargs: Any) -> None:
 
 def run(cfg: RunConfig) -> int:
     """Run until SIGTERM/SIGINT; returns the exit status."""
+    from worker import tracing
     from worker.observability.health import HealthServer, HealthState
     from worker.observability.logging import configure_logging
     from worker.observability.metrics import Metrics
@@ -233,6 +234,11 @@ def run(cfg: RunConfig) -> int:
 
     configure_logging(cfg.log_level)
     log = structlog.get_logger("worker.servicebus")
+    try:
+        exporters = tracing.configure_tracing()  # the OTEL_* environment (docs/observability.md "Traces")
+    except tracing.TracingError as exc:
+        log.error("tracing_misconfigured", error=str(exc))
+        return 2
     stop = threading.Event()
 
     def _on_signal(signum: int, _frame: Any) -> None:
@@ -250,7 +256,7 @@ def run(cfg: RunConfig) -> int:
         log.error("health_server_failed", host=cfg.health_host, port=cfg.health_port, error=str(exc))
         return 2
     log.info("health_server_started", host=cfg.health_host, port=server.port)
-    log.info("worker_configured", version=__version__, **cfg.summary())
+    log.info("worker_configured", version=__version__, tracing=list(exporters) or "off", **cfg.summary())
     try:
         limits = build_limits(cfg)
         processor = build_processor(cfg, metrics, limits)
@@ -300,4 +306,5 @@ def run(cfg: RunConfig) -> int:
             except Exception:
                 log.debug("close_failed", exc_info=True)
         log.info("worker_stopped", exit_status=status)
+        tracing.shutdown()  # flush the spans still queued for export
     return status

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from worker.domain.contract import MessageMeta
+from worker.tracing import MessageTrace
 
 
 @dataclass(eq=False)
@@ -23,6 +24,7 @@ class InFlight:
     cancel: threading.Event = field(default_factory=threading.Event)
     renewals: int = 0
     probe: bool = False  # the circuit breaker's half-open probe
+    trace: MessageTrace | None = None  # its ``receive`` span while tracing is on
 
     @property
     def key(self) -> int:

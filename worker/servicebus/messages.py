@@ -110,9 +110,17 @@ def reply_correlation_id(meta: MessageMeta) -> str:
     return "sha256:" + hashlib.sha256(original.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def build_reply(body: bytes, meta: MessageMeta, *, status: str | None = None) -> ServiceBusMessage:
-    """The result message for the request described by ``meta``."""
-    props: dict[str, Any] = {REQUEST_ID_PROPERTY: meta.message_id, ATTEMPT_PROPERTY: meta.attempt}
+def build_reply(
+    body: bytes,
+    meta: MessageMeta,
+    *,
+    status: str | None = None,
+    trace_properties: Mapping[str, str] | None = None,
+) -> ServiceBusMessage:
+    """The result message for the request described by ``meta``; ``trace_properties`` (``traceparent``,
+    ``Diagnostic-Id``, ``tracestate``: ``worker.tracing.reply_span``) carry the trace context on."""
+    props: dict[str, Any] = {**(trace_properties or {}), REQUEST_ID_PROPERTY: meta.message_id}
+    props[ATTEMPT_PROPERTY] = meta.attempt
     if status:
         props["gcw-status"] = status
     # An over-long reply_to_session_id makes the request invalid (contract), but the SDK raises ValueError for a

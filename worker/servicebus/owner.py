@@ -34,6 +34,7 @@ from azure.servicebus.exceptions import (
     SessionLockLostError,
 )
 
+from worker import tracing
 from worker.domain.retry_policy import attempt_number
 from worker.domain.secrets import redact
 from worker.observability.health import HealthState
@@ -307,6 +308,13 @@ class ReceiverOwner(threading.Thread):
             lock_duration=lock_duration,
             lock_expires_mono=expires,
         )
+        rec.trace = tracing.message_received(
+            rec.meta.application_properties,
+            entity=self.settings.entity,
+            message_id=rec.meta.message_id,
+            delivery_count=rec.meta.delivery_count,
+            attempt=rec.meta.attempt,
+        )
         self._inflight[rec.key] = rec
         if rec.meta.enqueued_time is not None:
             self._metrics.message_age.observe(max(0.0, (wall - rec.meta.enqueued_time).total_seconds()))
@@ -430,6 +438,7 @@ class ReceiverOwner(threading.Thread):
         self._metrics.locks_lost.inc()
         self._metrics.in_flight.set(self._total_inflight())
         log.warning("lock_lost", message_id=rec.meta.message_id, attempt=rec.meta.attempt, reason=why)
+        tracing.message_finished(rec.trace, "lock_lost", why)
 
     def _lose_all(self, why: str) -> None:
         for rec in list(self._inflight.values()):
@@ -443,10 +452,12 @@ class ReceiverOwner(threading.Thread):
         if rec.probe:
             self._breaker.record_neutral()
         try:
-            self._receiver.abandon_message(rec.message)
-            log.info("message_abandoned", message_id=rec.meta.message_id, attempt=rec.meta.attempt, reason=why)
+            with tracing.settle_span(rec.trace, "abandon"):
+                self._receiver.abandon_message(rec.message)
+                log.info("message_abandoned", message_id=rec.meta.message_id, attempt=rec.meta.attempt, reason=why)
         except Exception as exc:
             log.warning("abandon_failed", message_id=rec.meta.message_id, error=redact(str(exc)))
+        tracing.message_finished(rec.trace, "abandoned", why)
         self._metrics.in_flight.set(self._total_inflight())
 
     def _abandon_all(self, why: str) -> None:
@@ -521,8 +532,10 @@ class ReceiverOwner(threading.Thread):
         """Publish the results; return the items whose reply is durably sent (only those may be settled)."""
         groups: dict[tuple[str, str | None], list[tuple[InFlight, Disposition, ServiceBusMessage]]] = {}
         sizes: dict[int, int] = {}
+        sends: dict[int, tracing.SpanHandle] = {}  # rec.key -> its ``send`` span (worker.tracing.reply_span)
         for rec, disp in items:
             dest = self.settings.reply_destination(rec.meta.reply_to)
+            send = sends[rec.key] = tracing.reply_span(rec.trace, dest, rec.meta.application_properties)
             try:
                 body, shortened = result_body(disp.result, self.settings.max_result_bytes)
                 if shortened:
@@ -533,11 +546,14 @@ class ReceiverOwner(threading.Thread):
                         size=len(body),
                         what=shortened,
                     )
-                reply = build_reply(body, rec.meta, status=getattr(disp.result, "status", None))
+                reply = build_reply(
+                    body, rec.meta, status=getattr(disp.result, "status", None), trace_properties=send.properties
+                )
                 sizes[rec.key] = len(body)
             except Exception as exc:  # never on the owner thread's way: dead-letter it with the reason instead
                 what = redact(f"{type(exc).__name__}: {exc}")
                 log.error("reply_unbuildable", message_id=rec.meta.message_id, error=what)
+                send.end(what)
                 self._settle(
                     rec,
                     Disposition(
@@ -575,8 +591,10 @@ class ReceiverOwner(threading.Thread):
                         error=redact(f"{type(exc).__name__}: {exc}"),
                     )
                     self._drop_sender(dest)
+                    sends[rec.key].end("reply could not be sent")
                     self._abandon(rec, "reply could not be sent")
-        for _rec, disp in sent:
+        for rec, disp in sent:
+            sends[rec.key].end()
             self._metrics.results.labels(status=str(getattr(disp.result, "status", "unknown"))).inc()
         return sent
 
@@ -585,6 +603,11 @@ class ReceiverOwner(threading.Thread):
         return max(self.settings.max_result_bytes, 256 * 1024 - 4 * REPLY_OVERHEAD_BYTES)
 
     def _settle(self, rec: InFlight, disp: Disposition) -> None:
+        with tracing.settle_span(rec.trace, str(disp.action)):
+            self._settle_now(rec, disp)
+        tracing.message_finished(rec.trace, str(getattr(disp.result, "status", None) or disp.action))
+
+    def _settle_now(self, rec: InFlight, disp: Disposition) -> None:
         try:
             if disp.action is Settle.DEAD_LETTER:
                 reason = clip(disp.reason or "ProcessingError", MAX_REASON)
@@ -634,7 +657,8 @@ class ReceiverOwner(threading.Thread):
         copy = build_retry_copy(rec.message, rec.meta, next_attempt=attempt + 1)
         at = utcnow() + dt.timedelta(seconds=delay)
         try:
-            self._sender(s.request_queue or "").schedule_messages(copy, at)
+            with tracing.settle_span(rec.trace, "schedule"):
+                self._sender(s.request_queue or "").schedule_messages(copy, at)
         except Exception as exc:
             log.warning("reschedule_failed", message_id=rec.meta.message_id, error=redact(str(exc)))
             self._drop_sender(s.request_queue or "")

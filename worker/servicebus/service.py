@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 import structlog
 from azure.servicebus import ServiceBusClient
 
+from worker import tracing
 from worker.domain.contract import Limits
 from worker.observability.health import HealthState
 from worker.observability.metrics import Metrics
@@ -82,12 +83,18 @@ class Consumer:
         self._pool.submit(self._work, rec, owner)
 
     def _work(self, rec: InFlight, owner: ReceiverOwner) -> None:
-        try:
-            disposition = handle(rec, self.processor, self.limits)
-        except BaseException as exc:  # handle() never raises; this is the last line of defence
-            log.exception("worker_thread_error")
-            disposition = Disposition(
-                action=Settle.DEAD_LETTER, reason="ProcessingError", description=type(exc).__name__
+        with tracing.process_span(rec.trace) as span:
+            try:
+                disposition = handle(rec, self.processor, self.limits)
+            except BaseException as exc:  # handle() never raises; this is the last line of defence
+                log.exception("worker_thread_error")
+                disposition = Disposition(
+                    action=Settle.DEAD_LETTER, reason="ProcessingError", description=type(exc).__name__
+                )
+            span.outcome(
+                action=str(disposition.action),
+                status=getattr(disposition.result, "status", None),
+                reason=disposition.reason,
             )
         if rec.cancel.is_set():
             log.info("result_discarded", message_id=rec.meta.message_id, reason="lock lost or abandoned")

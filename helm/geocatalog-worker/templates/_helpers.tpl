@@ -123,6 +123,9 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- if and .Values.workloadIdentity.enabled $sb.namespace (not .Values.workloadIdentity.clientId) -}}
 {{- fail "set workloadIdentity.clientId (the managed identity federated with the ServiceAccount), or workloadIdentity.enabled=false" -}}
 {{- end -}}
+{{- if and .Values.tracing.enabled (not .Values.tracing.otlpEndpoint) (not .Values.tracing.azureMonitor.connectionStringSecret.name) -}}
+{{- fail "tracing.enabled needs tracing.otlpEndpoint (an OTLP collector) or tracing.azureMonitor.connectionStringSecret.name" -}}
+{{- end -}}
 {{- if and .Values.keda.enabled .Values.hpa.enabled -}}
 {{- fail "keda.enabled and hpa.enabled are mutually exclusive: KEDA creates its own HPA" -}}
 {{- end -}}

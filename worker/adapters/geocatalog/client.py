@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import platform
 import random
 import threading
@@ -33,7 +34,7 @@ import requests
 import structlog
 from requests.adapters import HTTPAdapter
 
-from worker import __version__
+from worker import __version__, tracing
 from worker.adapters.geocatalog.retry import Cancelled, RetryPolicy, parse_retry_after
 from worker.adapters.ratelimit import RateLimiter
 from worker.domain.errors import ErrorKind, WorkerError
@@ -433,19 +434,22 @@ class GeoCatalogClient:
             error: GeoCatalogError | None = None
             retry_after: float | None = None
             try:
-                resp = self.session.request(
-                    method,
-                    url,
-                    params=query,
-                    json=json,
-                    headers={
-                        "Authorization": header,
-                        "Accept": "application/json",
-                        "User-Agent": USER_AGENT,
-                        "x-ms-client-request-id": client_request_id,
-                    },
-                    timeout=self.timeout,
-                )
+                with tracing.http_span(method, route, url, attempt) as call:
+                    resp = self.session.request(
+                        method,
+                        url,
+                        params=query,
+                        json=json,
+                        headers={
+                            "Authorization": header,
+                            "Accept": "application/json",
+                            "User-Agent": USER_AGENT,
+                            "x-ms-client-request-id": client_request_id,
+                            **call.headers,  # traceparent while tracing
+                        },
+                        timeout=self.timeout,
+                    )
+                    call.response(resp.status_code, functools.partial(_service_ids, resp, client_request_id))
             except (requests.ConnectionError, requests.Timeout) as exc:
                 self._observe(method, route, "error", t0)
                 error = NetworkError(
