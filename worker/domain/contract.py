@@ -179,6 +179,13 @@ class Request:
     def correlation_id(self) -> str:
         return self.meta.correlation_id or self.meta.message_id
 
+    @property
+    def requested_ids(self) -> list[str]:
+        """The ids the request names: its delete ids, or its inline items' ids (claim checks have none yet)."""
+        if self.item_ids:
+            return list(self.item_ids)
+        return [str(item.get("id")) for item in self.items if isinstance(item, dict)]
+
     def to_body(self) -> dict[str, Any]:
         """The request body this request was parsed from (canonical form, ``mode`` only for ingest)."""
         body: dict[str, Any] = {"version": self.version, "action": self.action, "collection": self.collection}
@@ -307,6 +314,26 @@ def parse_result(body: bytes) -> Result:
         )
     except (KeyError, TypeError) as exc:
         raise ValueError(f"malformed result body: {exc!r}") from None
+
+
+def crashed_result(meta: MessageMeta, request: Request | None, error: dict[str, str], received_at: datetime) -> Result:
+    """The ``failed`` result of a request whose processing raised: every requested item failed with ``error``."""
+    if request is not None:
+        items = [ItemOutcome(id=i, status="failed", error=error) for i in request.requested_ids]
+        return Result.for_request(request, status="failed", items=items, error=error, received_at=received_at)
+    return Result(
+        request_id=meta.message_id,
+        correlation_id=meta.correlation_id or meta.message_id,
+        action=None,
+        collection=None,
+        status="failed",
+        items=[],
+        operations=[],
+        error=error,
+        attempts=attempt_number(meta),
+        received_at=received_at,
+        completed_at=datetime.now(UTC),
+    )
 
 
 def invalid_result(

@@ -35,7 +35,7 @@ from typing import Any, Protocol
 import structlog
 
 from worker.adapters.geocatalog.client import Operation
-from worker.domain import contract
+from worker.domain import contract, wire
 from worker.domain.errors import ErrorKind, WorkerError
 from worker.domain.retry_policy import RequestRetryPolicy
 from worker.domain.secrets import redact
@@ -45,7 +45,7 @@ from worker.processing.batching import Batcher, ItemResult, OperationFailed, OpR
 
 log = structlog.get_logger(__name__)
 
-MAX_DESCRIPTION = 4096
+MAX_DESCRIPTION = wire.MAX_DESCRIPTION
 NO_RECORDS_TO_DELETE = "NoRecordsToDelete"
 
 

@@ -19,16 +19,18 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from worker.domain import wire
+
 FORMAT = "gcw-dlq/1"
 
 # Application properties the worker and this tool use.
-ORIGINAL_MESSAGE_ID = "gcw-original-message-id"
-REPLAY_COUNT = "gcw-replay-count"
+ORIGINAL_MESSAGE_ID = wire.ORIGINAL_MESSAGE_ID
+REPLAY_COUNT = wire.REPLAY_COUNT
 # Set by the runtime on a rescheduled retry copy (worker/servicebus/messages.py): the request's first message id.
-RUNTIME_REQUEST_ID = "gcw-request-id"
-RUNTIME_ATTEMPT = "gcw-attempt"
-REPLAY_TO = "gcw-replay-to"
-LAST_DEAD_LETTER_REASON = "gcw-last-dead-letter-reason"
+RUNTIME_REQUEST_ID = wire.REQUEST_ID
+RUNTIME_ATTEMPT = wire.ATTEMPT
+REPLAY_TO = wire.REPLAY_TO
+LAST_DEAD_LETTER_REASON = wire.LAST_DEAD_LETTER_REASON
 # Properties Service Bus adds when it dead-letters a message (they must not travel with a replay).
 DEAD_LETTER_REASON_PROPERTY = "DeadLetterReason"
 DEAD_LETTER_DESCRIPTION_PROPERTY = "DeadLetterErrorDescription"

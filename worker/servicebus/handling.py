@@ -6,17 +6,20 @@ Every exception is caught here: a message whose processing raises is dead-letter
 
 from __future__ import annotations
 
+import threading
 import time
 import traceback
-from typing import Any, Protocol
+from datetime import datetime
+from typing import Protocol
 
 import structlog
 
-from worker.domain.contract import InvalidRequest, Limits, parse_request
+from worker.domain.contract import InvalidRequest, Limits, Request, Result, crashed_result, parse_request
 from worker.domain.events import EventIgnored
 from worker.domain.secrets import redact
+from worker.processing.processor import Outcome
 from worker.servicebus.inflight import InFlight
-from worker.servicebus.messages import MAX_DESCRIPTION, clip, event_meta, utcnow
+from worker.servicebus.messages import MAX_DESCRIPTION, clip, event_meta
 from worker.servicebus.outcome import Disposition, Settle
 
 log = structlog.get_logger(__name__)
@@ -25,14 +28,13 @@ MAX_LOGGED_ITEM_IDS = 20
 
 
 class ProcessorLike(Protocol):
-    def process(self, request: Any, cancel: Any, *, received_at: Any = None) -> Any: ...
+    def process(
+        self, request: Request, cancel: threading.Event, *, received_at: datetime | None = None
+    ) -> Outcome: ...
 
 
-def _item_ids(request: Any) -> list[str]:
-    ids = list(getattr(request, "item_ids", ()) or ())
-    if not ids:
-        ids = [str(item.get("id")) for item in getattr(request, "items", ()) or () if isinstance(item, dict)]
-    return ids[:MAX_LOGGED_ITEM_IDS]
+def _item_ids(request: Request) -> list[str]:
+    return request.requested_ids[:MAX_LOGGED_ITEM_IDS]
 
 
 def invalid_disposition(rec: InFlight, error: InvalidRequest) -> Disposition:
@@ -48,28 +50,10 @@ def invalid_disposition(rec: InFlight, error: InvalidRequest) -> Disposition:
     )
 
 
-def failed_result(rec: InFlight, request: Any | None, code: str, message: str) -> Any | None:
+def failed_result(rec: InFlight, request: Request | None, code: str, message: str) -> Result | None:
     """A ``failed`` result for a request whose processing crashed; None when even that cannot be built."""
     try:
-        from worker.domain.contract import ItemOutcome, Result
-
-        ids = list(getattr(request, "item_ids", ()) or ()) or [
-            str(i.get("id")) for i in getattr(request, "items", ()) or () if isinstance(i, dict)
-        ]
-        error = {"code": code, "message": message}
-        return Result(
-            request_id=rec.meta.message_id,
-            correlation_id=rec.meta.correlation_id or rec.meta.message_id,
-            action=getattr(request, "action", None),
-            collection=getattr(request, "collection", None),
-            status="failed",
-            items=[ItemOutcome(id=i, status="failed", error=error) for i in ids],
-            operations=[],
-            error=error,
-            attempts=rec.meta.attempt,
-            received_at=rec.received_at,
-            completed_at=utcnow(),
-        )
+        return crashed_result(rec.meta, request, {"code": code, "message": message}, rec.received_at)
     except Exception:  # the result is best effort; the dead-letter carries the details
         log.warning("failed_result_unbuildable", exc_info=True)
         return None
@@ -104,7 +88,7 @@ def handle(rec: InFlight, processor: ProcessorLike, limits: Limits) -> Dispositi
             log.info(
                 "request_processed",
                 action=str(disposition.action),
-                status=getattr(disposition.result, "status", None),
+                status=disposition.result.status if disposition.result is not None else None,
                 reason=disposition.reason,
                 duration_ms=round((time.monotonic() - started) * 1000, 1),
             )

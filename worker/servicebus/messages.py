@@ -11,12 +11,13 @@ from typing import Any
 
 from azure.servicebus import ServiceBusMessage, ServiceBusReceivedMessage
 
+from worker.domain import wire
 from worker.domain.contract import MessageMeta, Result
 
-ATTEMPT_PROPERTY = "gcw-attempt"
-REQUEST_ID_PROPERTY = "gcw-request-id"
+ATTEMPT_PROPERTY = wire.ATTEMPT
+REQUEST_ID_PROPERTY = wire.REQUEST_ID
 REPLY_ID_PREFIX = "result-"
-MAX_DESCRIPTION = 4096
+MAX_DESCRIPTION = wire.MAX_DESCRIPTION
 MAX_REASON = 256
 MAX_MESSAGE_ID = 128
 # The reply queue's message size limit is 256 KiB on the Standard tier (the emulator's default too), counting the
@@ -122,7 +123,7 @@ def build_reply(
     props: dict[str, Any] = {**(trace_properties or {}), REQUEST_ID_PROPERTY: meta.message_id}
     props[ATTEMPT_PROPERTY] = meta.attempt
     if status:
-        props["gcw-status"] = status
+        props[wire.STATUS] = status
     # An over-long reply_to_session_id makes the request invalid (contract), but the SDK raises ValueError for a
     # session_id over 128 characters: the ``invalid`` answer goes out without one rather than never.
     session_id = meta.reply_to_session_id or None
