@@ -33,7 +33,8 @@ COLL = "sentinel-2"
 
 def item(item_id: str = "a", **over) -> dict:
     base = {
-        "type": "Feature", "id": item_id,
+        "type": "Feature",
+        "id": item_id,
         "geometry": {"type": "Point", "coordinates": [10.0, 50.0]},
         "bbox": [10.0, 50.0, 10.0, 50.0],
         "properties": {"datetime": "2024-05-01T10:00:00Z"},
@@ -77,8 +78,10 @@ def test_inline_ingest_parses_with_defaults_and_fills_collection_without_touchin
     assert [i["collection"] for i in request.items] == [COLL, COLL]
     assert request.item_urls == () and request.item_ids == ()
     assert request.request_id == "msg-1" and request.correlation_id == "msg-1"
-    assert replace(META, correlation_id="c-9") and parse_request(
-        json.dumps(doc).encode(), replace(META, correlation_id="c-9")).correlation_id == "c-9"
+    assert (
+        replace(META, correlation_id="c-9")
+        and parse_request(json.dumps(doc).encode(), replace(META, correlation_id="c-9")).correlation_id == "c-9"
+    )
     it = item("z")
     assert validate_item(it, COLL, "items[0]", Limits()) is not it and "collection" not in it
     with_coll = item("z", collection=COLL)
@@ -87,15 +90,19 @@ def test_inline_ingest_parses_with_defaults_and_fills_collection_without_touchin
 
 
 def test_delete_and_create_mode_and_urls():
-    r = parse_request(json.dumps({"version": 1, "action": "delete", "collection": COLL,
-                                  "item_ids": ["a", "b(1)", "c,d+e"]}).encode(), META)
+    r = parse_request(
+        json.dumps({"version": 1, "action": "delete", "collection": COLL, "item_ids": ["a", "b(1)", "c,d+e"]}).encode(),
+        META,
+    )
     assert r.action == "delete" and r.item_ids == ("a", "b(1)", "c,d+e") and r.items == ()
     r = parse_request(body(mode="create"), META)
     assert r.mode == "create"
     urls = ["https://acct.blob.core.windows.net/i/1.json?sv=1&sig=x", "https://acct.blob.core.windows.net/i/2.json"]
-    r = parse_request(json.dumps({"version": 1, "action": "ingest", "collection": COLL,
-                                  "item_urls": urls}).encode(), META,
-                      Limits(item_url_hosts=HostAllowList(["*.blob.core.windows.net"])))
+    r = parse_request(
+        json.dumps({"version": 1, "action": "ingest", "collection": COLL, "item_urls": urls}).encode(),
+        META,
+        Limits(item_url_hosts=HostAllowList(["*.blob.core.windows.net"])),
+    )
     assert r.item_urls == tuple(urls) and r.items == ()
 
 
@@ -127,8 +134,15 @@ def test_geometry_variants_and_bbox_rules():
     ok = [
         item(geometry={"type": "MultiPolygon", "coordinates": [[ring]]}, bbox=[170.0, -10.0, -170.0, 10.0]),
         item(geometry={"type": "LineString", "coordinates": [[0, 0], [1, 1, 5.5]]}, bbox=[0, 0, 0, 1, 1, 5.5]),
-        item(geometry={"type": "GeometryCollection", "geometries": [{"type": "Point", "coordinates": [1, 2]},
-                                                                     {"type": "MultiPoint", "coordinates": [[1, 2]]}]}),
+        item(
+            geometry={
+                "type": "GeometryCollection",
+                "geometries": [
+                    {"type": "Point", "coordinates": [1, 2]},
+                    {"type": "MultiPoint", "coordinates": [[1, 2]]},
+                ],
+            }
+        ),
         item(geometry={"type": "MultiLineString", "coordinates": [[[0, 0], [1, 1]]]}),
     ]
     for it in ok:
@@ -139,10 +153,14 @@ def test_geometry_variants_and_bbox_rules():
     assert "nested too deep" in reject_item(item(geometry=gc)).message
     assert reject_item(item(bbox=[0, 0, 5, 1, 1, 4])).message.startswith("minimum elevation")
     assert reject_item(item(bbox=[0, -91, 1, 1])).field == "items[0].bbox"
-    assert reject_item(item(geometry={"type": "LineString", "coordinates": [[0, 0]]})).field == \
-        "items[0].geometry.coordinates"
-    assert reject_item(item(geometry={"type": "Point", "coordinates": [1, 2, 3, 4]})).field == \
-        "items[0].geometry.coordinates[0]"
+    assert (
+        reject_item(item(geometry={"type": "LineString", "coordinates": [[0, 0]]})).field
+        == "items[0].geometry.coordinates"
+    )
+    assert (
+        reject_item(item(geometry={"type": "Point", "coordinates": [1, 2, 3, 4]})).field
+        == "items[0].geometry.coordinates[0]"
+    )
     assert reject_item(item(geometry={"type": "Polygon", "coordinates": []})).field == "items[0].geometry.coordinates"
 
 
@@ -152,8 +170,18 @@ def test_datetimes():
     fullwidth_year = "\uff12\uff10\uff12\uff14-05-01T10:00:00Z"
     for bad in ("2024-05-01", "2024-05-01T10:00:00", "2024-05-01T25:00:00Z", fullwidth_year, 20240501):
         assert parse_rfc3339(bad) is None, bad
-    validate_item(item(properties={"datetime": "2024-05-01T10:00:00Z", "start_datetime": "2024-05-01T00:00:00Z",
-                                   "end_datetime": "2024-05-02T00:00:00Z"}), COLL, "items[0]", Limits())
+    validate_item(
+        item(
+            properties={
+                "datetime": "2024-05-01T10:00:00Z",
+                "start_datetime": "2024-05-01T00:00:00Z",
+                "end_datetime": "2024-05-02T00:00:00Z",
+            }
+        ),
+        COLL,
+        "items[0]",
+        Limits(),
+    )
     err = reject_item(item(properties={"datetime": None, "start_datetime": "2024-05-01T00:00:00Z"}))
     assert err.field == "items[0].properties.end_datetime"
     assert reject_item(item(properties={"datetime": 5})).field == "items[0].properties.datetime"
@@ -203,13 +231,24 @@ def test_item_url_policy():
 def test_results():
     t = datetime(2026, 5, 1, 10, 0, 0, 5000, tzinfo=UTC)
     request = parse_request(body(), replace(META, correlation_id="c-1"))
-    result = Result.for_request(request, status="succeeded", items=[ItemOutcome("a", "succeeded")], received_at=t,
-                                completed_at=t)
+    result = Result.for_request(
+        request, status="succeeded", items=[ItemOutcome("a", "succeeded")], received_at=t, completed_at=t
+    )
     doc = result.to_dict()
-    assert doc == {"version": 1, "request_id": "msg-1", "correlation_id": "c-1", "action": "ingest",
-                   "collection": COLL, "status": "succeeded", "items": [{"id": "a", "status": "succeeded"}],
-                   "operations": [], "error": None, "attempts": 3, "received_at": "2026-05-01T10:00:00.005Z",
-                   "completed_at": "2026-05-01T10:00:00.005Z"}
+    assert doc == {
+        "version": 1,
+        "request_id": "msg-1",
+        "correlation_id": "c-1",
+        "action": "ingest",
+        "collection": COLL,
+        "status": "succeeded",
+        "items": [{"id": "a", "status": "succeeded"}],
+        "operations": [],
+        "error": None,
+        "attempts": 3,
+        "received_at": "2026-05-01T10:00:00.005Z",
+        "completed_at": "2026-05-01T10:00:00.005Z",
+    }
     assert json.loads(result.to_json_bytes()) == doc
     assert format_time(datetime(2026, 1, 2, 3, 4, 5)) == "2026-01-02T03:04:05.000Z"
     err = InvalidRequest("must not be empty", field="items")

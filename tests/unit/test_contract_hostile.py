@@ -23,8 +23,13 @@ LIMITS = Limits(
     item_url_hosts=HostAllowList(["*.blob.core.windows.net"]),
 )
 META = MessageMeta(
-    message_id="msg-1", correlation_id="corr-1", reply_to="replies", reply_to_session_id=None, session_id=None,
-    delivery_count=1, enqueued_time=None,
+    message_id="msg-1",
+    correlation_id="corr-1",
+    reply_to="replies",
+    reply_to_session_id=None,
+    session_id=None,
+    delivery_count=1,
+    enqueued_time=None,
 )
 
 

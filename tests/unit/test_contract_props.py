@@ -23,13 +23,17 @@ SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[Heal
 
 ID_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_+,()."
 ids = st.text(ID_CHARS, min_size=1, max_size=149).filter(lambda s: s not in (".", ".."))
-collections = st.text(ID_CHARS.replace("+", "").replace(",", "").replace("(", "").replace(")", ""), min_size=1,
-                      max_size=40).filter(lambda s: s not in (".", ".."))
+collections = st.text(
+    ID_CHARS.replace("+", "").replace(",", "").replace("(", "").replace(")", ""), min_size=1, max_size=40
+).filter(lambda s: s not in (".", ".."))
 lons = st.floats(-180, 180, allow_nan=False)
 lats = st.floats(-90, 90, allow_nan=False)
 instants = st.datetimes(min_value=datetime(1900, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC))
 json_leaf = (
-    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.floats(allow_nan=False, allow_infinity=False)
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**53), 2**53)
+    | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(max_size=20)
 )
 json_values = st.recursive(
@@ -59,13 +63,30 @@ def items(draw: Any, collection: str, item_id: str) -> dict:
     else:
         a, b = sorted((draw(instants), draw(instants)))
         props = {"datetime": None, "start_datetime": rfc3339(a), "end_datetime": rfc3339(b)}
-    props.update(draw(st.dictionaries(st.sampled_from(["platform", "gsd", "title", "x:extra"]), json_values,
-                                      max_size=3)))
+    props.update(
+        draw(st.dictionaries(st.sampled_from(["platform", "gsd", "title", "x:extra"]), json_values, max_size=3))
+    )
     asset_keys = st.text(ID_CHARS, min_size=1, max_size=20)
-    assets = draw(st.dictionaries(asset_keys, st.builds(lambda p: {"href": f"https://a.blob.core.windows.net/c/{p}"},
-                                                        st.text("abc123/", min_size=1, max_size=10)), max_size=5))
-    item = {"type": "Feature", "stac_version": "1.0.0", "id": item_id, "geometry": geometry, "bbox": bbox,
-            "properties": props, "assets": assets, "links": []}
+    assets = draw(
+        st.dictionaries(
+            asset_keys,
+            st.builds(
+                lambda p: {"href": f"https://a.blob.core.windows.net/c/{p}"},
+                st.text("abc123/", min_size=1, max_size=10),
+            ),
+            max_size=5,
+        )
+    )
+    item = {
+        "type": "Feature",
+        "stac_version": "1.0.0",
+        "id": item_id,
+        "geometry": geometry,
+        "bbox": bbox,
+        "properties": props,
+        "assets": assets,
+        "links": [],
+    }
     if draw(st.booleans()):
         item["collection"] = collection
     return item
@@ -76,8 +97,12 @@ def requests_(draw: Any) -> dict:
     collection = draw(collections)
     kind = draw(st.sampled_from(["inline", "urls", "delete"]))
     if kind == "delete":
-        return {"version": 1, "action": "delete", "collection": collection,
-                "item_ids": draw(st.lists(ids, min_size=1, max_size=5, unique=True))}
+        return {
+            "version": 1,
+            "action": "delete",
+            "collection": collection,
+            "item_ids": draw(st.lists(ids, min_size=1, max_size=5, unique=True)),
+        }
     body: dict = {"version": 1, "action": "ingest", "collection": collection}
     if draw(st.booleans()):
         body["mode"] = draw(st.sampled_from(["upsert", "create"]))
@@ -138,9 +163,30 @@ def _paths(node: Any, prefix: tuple = ()) -> list[tuple]:
     return out
 
 
-hostile_strings = st.sampled_from(["", ".", "..", "a/b", "a?b", "a#b", "caf\u00e9", "a\u0000b", "a\nb", "x" * 150,
-                                   "\u202e", "NaN", "1", "https://169.254.169.254/", "http://localhost/x",
-                                   "2024-13-01T00:00:00Z", "2024-05-01T10:00:00", "Feature", "ingest", "delete"])
+hostile_strings = st.sampled_from(
+    [
+        "",
+        ".",
+        "..",
+        "a/b",
+        "a?b",
+        "a#b",
+        "caf\u00e9",
+        "a\u0000b",
+        "a\nb",
+        "x" * 150,
+        "\u202e",
+        "NaN",
+        "1",
+        "https://169.254.169.254/",
+        "http://localhost/x",
+        "2024-13-01T00:00:00Z",
+        "2024-05-01T10:00:00",
+        "Feature",
+        "ingest",
+        "delete",
+    ]
+)
 mutants = json_values | hostile_strings | st.integers() | st.floats()
 
 

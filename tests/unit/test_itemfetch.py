@@ -22,8 +22,11 @@ from worker.domain.errors import ErrorKind
 pytestmark = pytest.mark.timeout(60)
 
 ITEM = {
-    "type": "Feature", "stac_version": "1.0.0", "id": "tile-1",
-    "geometry": {"type": "Point", "coordinates": [10.0, 50.0]}, "bbox": [10.0, 50.0, 10.0, 50.0],
+    "type": "Feature",
+    "stac_version": "1.0.0",
+    "id": "tile-1",
+    "geometry": {"type": "Point", "coordinates": [10.0, 50.0]},
+    "bbox": [10.0, 50.0, 10.0, 50.0],
     "properties": {"datetime": "2024-05-01T10:00:00Z"},
     "assets": {"data": {"href": "https://acct.blob.core.windows.net/c/a.tif"}},
 }
@@ -151,8 +154,13 @@ def test_undeclared_too_large_body_is_cut_off_at_the_cap(server, session):
 
 @pytest.mark.parametrize(
     "body,reason",
-    [(b"hello", "not valid JSON"), (b"[1, 2]", "not a JSON object"), (b"\xff\xfe{}", "not UTF-8"), (b"", "empty"),
-     (b'{"a": NaN}', "NaN")],
+    [
+        (b"hello", "not valid JSON"),
+        (b"[1, 2]", "not a JSON object"),
+        (b"\xff\xfe{}", "not UTF-8"),
+        (b"", "empty"),
+        (b'{"a": NaN}', "NaN"),
+    ],
 )
 def test_not_an_item_document_is_invalid(server, session, body, reason):
     server.routes["/doc"] = send(200, body)
@@ -183,8 +191,9 @@ def test_http_status_classification(server, session, status, headers, kind, code
 def test_secrets_in_the_url_never_reach_the_error(server, session):
     err = fetch_error(fetcher(session, server), f"{server.base}/missing?sv=2024&se=2030&sig=SECRETSIG")
     assert "SECRETSIG" not in str(err) and "sig=***" in str(err) and "2030" not in str(err)
-    err = fetch_error(ItemFetcher(session, HostAllowList(["*.blob.core.windows.net"])),
-                      "https://evil.example.com/x?sig=SECRETSIG")
+    err = fetch_error(
+        ItemFetcher(session, HostAllowList(["*.blob.core.windows.net"])), "https://evil.example.com/x?sig=SECRETSIG"
+    )
     assert "SECRETSIG" not in str(err) and err.code == "ItemUrlNotAllowed"
 
 
@@ -216,9 +225,13 @@ def test_redirect_loops_stop(server, session):
 def test_internal_and_unlisted_hosts_are_never_contacted(server, other, session):
     other.routes["/item.json"] = send(200, json.dumps(ITEM).encode())
     f = fetcher(session, server)
-    for url in (f"{other.base}/item.json", f"http://localhost:{other.port}/item.json",
-                f"http://[::1]:{other.port}/item.json", f"http://2130706433:{other.port}/item.json",
-                "http://169.254.169.254/latest/meta-data/"):
+    for url in (
+        f"{other.base}/item.json",
+        f"http://localhost:{other.port}/item.json",
+        f"http://[::1]:{other.port}/item.json",
+        f"http://2130706433:{other.port}/item.json",
+        "http://169.254.169.254/latest/meta-data/",
+    ):
         err = fetch_error(f, url)
         assert err.kind is ErrorKind.INVALID and err.code == "ItemUrlNotAllowed", url
     # A wildcard pattern never admits an internal address, only an exact entry does.

@@ -491,7 +491,9 @@ def test_the_configuration_summary_names_every_setting_and_no_secret() -> None:
     from worker.servicebus.config import RunConfig
 
     cfg = RunConfig(
-        servicebus_connection_string=Secret("Endpoint=sb://ns.example/;SharedAccessKeyName=k;SharedAccessKey=TOPSECRET"),
+        servicebus_connection_string=Secret(
+            "Endpoint=sb://ns.example/;SharedAccessKeyName=k;SharedAccessKey=TOPSECRET"
+        ),
         request_queue="q",
         reply_queue="r",
         geocatalog_url="https://gc.example",

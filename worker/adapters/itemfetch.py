@@ -208,6 +208,11 @@ class ItemFetcher:
             log.info("item_fetch_failed", field=path, kind=str(exc.kind), code=exc.code, error=str(exc))
             raise
         item = validate_item(value, collection, path, limits, encoded_size=len(data))
-        log.debug("item_fetched", field=path, item_id=item["id"], bytes=len(data),
-                  ms=round((time.monotonic() - started) * 1000, 1))
+        log.debug(
+            "item_fetched",
+            field=path,
+            item_id=item["id"],
+            bytes=len(data),
+            ms=round((time.monotonic() - started) * 1000, 1),
+        )
         return item

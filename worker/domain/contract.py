@@ -55,8 +55,15 @@ MAX_PROPERTY_ID_CHARS = 128  # Service Bus limit for message_id / session ids
 MAX_MESSAGE_CHARS = 500  # error messages are truncated to this
 
 TOP_LEVEL_FIELDS = frozenset({"version", "action", "collection", "items", "item_urls", "item_ids", "mode"})
-GEOMETRY_TYPES = ("Point", "MultiPoint", "LineString", "MultiLineString", "Polygon", "MultiPolygon",
-                  "GeometryCollection")
+GEOMETRY_TYPES = (
+    "Point",
+    "MultiPoint",
+    "LineString",
+    "MultiLineString",
+    "Polygon",
+    "MultiPolygon",
+    "GeometryCollection",
+)
 _MAX_GEOMETRY_COLLECTION_NESTING = 4
 
 
@@ -434,14 +441,14 @@ def parse_request(body: bytes, meta: MessageMeta, limits: Limits = DEFAULT_LIMIT
         )
     action = _required(data, "action")
     if action not in ACTIONS:
-        raise InvalidRequest(f"must be \"ingest\" or \"delete\", got {show(action, 40)}", field="action")
+        raise InvalidRequest(f'must be "ingest" or "delete", got {show(action, 40)}', field="action")
     collection = _required(data, "collection")
     check_collection_id(collection, "collection")
 
     if action == "delete":
         for name in ("items", "item_urls", "mode"):
             if name in data:
-                raise InvalidRequest("not allowed for action \"delete\" (use item_ids)", field=name)
+                raise InvalidRequest('not allowed for action "delete" (use item_ids)', field=name)
         ids = _array(data, "item_ids", limits.max_items)
         seen: dict[str, int] = {}
         for i, item_id in enumerate(ids):
@@ -451,15 +458,15 @@ def parse_request(body: bytes, meta: MessageMeta, limits: Limits = DEFAULT_LIMIT
         return Request(meta, version, "delete", collection, item_ids=tuple(ids))
 
     if "item_ids" in data:
-        raise InvalidRequest("not allowed for action \"ingest\" (use items or item_urls)", field="item_ids")
+        raise InvalidRequest('not allowed for action "ingest" (use items or item_urls)', field="item_ids")
     mode = data.get("mode", "upsert")
     if mode not in MODES:
-        raise InvalidRequest(f"must be \"upsert\" or \"create\", got {show(mode, 40)}", field="mode")
+        raise InvalidRequest(f'must be "upsert" or "create", got {show(mode, 40)}', field="mode")
     has_items, has_urls = "items" in data, "item_urls" in data
     if has_items and has_urls:
         raise InvalidRequest("give either items or item_urls, not both", field="item_urls")
     if not has_items and not has_urls:
-        raise InvalidRequest("required for action \"ingest\" (or item_urls)", field="items")
+        raise InvalidRequest('required for action "ingest" (or item_urls)', field="items")
 
     if has_urls:
         urls = _array(data, "item_urls", limits.max_item_urls)
@@ -532,8 +539,7 @@ def check_item_id(value: Any, path: str) -> str:
         raise InvalidRequest(f"must be a string, got {_type_name(value)}", field=path)
     if not ITEM_ID_RE.fullmatch(value) or value in (".", ".."):
         raise InvalidRequest(
-            f"invalid item id {show(value, 60)}: use 1-149 characters of A-Z a-z 0-9 - _ + , ( ) . "
-            "and not \".\" or \"..\"",
+            f'invalid item id {show(value, 60)}: use 1-149 characters of A-Z a-z 0-9 - _ + , ( ) . and not "." or ".."',
             field=path,
         )
     return value
@@ -544,8 +550,7 @@ def check_collection_id(value: Any, path: str) -> str:
         raise InvalidRequest(f"must be a string, got {_type_name(value)}", field=path)
     if not COLLECTION_ID_RE.fullmatch(value) or value in (".", ".."):
         raise InvalidRequest(
-            f"invalid collection id {show(value, 60)}: use 1-149 characters of A-Z a-z 0-9 - _ . "
-            "and not \".\" or \"..\"",
+            f'invalid collection id {show(value, 60)}: use 1-149 characters of A-Z a-z 0-9 - _ . and not "." or ".."',
             field=path,
         )
     return value
@@ -632,11 +637,9 @@ def validate_item(
     if encoded_size is None or encoded_size > limits.max_item_bytes:
         encoded_size = _encoded_size(item)
         if encoded_size > limits.max_item_bytes:
-            raise InvalidRequest(
-                f"item JSON is {encoded_size} bytes, the limit is {limits.max_item_bytes}", field=path
-            )
+            raise InvalidRequest(f"item JSON is {encoded_size} bytes, the limit is {limits.max_item_bytes}", field=path)
     if item.get("type") != "Feature":
-        raise InvalidRequest(f"must be \"Feature\", got {show(item.get('type'), 40)}", field=f"{path}.type")
+        raise InvalidRequest(f'must be "Feature", got {show(item.get("type"), 40)}', field=f"{path}.type")
     if "id" not in item:
         raise InvalidRequest("required", field=f"{path}.id")
     check_item_id(item["id"], f"{path}.id")
@@ -801,9 +804,7 @@ def _check_geometry(geom: Any, path: str, nesting: int) -> None:
             _check_geometry(member, f"{path}.geometries[{i}]", nesting + 1)
         return
     if gtype not in GEOMETRY_TYPES:
-        raise InvalidRequest(
-            f"must be one of {', '.join(GEOMETRY_TYPES)}, got {show(gtype, 40)}", field=f"{path}.type"
-        )
+        raise InvalidRequest(f"must be one of {', '.join(GEOMETRY_TYPES)}, got {show(gtype, 40)}", field=f"{path}.type")
     cpath = f"{path}.coordinates"
     if "coordinates" not in geom:
         raise InvalidRequest("required", field=cpath)
@@ -872,9 +873,7 @@ def _check_datetimes(props: dict, path: str) -> None:
             value = props[key]
             parsed = parse_rfc3339(value)
             if parsed is None:
-                raise InvalidRequest(
-                    f"must be an RFC 3339 date-time, got {show(value, 40)}", field=f"{path}.{key}"
-                )
+                raise InvalidRequest(f"must be an RFC 3339 date-time, got {show(value, 40)}", field=f"{path}.{key}")
             if key == "start_datetime":
                 start = parsed
             else:

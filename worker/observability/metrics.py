@@ -46,9 +46,7 @@ class Metrics:
         self.build_info = Info("gcw_build", "The worker's version and Python implementation.", registry=r)
         self.build_info.info({"version": __version__, "python": platform.python_version()})
         self.received = Counter("gcw_requests_received", "Request messages received.", registry=r)
-        self.results = Counter(
-            "gcw_requests_finished", "Requests answered, by result status.", ["status"], registry=r
-        )
+        self.results = Counter("gcw_requests_finished", "Requests answered, by result status.", ["status"], registry=r)
         self.retried = Counter("gcw_requests_retried", "Requests rescheduled or abandoned for a retry.", registry=r)
         self.dead_lettered = Counter(
             "gcw_requests_dead_lettered", "Requests dead-lettered, by reason.", ["reason"], registry=r
@@ -86,6 +84,13 @@ class Metrics:
         )
         self.sas_cache = Counter("gcw_sas_token_cache", "SAS token cache lookups, by result.", ["result"], registry=r)
         self.breaker_open = Gauge("gcw_circuit_breaker_open", "1 while the circuit breaker holds intake.", registry=r)
+        self.config_fault = Gauge(
+            "gcw_config_fault",
+            "1 while a configuration fault of this cause holds intake (a missing role or right, a rejected "
+            "credential, a wrong scope or endpoint); alert on it: it does not clear by itself.",
+            ["cause"],
+            registry=r,
+        )
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""

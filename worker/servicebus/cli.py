@@ -50,43 +50,96 @@ def _secret(value: str | None) -> Secret | None:
     help="Entra token scope for GeoCatalog (default: from the endpoint's cloud: *.geocatalog.spatio.azure.com -> "
     "https://geocatalog.spatio.azure.com/.default, *.geocatalog.spatio.azure.us -> the US Government scope).",
 )
-@option("--geocatalog-budget", type=float, default=10.0, show_default=True,
-        help="This process's share of the GeoCatalog API budget, in calls per second.")
-@option("--geocatalog-retry-seconds", type=float, default=60.0, show_default=True,
-        help="Total time one GeoCatalog call may spend on in-call retries before the request is retried later.")
+@option(
+    "--geocatalog-budget",
+    type=float,
+    default=10.0,
+    show_default=True,
+    help="This process's share of the GeoCatalog API budget, in calls per second.",
+)
+@option(
+    "--geocatalog-retry-seconds",
+    type=float,
+    default=60.0,
+    show_default=True,
+    help="Total time one GeoCatalog call may spend on in-call retries before the request is retried later.",
+)
 @option("--sas-api-url", help="Planetary Computer SAS API base URL used to sign asset hrefs.")
 @option("--sas-subscription-key", help="Subscription key for the SAS API (optional). Secret.")
 @option("--static-sas", multiple=True, help="'account/container=TOKEN' static SAS tokens (repeatable). Secret.")
 @option("--sign-host", multiple=True, help="Host pattern whose asset hrefs are signed (repeatable allow-list).")
-@option("--geocatalog-sas-host", multiple=True,
-        help="Host pattern of the catalog's managed storage (repeatable): its asset hrefs are signed with "
-        "GeoCatalog's collection SAS token (GET /sas/token/{collectionId}); added to the signing allow-list.")
+@option(
+    "--geocatalog-sas-host",
+    multiple=True,
+    help="Host pattern of the catalog's managed storage (repeatable): its asset hrefs are signed with "
+    "GeoCatalog's collection SAS token (GET /sas/token/{collectionId}); added to the signing allow-list.",
+)
 @option("--item-url-host", multiple=True, help="Host pattern item_urls may be fetched from (repeatable allow-list).")
 @option("--concurrency", type=int, default=64, show_default=True, help="Requests in flight per process.")
 @option("--max-receive-batch", type=int, default=32, show_default=True, help="Messages per receive call.")
 @option("--max-attempts", type=int, default=5, show_default=True, help="Attempts before RetriesExhausted.")
-@option("--max-result-bytes", type=int, default=240 * 1024, show_default=True,
-        help="Result bodies are shortened to fit (keeping status, counts and every item id); keep it under the "
-        "reply queue's message size limit (256 KiB on Standard).")
+@option(
+    "--max-result-bytes",
+    type=int,
+    default=240 * 1024,
+    show_default=True,
+    help="Result bodies are shortened to fit (keeping status, counts and every item id); keep it under the "
+    "reply queue's message size limit (256 KiB on Standard).",
+)
 @option("--retry-base-seconds", type=float, default=5.0, show_default=True, help="Backoff of the 1st retry.")
 @option("--retry-max-seconds", type=float, default=300.0, show_default=True, help="Backoff cap.")
-@option("--max-lock-renewal-seconds", type=float, default=3600.0, show_default=True,
-        help="Renew a message's lock for at most this long.")
-@option("--operation-timeout-seconds", type=float, default=600.0, show_default=True,
-        help="Deadline of one GeoCatalog operation's polling.")
-@option("--batch-linger-ms", type=float, default=30.0, show_default=True,
-        help="How long an ingest batch waits for more requests to merge.")
+@option(
+    "--max-lock-renewal-seconds",
+    type=float,
+    default=3600.0,
+    show_default=True,
+    help="Renew a message's lock for at most this long.",
+)
+@option(
+    "--operation-timeout-seconds",
+    type=float,
+    default=600.0,
+    show_default=True,
+    help="Deadline of one GeoCatalog operation's polling.",
+)
+@option(
+    "--batch-linger-ms",
+    type=float,
+    default=30.0,
+    show_default=True,
+    help="How long an ingest batch waits for more requests to merge.",
+)
 @option("--batch-max-items", type=int, default=100, show_default=True, help="Items per merged ingest POST.")
-@option("--breaker-threshold", type=int, default=5, show_default=True,
-        help="Consecutive transient failures that open the circuit breaker.")
-@option("--breaker-open-seconds", type=float, default=10.0, show_default=True,
-        help="How long the breaker holds intake before a probe (doubles while the probe fails).")
+@option(
+    "--breaker-threshold",
+    type=int,
+    default=5,
+    show_default=True,
+    help="Consecutive transient failures that open the circuit breaker.",
+)
+@option(
+    "--breaker-open-seconds",
+    type=float,
+    default=10.0,
+    show_default=True,
+    help="How long the breaker holds intake before a probe (doubles while the probe fails).",
+)
 @option("--breaker-max-open-seconds", type=float, default=120.0, show_default=True, help="Cap of that hold.")
-@option("--drain-seconds", type=float, default=30.0, show_default=True,
-        help="On SIGTERM/SIGINT, how long in-flight requests may finish before they are abandoned.")
+@option(
+    "--drain-seconds",
+    type=float,
+    default=30.0,
+    show_default=True,
+    help="On SIGTERM/SIGINT, how long in-flight requests may finish before they are abandoned.",
+)
 @option("--health-host", default="0.0.0.0", show_default=True, help="Address of the health/metrics server.")
-@option("--health-port", type=int, default=8080, show_default=True,
-        help="Port of /healthz, /readyz and /metrics (0 = any free port, logged at start).")
+@option(
+    "--health-port",
+    type=int,
+    default=8080,
+    show_default=True,
+    help="Port of /healthz, /readyz and /metrics (0 = any free port, logged at start).",
+)
 @option("--log-level", default="INFO", show_default=True, help="DEBUG, INFO, WARNING or ERROR.")
 def run_command(**kwargs: Any) -> None:
     """Consume request messages, process them against GeoCatalog, publish one result each, settle.

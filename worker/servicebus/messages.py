@@ -120,9 +120,7 @@ def build_reply(body: bytes, meta: MessageMeta, *, status: str | None = None) ->
     )
 
 
-def build_retry_copy(
-    message: ServiceBusReceivedMessage, meta: MessageMeta, *, next_attempt: int
-) -> ServiceBusMessage:
+def build_retry_copy(message: ServiceBusReceivedMessage, meta: MessageMeta, *, next_attempt: int) -> ServiceBusMessage:
     """A copy of ``message`` for attempt ``next_attempt``; the caller schedules it.
 
     The copy gets its own message id (``<request id>~<attempt>``) so that duplicate detection on the request
@@ -226,7 +224,7 @@ def _collapse_repeated_errors(doc: dict[str, Any]) -> str:
             error["message"] = f"same as items[{first[key]}]"
         else:
             first[key] = index
-    return "repeated item errors collapsed (\"same as items[i]\")"
+    return 'repeated item errors collapsed ("same as items[i]")'
 
 
 def _drop_item_error_messages(doc: dict[str, Any]) -> str:

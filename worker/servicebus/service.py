@@ -18,6 +18,7 @@ from worker.domain.contract import Limits
 from worker.observability.health import HealthState
 from worker.observability.metrics import Metrics
 from worker.servicebus.breaker import BreakerState, CircuitBreaker
+from worker.servicebus.faults import CHECK_GEOCATALOG, ConfigFaults
 from worker.servicebus.handling import ProcessorLike, handle
 from worker.servicebus.inflight import InFlight
 from worker.servicebus.outcome import Action, Disposition
@@ -46,11 +47,13 @@ class Consumer:
         self.limits = limits
         self.metrics = metrics
         self.health = health
+        self.faults = ConfigFaults(health, metrics)
         self.breaker = CircuitBreaker(
             threshold=settings.breaker_threshold,
             open_seconds=settings.breaker_open_seconds,
             max_open_seconds=settings.breaker_max_open_seconds,
             on_change=self._breaker_changed,
+            on_fault=self._fault_changed,
         )
         self._pool = ThreadPoolExecutor(max_workers=settings.concurrency, thread_name_prefix="gcw-worker")
         if settings.sessions:
@@ -68,6 +71,7 @@ class Consumer:
                 metrics=metrics,
                 health=health,
                 capacity=capacity,
+                faults=self.faults,
                 receiver_client=session_client if settings.sessions else None,
             )
             for i, capacity in enumerate(capacities)
@@ -77,6 +81,12 @@ class Consumer:
         self.metrics.breaker_open.set(0 if state is BreakerState.CLOSED else 1)
         self.health.details["circuit_breaker"] = str(state)
         log.warning("circuit_breaker", state=str(state))
+
+    def _fault_changed(self, cause: str | None, detail: str) -> None:
+        if cause is None:
+            self.faults.clear(CHECK_GEOCATALOG)
+        else:
+            self.faults.report(CHECK_GEOCATALOG, cause, detail)
 
     def _dispatch(self, rec: InFlight, owner: ReceiverOwner) -> None:
         self._pool.submit(self._work, rec, owner)

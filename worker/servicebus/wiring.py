@@ -78,9 +78,7 @@ def build_signer(cfg: RunConfig, metrics: Metrics, geocatalog: Any = None) -> An
         default = PlanetaryComputerSasProvider(cfg.sas_api_url, subscription_key=cfg.sas_subscription_key)
     routes: dict[str, Any] = {}
     if cfg.static_sas:
-        static = StaticSasProvider(
-            {key: Secret(token) for key, _, token in (e.partition("=") for e in cfg.static_sas)}
-        )
+        static = StaticSasProvider({key: Secret(token) for key, _, token in (e.partition("=") for e in cfg.static_sas)})
         routes = {key: static for key, _, _ in (e.partition("=") for e in cfg.static_sas)}
     provider = RoutingProvider(routes, default=default)
     collection_cache = None
