@@ -56,3 +56,35 @@ def test_geocatalog_403_holds_intake_names_the_cause_and_the_backlog_finishes_af
         assert len(w.events("configuration_fault")) == 1  # one log line, not one per request
         assert len(w.events("configuration_fault_cleared")) == 1
         assert h.geocatalog.stats()["items"]["c1"] == n
+
+
+def _readyz(h: Harness, w) -> tuple[int, dict]:  # type: ignore[no-untyped-def,type-arg]
+    status, body = h.http(w, "/readyz")
+    return status, json.loads(body)
+
+
+def test_missing_reply_queue_and_unreachable_geocatalog_are_reported_at_start_and_nothing_is_taken() -> None:
+    with Harness(collections=["c1"]) as h:
+        assert h.geocatalog is not None
+        ids = h.send([ingest_request("c1", [stac_item("early", "c1")])])
+        w = h.start_worker(reply_queue="no-such-replies", allowed_reply_to=["replies"])
+        assert wait_until(lambda: w.health_port is not None and bool(w.events("preflight_check")), 30), w.output()
+        checks = {e["check"]: e for e in w.events("preflight_check")}
+        assert checks["send_reply"]["result"] == "FAILED"
+        assert checks["send_reply"]["cause"] == "servicebus_entity_not_found"
+        status, body = _readyz(h, w)
+        assert status == 503 and body["failed"]["send_reply"]["cause"] == "servicebus_entity_not_found"
+        assert h.queue_stats()["active"] == 1  # intake held: the request waits in the queue
+        h.terminate(w)
+
+        h.geocatalog.set_faults(["status=403,path=/stac"])
+        w = h.start_worker()
+        assert wait_until(lambda: w.health_port is not None and bool(w.events("preflight_check")), 30), w.output()
+        assert wait_until(
+            lambda: _readyz(h, w)[1]["failed"].get("geocatalog", {}).get("cause") == "geocatalog_forbidden", 10
+        ), _readyz(h, w)
+        assert h.queue_stats()["active"] == 1  # a start-up fault holds intake before any request is taken
+        h.geocatalog.clear_faults()
+        replies = h.collect_replies(1, timeout=30)
+        assert [r.body["request_id"] for r in replies] == ids and replies[0].body["status"] == "succeeded"
+        assert wait_until(lambda: _readyz(h, w)[0] == 200, 10)

@@ -53,6 +53,7 @@ class CircuitBreaker:
         self._probe_out = False
         self._on_fault = on_fault
         self._fault: str | None = None
+        self._self_probed = False  # the fault is probed by its owner (a start-up check), not by requests
 
     @property
     def fault(self) -> str | None:
@@ -93,15 +94,20 @@ class CircuitBreaker:
                 self._set(BreakerState.CLOSED)
             cleared = self._fault is not None
             self._fault = None
+            self._self_probed = False
         if cleared and self._on_fault is not None:
             self._on_fault(None, "")
 
-    def hold(self, cause: str, detail: str) -> None:
-        """A configuration fault: open now (re-open for twice as long when it is the probe's answer)."""
+    def hold(self, cause: str, detail: str, *, probe_with_requests: bool = True) -> None:
+        """A configuration fault: open now (re-open for twice as long when it is the probe's answer).
+
+        ``probe_with_requests=False``: no request is let through as a probe; it stays open until the caller,
+        which probes the fault itself (a start-up check), calls ``record_success``."""
         with self._lock:
             self._tick()
             changed = cause != self._fault
             self._fault = cause
+            self._self_probed = not probe_with_requests
             if self._state is BreakerState.HALF_OPEN:
                 self._probe_out = False
                 self._open_for = min(self._max_open, self._open_for * 2)
@@ -132,6 +138,8 @@ class CircuitBreaker:
         self._set(BreakerState.OPEN)
 
     def _tick(self) -> None:
+        if self._self_probed:
+            return
         if self._state is BreakerState.OPEN and self._clock() >= self._opened_at + self._open_for:
             self._probe_out = False
             self._set(BreakerState.HALF_OPEN)

@@ -133,6 +133,7 @@ ROUTE_ITEMS = "/stac/collections/{collectionId}/items"
 ROUTE_ITEM = "/stac/collections/{collectionId}/items/{itemId}"
 ROUTE_OPERATION = "/inma/operations/{operationId}"
 _LOG_FIELDS = {"collectionId": "collection", "itemId": "item_id", "operationId": "operation_id"}
+ROUTE_COLLECTIONS = "/stac/collections"
 ROUTE_SAS_TOKEN = "/sas/token/{collectionId}"  # noqa: S105 - a route, not a secret
 
 
@@ -654,6 +655,12 @@ class GeoCatalogClient:
         if resp.status_code == 404:
             return None
         return self._json(resp, "item")
+
+    def list_collections(self, *, cancel: threading.Event | None = None) -> list[dict]:
+        """``GET /stac/collections`` → the collections (the start-up preflight's read: needs only a reader role)."""
+        body = self._json(self.request("GET", ROUTE_COLLECTIONS, ok=(200,), cancel=cancel), "collections")
+        found = body.get("collections") if isinstance(body, Mapping) else None
+        return [c for c in found if isinstance(c, dict)] if isinstance(found, list) else []
 
     def get_operation(self, operation_id: str, *, cancel: threading.Event | None = None) -> Operation:
         resp = self.request("GET", ROUTE_OPERATION, path_params={"operationId": operation_id}, ok=(200,), cancel=cancel)
