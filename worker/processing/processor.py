@@ -156,6 +156,7 @@ class Processor:
             reason=outcome.reason,
             items=len(results),
             failed=sum(1 for r in results if not r.succeeded),
+            error_code=outcome.result.error["code"] if outcome.result and outcome.result.error else None,
         )
         return outcome
 
