@@ -19,6 +19,10 @@ from worker import __version__
 # command name -> ("module:attribute" of a click.Command, short help)
 _BUILTIN: dict[str, tuple[str, str]] = {
     "run": ("worker.servicebus.cli:run_command", "Consume request messages and process them (the pod's process)."),
+    "check": (
+        "worker.servicebus.cli:check_command",
+        "Check Service Bus rights and the GeoCatalog endpoint with run's flags; print a table.",
+    ),
     "dlq": ("worker.recovery.cli:dlq_group", "Inspect, group, replay, export and purge the dead-letter queue."),
 }
 # commands a user may look for that only an optional distribution provides

@@ -787,6 +787,7 @@ def test_notes_tell_what_was_installed(helm: Path, tmp_path: Path) -> None:
     assert "terminationGracePeriodSeconds 135s" in notes
     assert "subject system:serviceaccount:default:rel-geocatalog-worker" in notes
     assert "keda-operator" in notes
+    assert "request queue ingest-requests: retries are scheduled there" in notes  # its Data Sender role
     notes = _render_notes(helm, tmp_path / "hpa", CHART / "ci" / "hpa-values.yaml")
     assert "connection string from Secret servicebus-connection" in notes
     assert "federated credential" not in notes

@@ -15,6 +15,7 @@ from worker.adapters.geocatalog.client import (
     USER_AGENT,
     AuthError,
     Cancelled,
+    CredentialUnavailable,
     GeoCatalogClient,
     NetworkError,
     NotFound,
@@ -34,7 +35,7 @@ from worker.adapters.sas import (
     SigningError,
     TokenCache,
 )
-from worker.domain.errors import ErrorKind
+from worker.domain.errors import ErrorKind, FaultCause
 from worker.domain.secrets import Secret
 from worker.observability.metrics import Metrics
 
@@ -182,7 +183,7 @@ def test_the_token_scope_follows_the_endpoints_cloud() -> None:
         cfg = RunConfig(geocatalog_url=url, geocatalog_scope=flag)
         assert cfg.effective_geocatalog_scope() == expected
         gc = build_geocatalog_client(cfg, Metrics(), credential=credential)
-        with pytest.raises(AuthError):
+        with pytest.raises(CredentialUnavailable):
             gc.get_item("c", "i")
         assert credential.scopes[-1] == expected
 
@@ -219,7 +220,8 @@ def test_wrong_static_token_is_auth_error_without_token_in_text(emu) -> None:
     c = client_for(emu, static_token=Secret("wrong-token-value"))
     with capture_logs() as logs, pytest.raises(AuthError) as info:
         c.get_item("col", "x")
-    assert info.value.kind == ErrorKind.PERMANENT and info.value.status == 401
+    assert info.value.kind == ErrorKind.CONFIGURATION and info.value.status == 401
+    assert info.value.cause == FaultCause.GEOCATALOG_UNAUTHORIZED
     assert "wrong-token-value" not in str(info.value)
     assert "wrong-token-value" not in repr(logs)
     assert emu.token not in repr(logs)

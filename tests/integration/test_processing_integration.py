@@ -301,11 +301,11 @@ def test_permanent_operation_failure_gives_a_failed_result(stack):
     assert out.result.items[0].error["code"] == "IngestionResourceForbidden"
 
 
-def test_auth_failure_is_permanent(stack):
+def test_auth_failure_is_a_configuration_fault_that_holds_the_request(stack):
     s = stack(token="wrong-token")
     out = run(s, request(items=[make_item("a")]))
-    assert out.result.status == "failed" and out.reason == "IngestFailed"
-    assert "wrong-token" not in out.result.to_json_bytes().decode() and "wrong-token" not in out.description
+    assert (out.settle, out.result, out.reason) == (Settle.HOLD, None, "geocatalog_unauthorized")
+    assert "401" in out.description and "wrong-token" not in out.description
 
 
 def test_cancel_while_polling_retries_with_no_result(stack):

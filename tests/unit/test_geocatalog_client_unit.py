@@ -21,9 +21,11 @@ from worker.adapters.geocatalog.client import (
     ServerError,
     Throttled,
     ValidationError,
+    auth_fault_cause,
+    bearer_challenge,
 )
 from worker.adapters.geocatalog.retry import RetryPolicy, parse_retry_after
-from worker.domain.errors import ErrorKind, WorkerError
+from worker.domain.errors import ConfigurationFault, ErrorKind, FaultCause, WorkerError
 from worker.domain.secrets import Secret
 
 
@@ -148,10 +150,49 @@ def test_operation_malformed(body) -> None:
 def test_error_kinds() -> None:
     assert ValidationError("x").kind == ErrorKind.INVALID
     assert NotFound("x").kind == ErrorKind.PERMANENT
-    assert AuthError("x").kind == ErrorKind.PERMANENT
+    assert AuthError("x").kind == ErrorKind.CONFIGURATION
+    assert isinstance(AuthError("x"), ConfigurationFault)
     for cls in (Throttled, ServerError, NetworkError, OperationTimeout, Cancelled):
         assert cls("x").kind == ErrorKind.TRANSIENT
         assert issubclass(cls, WorkerError)
+
+
+@pytest.mark.parametrize(
+    ("status", "message", "challenge", "cause"),
+    [
+        (403, "Forbidden", "", FaultCause.GEOCATALOG_FORBIDDEN),
+        (403, "", 'Bearer error="insufficient_scope"', FaultCause.GEOCATALOG_FORBIDDEN),
+        (
+            401,
+            "",
+            'Bearer authorization_uri="https://login.microsoftonline.com/t", error="invalid_token"',
+            FaultCause.GEOCATALOG_UNAUTHORIZED,
+        ),
+        (
+            401,
+            "",
+            'Bearer error="invalid_token", error_description="The access token has been obtained for wrong '
+            'audience or resource"',
+            FaultCause.GEOCATALOG_AUDIENCE,
+        ),
+        (
+            401,
+            "Audience validation failed. Audience did not match.",
+            "Bearer resource_id=https://x",
+            FaultCause.GEOCATALOG_AUDIENCE,
+        ),
+        (401, "The access token expired", 'Bearer error="invalid_token"', FaultCause.GEOCATALOG_UNAUTHORIZED),
+        (401, "", "Basic realm=x", FaultCause.GEOCATALOG_UNAUTHORIZED),
+    ],
+)
+def test_auth_fault_cause_from_status_and_challenge(status, message, challenge, cause) -> None:
+    assert auth_fault_cause(status, message, challenge) is cause
+
+
+def test_bearer_challenge_parses_quoted_and_bare_parameters() -> None:
+    got = bearer_challenge('Bearer authorization_uri="https://login/x", error="invalid_token", resource_id=https://r')
+    assert got == {"authorization_uri": "https://login/x", "error": "invalid_token", "resource_id": "https://r"}
+    assert bearer_challenge('Basic realm="x"') == {}
 
 
 def test_error_text_is_redacted() -> None:

@@ -11,7 +11,7 @@ from tests.support.processing import processing_settings
 from tests.unit.test_batching_fake import FakeCatalog, make_item
 from worker.adapters.geocatalog.client import AuthError, ServerError
 from worker.domain import contract
-from worker.domain.errors import ErrorKind, WorkerError
+from worker.domain.errors import ErrorKind, FaultCause, WorkerError
 from worker.processing.batching import Batcher, BatchSettings
 from worker.processing.processor import MAX_DESCRIPTION, Outcome, ProcessingSettings, Processor, Settle
 
@@ -204,18 +204,24 @@ def test_http_transient_error_from_client_retries(make, fake):
     assert out.settle is Settle.RETRY and out.retry_after >= 2.0
 
 
-def test_auth_failure_after_refresh_is_permanent(make):
+def test_auth_failure_after_refresh_holds_the_request_unanswered(make):
     class NoAuth(FakeCatalog):
         def create_items(self, collection, items, *, cancel=None):
+            raise AuthError("403 after token refresh", status=403, cause=FaultCause.GEOCATALOG_FORBIDDEN)
+
+        def delete_item(self, collection, item_id, *, cancel=None):
             raise AuthError("401 after token refresh", status=401)
 
     b = Batcher(NoAuth(), BatchSettings(linger=0.0))
     try:
-        out = run(Processor(NoAuth(), None, None, b, ProcessingSettings()), ingest([make_item("a")]))
+        p = Processor(NoAuth(), None, None, b, ProcessingSettings())
+        out = run(p, ingest([make_item("a"), make_item("b")]))
+        deleted = run(p, delete(["a"]))
     finally:
         b.close()
-    assert out.settle is Settle.DEAD_LETTER and out.reason == "IngestFailed"
-    assert out.result.items[0].error["code"] == "AuthenticationFailed"
+    assert (out.settle, out.reason, out.result) == (Settle.HOLD, "geocatalog_forbidden", None)
+    assert "403 after token refresh" in out.description
+    assert (deleted.settle, deleted.reason, deleted.result) == (Settle.HOLD, "geocatalog_unauthorized", None)
 
 
 def test_partial_permanent_failure_is_answered_and_completed(make, fake):

@@ -526,3 +526,68 @@ def test_the_configuration_summary_names_every_setting_and_no_secret() -> None:
     assert summary["geocatalog_token"] == "set" and summary["sas_subscription_key"] == "set"
     assert summary["static_sas"] == ["acct/ctr"] and summary["sign_hosts"] == ["*.blob.core.windows.net"]
     assert summary["concurrency"] == 64 and summary["request_queue"] == "q"
+
+
+# ---- configuration faults -------------------------------------------------------------------------------------
+
+
+def test_a_configuration_fault_opens_the_breaker_at_once_and_a_passing_probe_clears_it() -> None:
+    now = [0.0]
+    heard: list[str | None] = []
+    b = CircuitBreaker(threshold=5, open_seconds=1.0, clock=lambda: now[0], on_fault=lambda c, _d: heard.append(c))
+    b.hold("geocatalog_forbidden", "403")
+    assert (b.state, b.fault, b.allowance(8)) == (BreakerState.OPEN, "geocatalog_forbidden", 0)
+    b.hold("geocatalog_forbidden", "403 again")  # another held request: no new report
+    now[0] = 1.0
+    assert b.allowance(8) == 1  # half-open: one held request is the probe
+    b.hold("geocatalog_forbidden", "403")  # the probe met the fault: open for twice as long
+    now[0] = 2.5
+    assert b.allowance(8) == 0
+    now[0] = 3.0
+    assert b.allowance(8) == 1
+    b.record_success()
+    assert (b.state, b.fault, b.allowance(8)) == (BreakerState.CLOSED, None, 8)
+    assert heard == ["geocatalog_forbidden", None]
+
+
+def test_a_self_probed_fault_lets_no_request_through_until_cleared() -> None:
+    now = [0.0]
+    b = CircuitBreaker(open_seconds=1.0, clock=lambda: now[0])
+    b.hold("geocatalog_endpoint", "refused", probe_with_requests=False)
+    now[0] = 100.0
+    assert (b.state, b.allowance(4)) == (BreakerState.OPEN, 0)
+    b.record_success()
+    assert b.allowance(4) == 4
+
+
+def test_hold_outcome_maps_to_a_hold_disposition_that_says_nothing_to_the_breaker() -> None:
+    d = Disposition.from_outcome(Outcome(None, Settle.HOLD, "geocatalog_forbidden", "403"))
+    assert (d.action, d.reason, d.service_ok, d.result) == (Settle.HOLD, "geocatalog_forbidden", None, None)
+
+
+def test_config_faults_report_readiness_gauge_and_one_log_line_per_change() -> None:
+    from structlog.testing import capture_logs
+
+    from worker.observability.health import HealthState
+    from worker.observability.metrics import Metrics
+    from worker.servicebus.faults import ConfigFaults
+
+    health, metrics = HealthState(), Metrics()
+    health.set_connected("r", True)
+    faults = ConfigFaults(health, metrics)
+
+    def gauge() -> float | None:
+        return metrics.registry.get_sample_value("gcw_config_fault", {"cause": "servicebus_forbidden"})
+
+    with capture_logs() as logs:
+        faults.report("schedule", "servicebus_forbidden", "no Send on requests")
+        faults.report("schedule", "servicebus_forbidden", "no Send on requests")
+        ready, body = health.readiness()
+        assert not ready and body["failed"] == {
+            "schedule": {"cause": "servicebus_forbidden", "detail": "no Send on requests"}
+        }
+        assert gauge() == 1
+        faults.clear("schedule")
+        faults.clear("schedule")
+    assert health.readiness()[0] and gauge() == 0
+    assert [e["event"] for e in logs] == ["configuration_fault", "configuration_fault_cleared"]

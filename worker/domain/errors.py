@@ -1,4 +1,4 @@
-"""The error taxonomy shared by every layer: each failure is invalid, transient or permanent."""
+"""The error taxonomy shared by every layer: each failure is invalid, transient, permanent or a configuration fault."""
 
 from __future__ import annotations
 
@@ -11,12 +11,17 @@ class ErrorKind(StrEnum):
     - ``invalid``: the request itself is wrong; retrying cannot help. Answer ``invalid`` and dead-letter.
     - ``transient``: throttling, 5xx, network, timeouts; retry with backoff.
     - ``permanent``: the request was fine but the work failed for good (e.g. an operation ended Failed
-      with a non-transient error, or authentication still fails after a token refresh).
+      with a non-transient error).
+    - ``configuration``: the deployment is wrong, not the request: a credential or role the worker lacks, a wrong
+      token scope or endpoint. Every request would fail the same way, so none is answered or dead-lettered: the
+      runtime holds intake, reports the cause (readiness, ``gcw_config_fault``, one log line) and resumes when a
+      probe passes. See ``ConfigurationFault``.
     """
 
     INVALID = "invalid"
     TRANSIENT = "transient"
     PERMANENT = "permanent"
+    CONFIGURATION = "configuration"
 
 
 class WorkerError(Exception):
@@ -49,3 +54,31 @@ class WorkerError(Exception):
     def to_dict(self) -> dict[str, str]:
         """The ``{"code", "message"}`` shape used in results."""
         return {"code": self.code, "message": str(self)}
+
+
+class FaultCause(StrEnum):
+    """Why the deployment is misconfigured: the ``cause`` label of ``gcw_config_fault`` and ``/readyz``."""
+
+    GEOCATALOG_UNAUTHORIZED = "geocatalog_unauthorized"  # 401 after a token refresh: credential/tenant rejected
+    GEOCATALOG_AUDIENCE = "geocatalog_audience"  # 401 naming the token's audience: wrong --geocatalog-scope
+    GEOCATALOG_FORBIDDEN = "geocatalog_forbidden"  # 403 after a token refresh: a role assignment is missing
+    GEOCATALOG_ENDPOINT = "geocatalog_endpoint"  # the endpoint does not resolve or refuses connections at start
+    SERVICEBUS_UNAUTHORIZED = "servicebus_unauthorized"  # the Service Bus credential is rejected
+    SERVICEBUS_FORBIDDEN = "servicebus_forbidden"  # the credential lacks a right (Listen, Send) on an entity
+    SERVICEBUS_ENTITY_NOT_FOUND = "servicebus_entity_not_found"  # a queue/topic/subscription does not exist
+
+
+class ConfigurationFault(WorkerError):
+    """A fault of the deployment, not of the request: the kind is always ``configuration`` (not settable), and
+    ``cause`` (a ``FaultCause``) says which part of the configuration to fix."""
+
+    kind = ErrorKind.CONFIGURATION
+    code = "ConfigurationFault"
+    cause: FaultCause = FaultCause.GEOCATALOG_UNAUTHORIZED
+
+    def __init__(self, message: str, *, cause: FaultCause | None = None, **kwargs: str | float | None) -> None:
+        if "kind" in kwargs:
+            raise TypeError("the kind of a ConfigurationFault is always 'configuration'")
+        super().__init__(message, **kwargs)  # type: ignore[arg-type]
+        if cause is not None:
+            self.cause = cause

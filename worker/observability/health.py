@@ -1,7 +1,9 @@
 """One small HTTP server for liveness, readiness and Prometheus metrics.
 
 - ``GET /healthz``: 200 while the receive loop has shown a heartbeat within ``liveness_timeout`` seconds.
-- ``GET /readyz``: 200 while connected to Service Bus and not draining, 503 otherwise.
+- ``GET /readyz``: 200 while connected to Service Bus, not draining and free of configuration faults, 503
+  otherwise; ``failed`` names each failing check (``receive``, ``send_reply``, ``schedule``, ``geocatalog``) with
+  its ``cause`` and ``detail``.
 - ``GET /metrics``: the Prometheus text exposition of ``Metrics``.
 Bodies are small JSON documents that say why, so ``curl`` tells an operator what is wrong.
 """
@@ -37,7 +39,25 @@ class HealthState:
         self._beats: dict[str, float] = {}
         self._connected: dict[str, bool] = {}
         self._draining = False
+        self._faults: dict[str, dict[str, str]] = {}
         self.details: dict[str, Any] = {}
+
+    def set_fault(self, check: str, cause: str, detail: str) -> str | None:
+        """Mark ``check`` failing with a configuration fault; returns the cause it had before (None: none)."""
+        with self._lock:
+            before = self._faults.get(check, {}).get("cause")
+            self._faults[check] = {"cause": cause, "detail": detail}
+            return before
+
+    def clear_fault(self, check: str) -> str | None:
+        """``check`` passes again; returns the cause it had (None when it had none)."""
+        with self._lock:
+            fault = self._faults.pop(check, None)
+        return fault["cause"] if fault else None
+
+    def faults(self) -> dict[str, dict[str, str]]:
+        with self._lock:
+            return {check: dict(f) for check, f in self._faults.items()}
 
     def beat(self, loop: str) -> None:
         with self._lock:
@@ -70,8 +90,10 @@ class HealthState:
             stuck = sorted(n for n, at in self._beats.items() if now - at > self.readiness_timeout)
             connected = bool(self._connected) and all(self._connected.values()) and not stuck
             draining = self._draining
-        ready = connected and not draining
-        return ready, {"ready": ready, "connected": connected, "draining": draining, "stuck": stuck, **self.details}
+            failed = {check: dict(f) for check, f in self._faults.items()}
+        ready = connected and not draining and not failed
+        body = {"ready": ready, "connected": connected, "draining": draining, "stuck": stuck, "failed": failed}
+        return ready, {**body, **self.details}
 
 
 def _handler_class(state: HealthState, metrics: Metrics) -> type[BaseHTTPRequestHandler]:

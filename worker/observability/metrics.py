@@ -84,6 +84,13 @@ class Metrics:
         )
         self.sas_cache = Counter("gcw_sas_token_cache", "SAS token cache lookups, by result.", ["result"], registry=r)
         self.breaker_open = Gauge("gcw_circuit_breaker_open", "1 while the circuit breaker holds intake.", registry=r)
+        self.config_fault = Gauge(
+            "gcw_config_fault",
+            "1 while a configuration fault of this cause holds intake (a missing role or right, a rejected "
+            "credential, a wrong scope or endpoint); alert on it: it does not clear by itself.",
+            ["cause"],
+            registry=r,
+        )
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""

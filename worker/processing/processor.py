@@ -12,6 +12,10 @@ Classification (every failure is a ``WorkerError`` with a ``kind``):
 - permanent failures and no item succeeded (incl. auth after refresh) → result ``failed``, DEAD_LETTER
   ``IngestFailed`` (ingest) / ``DeleteFailed`` (delete).
 - cancelled (lock lost, shutdown) → no result, RETRY with ``retry_after`` 0.
+- a configuration fault (``ConfigurationFault``: 401/403 after a token refresh, ...) and no item succeeded → no
+  result, HOLD with ``reason`` = the fault's cause: the runtime keeps the message (lock renewed), holds intake
+  and processes it again once the fault clears; nothing is answered or dead-lettered. When some items did
+  succeed, the request is retried (RETRY) instead, so the next attempt trusts what this one wrote.
 
 A ``failed`` result is always published: the failure is the answer. The request is also dead-lettered when
 nothing at all succeeded, so an operator sees it (with the details) in the dead-letter queue; a partial failure
@@ -36,7 +40,7 @@ import structlog
 
 from worker.adapters.geocatalog.client import Operation
 from worker.domain import contract, wire
-from worker.domain.errors import ErrorKind, WorkerError
+from worker.domain.errors import ConfigurationFault, ErrorKind, WorkerError
 from worker.domain.retry_policy import RequestRetryPolicy
 from worker.domain.secrets import redact
 from worker.domain.stored import with_digest
@@ -53,6 +57,7 @@ class Settle(StrEnum):
     COMPLETE = "complete"
     RETRY = "retry"
     DEAD_LETTER = "dead_letter"
+    HOLD = "hold"  # a configuration fault: keep the message, hold intake until the fault clears
 
 
 @dataclass(frozen=True)
@@ -172,6 +177,7 @@ class Processor:
             reason=outcome.reason,
             items=len(results),
             failed=sum(1 for r in results if not r.succeeded),
+            error_code=outcome.result.error["code"] if outcome.result and outcome.result.error else None,
         )
         return outcome
 
@@ -305,6 +311,8 @@ class Processor:
 
         A ``failed`` result still has one entry per requested item (``_requested_ids``)."""
         attempt = self.settings.retry.attempt(request.meta)
+        if isinstance(e, ConfigurationFault):
+            return _hold(request, e, attempt)
         if e.kind is ErrorKind.INVALID:
             result = contract.Result.for_request(
                 request, status="invalid", items=[], error=_error_dict(e), received_at=received_at
@@ -332,6 +340,11 @@ class Processor:
     ) -> Outcome:
         attempt = self.settings.retry.attempt(request.meta)
         failed = [r for r in results if not r.succeeded]
+        faults = [r.error for r in failed if isinstance(r.error, ConfigurationFault)]
+        if faults:
+            if len(failed) == len(results):
+                return _hold(request, faults[0], attempt)
+            return Outcome(None, Settle.RETRY, retry_after=self._backoff(attempt, None))
         transient = [r for r in failed if _is_transient(r)]
         if transient and not self.settings.retry.exhausted(request.meta):
             hint = max((r.error.retry_after or 0.0) for r in transient if r.error is not None)
@@ -395,6 +408,10 @@ def _requested_ids(request: contract.Request, fetched: dict[int, str]) -> list[s
         seen.add(item_id)
         ids.append(item_id)
     return ids
+
+
+def _hold(request: contract.Request, fault: ConfigurationFault, attempt: int) -> Outcome:
+    return Outcome(None, Settle.HOLD, str(fault.cause), _describe(request, f"{fault.code}: {fault}", attempt))
 
 
 def _err(r: ItemResult) -> WorkerError:

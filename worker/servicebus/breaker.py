@@ -6,6 +6,11 @@ as neither. After ``threshold`` consecutive failures the breaker opens: the rece
 so the backlog stays in the queue instead of burning delivery counts and flooding the dead-letter queue.
 After ``open_seconds`` it half-opens and lets exactly one probe request through; the probe's outcome closes
 it or re-opens it for twice as long (up to ``max_open_seconds``).
+
+A configuration fault (``hold(cause, detail)``: 401/403 after a token refresh, a wrong scope) opens it at once,
+whatever the threshold, and records the cause; the half-open probe (a held request processed again) clears the
+fault when it succeeds, or re-opens for twice as long when the fault is still there. ``on_fault`` hears each
+change of the fault (the cause, or None once cleared).
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ class CircuitBreaker:
         max_open_seconds: float = 120.0,
         clock: Callable[[], float] = time.monotonic,
         on_change: Callable[[BreakerState], None] | None = None,
+        on_fault: Callable[[str | None, str], None] | None = None,
     ) -> None:
         if threshold < 1:
             raise ValueError("threshold must be >= 1")
@@ -45,6 +51,15 @@ class CircuitBreaker:
         self._open_for = open_seconds
         self._opened_at = 0.0
         self._probe_out = False
+        self._on_fault = on_fault
+        self._fault: str | None = None
+        self._self_probed = False  # the fault is probed by its owner (a start-up check), not by requests
+
+    @property
+    def fault(self) -> str | None:
+        """The cause of the configuration fault holding intake, or None."""
+        with self._lock:
+            return self._fault
 
     @property
     def state(self) -> BreakerState:
@@ -77,6 +92,30 @@ class CircuitBreaker:
             if self._state is not BreakerState.CLOSED:
                 self._open_for = self._base_open
                 self._set(BreakerState.CLOSED)
+            cleared = self._fault is not None
+            self._fault = None
+            self._self_probed = False
+        if cleared and self._on_fault is not None:
+            self._on_fault(None, "")
+
+    def hold(self, cause: str, detail: str, *, probe_with_requests: bool = True) -> None:
+        """A configuration fault: open now (re-open for twice as long when it is the probe's answer).
+
+        ``probe_with_requests=False``: no request is let through as a probe; it stays open until the caller,
+        which probes the fault itself (a start-up check), calls ``record_success``."""
+        with self._lock:
+            self._tick()
+            changed = cause != self._fault
+            self._fault = cause
+            self._self_probed = not probe_with_requests
+            if self._state is BreakerState.HALF_OPEN:
+                self._probe_out = False
+                self._open_for = min(self._max_open, self._open_for * 2)
+                self._open()
+            elif self._state is BreakerState.CLOSED:
+                self._open()
+        if changed and self._on_fault is not None:
+            self._on_fault(cause, detail)
 
     def record_neutral(self) -> None:
         """An outcome that says nothing about GeoCatalog (invalid input, lock lost): frees the probe slot."""
@@ -99,6 +138,8 @@ class CircuitBreaker:
         self._set(BreakerState.OPEN)
 
     def _tick(self) -> None:
+        if self._self_probed:
+            return
         if self._state is BreakerState.OPEN and self._clock() >= self._opened_at + self._open_for:
             self._probe_out = False
             self._set(BreakerState.HALF_OPEN)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -12,7 +14,7 @@ import structlog
 
 from worker import __version__
 from worker.domain.secrets import Secret, redact
-from worker.options import option, servicebus_options
+from worker.options import F, option, servicebus_options
 from worker.servicebus.config import ConfigError, RunConfig
 
 
@@ -20,154 +22,154 @@ def _secret(value: str | None) -> Secret | None:
     return Secret(value) if value else None
 
 
-@click.command("run")
-@servicebus_options
-@option("--reply-queue", help="Queue every result is published on (required).")
-@option(
-    "--allowed-reply-to",
-    multiple=True,
-    help="Extra entities a request's reply_to may name (repeatable; --reply-queue is always allowed). "
-    "A request naming any other entity is answered 'invalid' on --reply-queue.",
-)
-@click.option(
-    "--sessions/--no-sessions",
-    envvar="GCW_SESSIONS",
-    show_envvar=True,
-    default=False,
-    show_default=True,
-    help="The request entity requires sessions (ordered per session; sessions spread across workers).",
-)
-@option("--max-sessions", type=int, default=8, show_default=True, help="Sessions processed at once (sessions only).")
-@option("--session-idle-seconds", type=float, default=5.0, show_default=True, help="Release an idle session after.")
-@option("--geocatalog-url", help="GeoCatalog endpoint, e.g. https://<name>.<id>.<region>.geocatalog.spatio.azure.com")
-@option(
-    "--geocatalog-token",
-    help="Static bearer token for GeoCatalog (the emulator only; production uses DefaultAzureCredential). Secret.",
-)
-@option("--geocatalog-api-version", help="GeoCatalog api-version (default: the client's).")
-@option(
-    "--geocatalog-scope",
-    help="Entra token scope for GeoCatalog (default: from the endpoint's cloud: *.geocatalog.spatio.azure.com -> "
-    "https://geocatalog.spatio.azure.com/.default, *.geocatalog.spatio.azure.us -> the US Government scope).",
-)
-@option(
-    "--geocatalog-budget",
-    type=float,
-    default=10.0,
-    show_default=True,
-    help="This process's share of the GeoCatalog API budget, in calls per second.",
-)
-@option(
-    "--geocatalog-retry-seconds",
-    type=float,
-    default=60.0,
-    show_default=True,
-    help="Total time one GeoCatalog call may spend on in-call retries before the request is retried later.",
-)
-@option("--sas-api-url", help="Planetary Computer SAS API base URL used to sign asset hrefs.")
-@option("--sas-subscription-key", help="Subscription key for the SAS API (optional). Secret.")
-@option("--static-sas", multiple=True, help="'account/container=TOKEN' static SAS tokens (repeatable). Secret.")
-@option("--sign-host", multiple=True, help="Host pattern whose asset hrefs are signed (repeatable allow-list).")
-@option(
-    "--geocatalog-sas-host",
-    multiple=True,
-    help="Host pattern of the catalog's managed storage (repeatable): its asset hrefs are signed with "
-    "GeoCatalog's collection SAS token (GET /sas/token/{collectionId}); added to the signing allow-list.",
-)
-@click.option(
-    "--content-digest/--no-content-digest",
-    envvar="GCW_CONTENT_DIGEST",
-    show_envvar=True,
-    default=True,
-    show_default=True,
-    help="Write properties['gcw:digest'] (SHA-256 of the submitted item) so the worker recognises its own writes "
-    "although the service rewrites asset hrefs and upgrades stac_extensions.",
-)
-@option("--item-url-host", multiple=True, help="Host pattern item_urls may be fetched from (repeatable allow-list).")
-@option("--event-mapping", multiple=True,
+def _number(name: str, kind: type[int] | type[float], default: float, help: str) -> Callable[[F], F]:
+    """A numeric flag that shows its default."""
+    return option(name, type=kind, default=default, show_default=True, help=help)
+
+
+# every flag of ``run``; ``check`` takes the same ones, so it checks exactly what ``run`` would use
+_RUN_OPTIONS: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
+    servicebus_options,
+    option("--reply-queue", help="Queue every result is published on (required)."),
+    option(
+        "--allowed-reply-to",
+        multiple=True,
+        help="Extra entities a request's reply_to may name (repeatable; --reply-queue is always allowed). "
+        "A request naming any other entity is answered 'invalid' on --reply-queue.",
+    ),
+    click.option(
+        "--sessions/--no-sessions",
+        envvar="GCW_SESSIONS",
+        show_envvar=True,
+        default=False,
+        show_default=True,
+        help="The request entity requires sessions (ordered per session; sessions spread across workers).",
+    ),
+    _number("--max-sessions", int, 8, "Sessions processed at once (sessions only)."),
+    _number("--session-idle-seconds", float, 5.0, "Release an idle session after."),
+    option(
+        "--geocatalog-url", help="GeoCatalog endpoint, e.g. https://<name>.<id>.<region>.geocatalog.spatio.azure.com"
+    ),
+    option(
+        "--geocatalog-token",
+        help="Static bearer token for GeoCatalog (the emulator only; production uses DefaultAzureCredential). Secret.",
+    ),
+    option("--geocatalog-api-version", help="GeoCatalog api-version (default: the client's)."),
+    option(
+        "--geocatalog-scope",
+        help="Entra token scope for GeoCatalog (default: from the endpoint's cloud: *.geocatalog.spatio.azure.com -> "
+        "https://geocatalog.spatio.azure.com/.default, *.geocatalog.spatio.azure.us -> the US Government scope).",
+    ),
+    _number(
+        "--geocatalog-budget", float, 10.0, "This process's share of the GeoCatalog API budget, in calls per second."
+    ),
+    _number(
+        "--geocatalog-retry-seconds",
+        float,
+        60.0,
+        "Total time one GeoCatalog call may spend on in-call retries before the request is retried later.",
+    ),
+    option("--sas-api-url", help="Planetary Computer SAS API base URL used to sign asset hrefs."),
+    option("--sas-subscription-key", help="Subscription key for the SAS API (optional). Secret."),
+    option("--static-sas", multiple=True, help="'account/container=TOKEN' static SAS tokens (repeatable). Secret."),
+    option("--sign-host", multiple=True, help="Host pattern whose asset hrefs are signed (repeatable allow-list)."),
+    option(
+        "--geocatalog-sas-host",
+        multiple=True,
+        help="Host pattern of the catalog's managed storage (repeatable): its asset hrefs are signed with "
+        "GeoCatalog's collection SAS token (GET /sas/token/{collectionId}); added to the signing allow-list.",
+    ),
+    click.option(
+        "--content-digest/--no-content-digest",
+        envvar="GCW_CONTENT_DIGEST",
+        show_envvar=True,
+        default=True,
+        show_default=True,
+        help="Write properties['gcw:digest'] (SHA-256 of the submitted item) so the worker recognises its own "
+        "writes although the service rewrites asset hrefs and upgrades stac_extensions.",
+    ),
+    option(
+        "--item-url-host", multiple=True, help="Host pattern item_urls may be fetched from (repeatable allow-list)."
+    ),
+    option(
+        "--event-mapping",
+        multiple=True,
         help="Blob Storage events to accept (repeatable, first match wins): "
         "'container=items,prefix=stac/,suffix=.json,collection=NAME' (collection=@item: the item's collection "
-        "field; account=NAME optional). Event blob URLs must pass --item-url-host too.")
-@option("--event-unmatched", type=click.Choice(["invalid", "ignore"]), default="invalid", show_default=True,
-        help="An event no --event-mapping matches: answered 'invalid' and dead-lettered, or completed silently.")
-@option("--storage-host", multiple=True,
+        "field; account=NAME optional). Event blob URLs must pass --item-url-host too.",
+    ),
+    option(
+        "--event-unmatched",
+        type=click.Choice(["invalid", "ignore"]),
+        default="invalid",
+        show_default=True,
+        help="An event no --event-mapping matches: answered 'invalid' and dead-lettered, or completed silently.",
+    ),
+    option(
+        "--storage-host",
+        multiple=True,
         help="Host pattern of private storage (repeatable): item_urls and event blobs there are read with "
-        "azure-storage-blob and --storage-credential.")
-@option("--storage-credential", type=click.Choice(["identity", "sas"]), default="identity", show_default=True,
+        "azure-storage-blob and --storage-credential.",
+    ),
+    option(
+        "--storage-credential",
+        type=click.Choice(["identity", "sas"]),
+        default="identity",
+        show_default=True,
         help="How --storage-host blobs are read: identity = DefaultAzureCredential (workload identity); "
-        "sas = a token from --static-sas / --sas-api-url for the blob's account/container.")
-@option("--concurrency", type=int, default=64, show_default=True, help="Requests in flight per process.")
-@option("--max-receive-batch", type=int, default=32, show_default=True, help="Messages per receive call.")
-@option("--max-attempts", type=int, default=5, show_default=True, help="Attempts before RetriesExhausted.")
-@option(
-    "--max-result-bytes",
-    type=int,
-    default=240 * 1024,
-    show_default=True,
-    help="Result bodies are shortened to fit (keeping status, counts and every item id); keep it under the "
-    "reply queue's message size limit (256 KiB on Standard).",
-)
-@option("--retry-base-seconds", type=float, default=5.0, show_default=True, help="Backoff of the 1st retry.")
-@option("--retry-max-seconds", type=float, default=300.0, show_default=True, help="Backoff cap.")
-@option(
-    "--max-lock-renewal-seconds",
-    type=float,
-    default=3600.0,
-    show_default=True,
-    help="Renew a message's lock for at most this long.",
-)
-@option(
-    "--operation-timeout-seconds",
-    type=float,
-    default=600.0,
-    show_default=True,
-    help="Deadline of one GeoCatalog operation's polling.",
-)
-@option(
-    "--batch-linger-ms",
-    type=float,
-    default=30.0,
-    show_default=True,
-    help="How long an ingest batch waits for more requests to merge.",
-)
-@option("--batch-max-items", type=int, default=100, show_default=True, help="Items per merged ingest POST.")
-@option(
-    "--breaker-threshold",
-    type=int,
-    default=5,
-    show_default=True,
-    help="Consecutive transient failures that open the circuit breaker.",
-)
-@option(
-    "--breaker-open-seconds",
-    type=float,
-    default=10.0,
-    show_default=True,
-    help="How long the breaker holds intake before a probe (doubles while the probe fails).",
-)
-@option("--breaker-max-open-seconds", type=float, default=120.0, show_default=True, help="Cap of that hold.")
-@option(
-    "--drain-seconds",
-    type=float,
-    default=30.0,
-    show_default=True,
-    help="On SIGTERM/SIGINT, how long in-flight requests may finish before they are abandoned.",
-)
-@option("--health-host", default="0.0.0.0", show_default=True, help="Address of the health/metrics server.")
-@option(
-    "--health-port",
-    type=int,
-    default=8080,
-    show_default=True,
-    help="Port of /healthz, /readyz and /metrics (0 = any free port, logged at start).",
-)
-@option("--log-level", default="INFO", show_default=True, help="DEBUG, INFO, WARNING or ERROR.")
+        "sas = a token from --static-sas / --sas-api-url for the blob's account/container.",
+    ),
+    _number("--concurrency", int, 64, "Requests in flight per process."),
+    _number("--max-receive-batch", int, 32, "Messages per receive call."),
+    _number("--max-attempts", int, 5, "Attempts before RetriesExhausted."),
+    _number(
+        "--max-result-bytes",
+        int,
+        240 * 1024,
+        "Result bodies are shortened to fit (keeping status, counts and every item id); keep it under the "
+        "reply queue's message size limit (256 KiB on Standard).",
+    ),
+    _number("--retry-base-seconds", float, 5.0, "Backoff of the 1st retry."),
+    _number("--retry-max-seconds", float, 300.0, "Backoff cap."),
+    _number("--max-lock-renewal-seconds", float, 3600.0, "Renew a message's lock for at most this long."),
+    _number("--operation-timeout-seconds", float, 600.0, "Deadline of one GeoCatalog operation's polling."),
+    _number("--batch-linger-ms", float, 30.0, "How long an ingest batch waits for more requests to merge."),
+    _number("--batch-max-items", int, 100, "Items per merged ingest POST."),
+    _number("--breaker-threshold", int, 5, "Consecutive transient failures that open the circuit breaker."),
+    _number("--breaker-open-seconds", float, 10.0, "Breaker hold before a probe; doubles while probes fail."),
+    _number("--breaker-max-open-seconds", float, 120.0, "Cap of that hold."),
+    _number(
+        "--drain-seconds",
+        float,
+        30.0,
+        "On SIGTERM/SIGINT, how long in-flight requests may finish before they are abandoned.",
+    ),
+    option("--health-host", default="0.0.0.0", show_default=True, help="Address of the health/metrics server."),
+    _number("--health-port", int, 8080, "Port of /healthz, /readyz and /metrics (0 = any free port, logged at start)."),
+    option("--log-level", default="INFO", show_default=True, help="DEBUG, INFO, WARNING or ERROR."),
+]
+
+
+def run_options(func: F) -> F:
+    """Apply every flag of ``run`` to ``func`` (in ``--help`` order)."""
+    for decorator in reversed(_RUN_OPTIONS):
+        func = decorator(func)  # type: ignore[assignment]
+    return func
+
+
+@click.command("run")
+@run_options
 def run_command(**kwargs: Any) -> None:
     """Consume request messages, process them against GeoCatalog, publish one result each, settle.
 
     Stops on SIGTERM or SIGINT: no new messages, readiness turns false, in-flight requests get
     --drain-seconds to finish, the rest is abandoned for redelivery, exit status 0.
     """
+    sys.exit(run(config_from_options(kwargs)))
+
+
+def config_from_options(kwargs: dict[str, Any]) -> RunConfig:
+    """The validated ``RunConfig`` of ``run_options``' values (a ``click.UsageError`` naming the flag if wrong)."""
     cfg = RunConfig(
         servicebus_connection_string=_secret(kwargs["servicebus_connection_string"]),
         servicebus_namespace=kwargs["servicebus_namespace"],
@@ -218,7 +220,7 @@ def run_command(**kwargs: Any) -> None:
         cfg.validate()
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
-    sys.exit(run(cfg))
+    return cfg
 
 
 def run(cfg: RunConfig) -> int:
@@ -227,10 +229,16 @@ def run(cfg: RunConfig) -> int:
     from worker.observability.health import HealthServer, HealthState
     from worker.observability.logging import configure_logging
     from worker.observability.metrics import Metrics
-    from worker.servicebus.client import make_servicebus_client
+    from worker.servicebus.faults import CHECK_GEOCATALOG
+    from worker.servicebus.preflight import check_geocatalog, run_preflight
     from worker.servicebus.service import Consumer
-    from worker.servicebus.settings import ConsumerSettings
-    from worker.servicebus.wiring import build_limits, build_processor
+    from worker.servicebus.wiring import (
+        build_limits,
+        build_preflight_geocatalog_client,
+        build_processor,
+        build_servicebus_clients,
+        consumer_settings,
+    )
 
     configure_logging(cfg.log_level)
     log = structlog.get_logger("worker.servicebus")
@@ -260,44 +268,37 @@ def run(cfg: RunConfig) -> int:
     try:
         limits = build_limits(cfg)
         processor = build_processor(cfg, metrics, limits)
-        secret = cfg.servicebus_connection_string
-        connection = {
-            "connection_string": secret.reveal() if secret else None,
-            "namespace": cfg.servicebus_namespace,
-        }
-        client = make_servicebus_client(**connection)
-        session_client = make_servicebus_client(**connection, retry_total=0) if cfg.sessions else None
+        client, session_client = build_servicebus_clients(cfg)
+        probe_client = build_preflight_geocatalog_client(cfg, metrics)
     except Exception as exc:
         log.error("startup_failed", error=redact(f"{type(exc).__name__}: {exc}"))
         server.stop()
         return 2
-    settings = ConsumerSettings(
-        reply_queue=cfg.reply_queue or "",
-        request_queue=cfg.request_queue,
-        request_topic=cfg.request_topic,
-        request_subscription=cfg.request_subscription,
-        allowed_reply_to=frozenset(cfg.allowed_reply_to),
-        concurrency=cfg.concurrency,
-        max_receive_batch=cfg.max_receive_batch,
-        max_lock_renewal_seconds=cfg.max_lock_renewal_seconds,
-        max_result_bytes=cfg.max_result_bytes,
-        drain_seconds=cfg.drain_seconds,
-        sessions=cfg.sessions,
-        max_sessions=cfg.max_sessions,
-        session_idle_seconds=cfg.session_idle_seconds,
-        breaker_threshold=cfg.breaker_threshold,
-        breaker_open_seconds=cfg.breaker_open_seconds,
-        breaker_max_open_seconds=cfg.breaker_max_open_seconds,
-    )
+    settings = consumer_settings(cfg)
     consumer = Consumer(
         client, settings, processor, limits=limits, metrics=metrics, health=health, session_client=session_client
     )
+    for result in run_preflight(client, settings, probe_client, receiver_client=session_client):
+        log.log(
+            logging.INFO if result.ok else logging.ERROR,
+            "preflight_check",
+            check=result.name,
+            result=result.status,
+            cause=result.cause and str(result.cause),
+            detail=result.detail,
+        )
+        if result.cause is None:
+            continue
+        if result.name == CHECK_GEOCATALOG:  # hold intake until the endpoint answers and accepts the token
+            consumer.hold_for(result, lambda: check_geocatalog(probe_client))
+        else:  # cleared by the receiver loop once its links open
+            consumer.faults.report(result.name, str(result.cause), result.detail)
     status = 0
     try:
         if not consumer.run(stop):
             status = 1  # a receiver loop crashed: let the orchestrator restart the pod
     finally:
-        for closer in (getattr(processor, "batcher", None), client, session_client, server):
+        for closer in (getattr(processor, "batcher", None), probe_client, client, session_client, server):
             try:
                 if closer is server:
                     server.stop()
@@ -308,3 +309,41 @@ def run(cfg: RunConfig) -> int:
         log.info("worker_stopped", exit_status=status)
         tracing.shutdown()  # flush the spans still queued for export
     return status
+
+
+@click.command("check")
+@run_options
+def check_command(**kwargs: Any) -> None:
+    """Check what run needs, with the same flags as run; print a table; exit 1 when a check fails.
+
+    Checks: receive (Listen on the request entity; peeks, locks nothing), send_reply (Send on the reply queue;
+    sends nothing), schedule (Send on the request queue, where retries are scheduled), geocatalog (one read,
+    GET /stac/collections). The CAUSE column names a configuration fault (see docs/operations.md).
+    """
+    sys.exit(check(config_from_options(kwargs)))
+
+
+def check(cfg: RunConfig) -> int:
+    """The preflight of ``run`` as a command: 0 when every check passes, 1 otherwise, 2 when it cannot start."""
+    from worker.observability.logging import configure_logging
+    from worker.observability.metrics import Metrics
+    from worker.servicebus.preflight import format_table, run_preflight
+    from worker.servicebus.wiring import build_preflight_geocatalog_client, build_servicebus_clients, consumer_settings
+
+    configure_logging("ERROR")  # the table is the output
+    try:
+        client, session_client = build_servicebus_clients(cfg)
+        geocatalog = build_preflight_geocatalog_client(cfg, Metrics())
+    except Exception as exc:
+        click.echo(f"cannot start the checks: {redact(f'{type(exc).__name__}: {exc}')}", err=True)
+        return 2
+    try:
+        results = run_preflight(client, consumer_settings(cfg), geocatalog, receiver_client=session_client)
+    finally:
+        for closer in (geocatalog, client, session_client):
+            if closer is not None:
+                closer.close()
+    click.echo(format_table(results))
+    failed = [r.name for r in results if not r.ok]
+    click.echo(f"{len(failed)} check(s) failed: {', '.join(failed)}" if failed else "all checks passed")
+    return 1 if failed else 0

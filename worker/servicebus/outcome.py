@@ -16,11 +16,12 @@ class Disposition:
 
     action: Settle
     result: Result | None = None  # published before the message is settled
-    reason: str | None = None  # dead-letter reason code
+    reason: str | None = None  # dead-letter reason code; for HOLD the configuration fault's cause
     description: str | None = None
     retry_after: float | None = None  # RETRY: seconds until the next attempt (the processor's RequestRetryPolicy)
     # True when GeoCatalog answered (success or a definite failure): feeds the circuit breaker.
-    # None: says nothing about GeoCatalog (invalid input, cancellation).
+    # None: says nothing about GeoCatalog (invalid input, cancellation, a configuration fault: HOLD holds the
+    # breaker itself in the ReceiverOwner).
     service_ok: bool | None = None
 
     @classmethod

@@ -11,6 +11,11 @@ the request-queue sender (for re-scheduled retries). Its loop:
    process), unless the circuit breaker holds intake or the process is draining; hand each message to the
    worker pool.
 
+A request that meets a configuration fault (``Settle.HOLD``) is neither answered nor settled: its lock is
+renewed while the breaker holds intake, and it is processed again (one as the half-open probe, all once the
+breaker closes). A Service Bus error that is a configuration fault (a right missing, an entity not found) on
+opening the receiver or a sender is reported per check (``worker.servicebus.faults``) until an open succeeds.
+
 When draining it stops receiving, keeps settling and renewing until nothing is in flight or the drain
 deadline passes, then abandons what is left (so it is redelivered at once) and closes its links.
 """
@@ -40,6 +45,14 @@ from worker.domain.secrets import redact
 from worker.observability.health import HealthState
 from worker.observability.metrics import Metrics
 from worker.servicebus.breaker import BreakerState, CircuitBreaker
+from worker.servicebus.faults import (
+    CHECK_RECEIVE,
+    CHECK_SCHEDULE,
+    CHECK_SEND_REPLY,
+    ConfigFaults,
+    describe_servicebus_fault,
+    servicebus_fault_cause,
+)
 from worker.servicebus.inflight import InFlight
 from worker.servicebus.messages import (
     MAX_DESCRIPTION,
@@ -102,6 +115,7 @@ class ReceiverOwner(threading.Thread):
         metrics: Metrics,
         health: HealthState,
         capacity: int,
+        faults: ConfigFaults | None = None,
         receiver_client: ServiceBusClient | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -128,6 +142,8 @@ class ReceiverOwner(threading.Thread):
         self._last_message_at: float = 0.0
         self._abandon_at: dict[int, float] = {}
         self._open_failures = 0
+        self._faults = faults or ConfigFaults(health, metrics)
+        self._held: list[int] = []  # keys of in-flight messages held by a configuration fault, oldest first
 
     # ---- called from other threads ---------------------------------------------------------------------
     def finish(self, rec: InFlight, disposition: Disposition) -> None:
@@ -160,6 +176,7 @@ class ReceiverOwner(threading.Thread):
             self._renew_locks()
             self._abandon_due()
             if self._drain_deadline is not None:
+                self._abandon_held("draining")
                 for key in list(self._abandon_at):  # retries waiting out their backoff: let them go now
                     self._abandon_at[key] = 0.0
                 if not self._inflight:
@@ -173,6 +190,8 @@ class ReceiverOwner(threading.Thread):
                 continue
             if self.settings.sessions and self._session_idle():
                 self._release_session()
+                continue
+            if self._held and self._resume_held():
                 continue
             free = self.capacity - len(self._inflight)
             wanted = min(free, self.settings.max_receive_batch)
@@ -212,6 +231,7 @@ class ReceiverOwner(threading.Thread):
             _close_quietly(receiver)
             self._open_failures += 1
             self._health.set_connected(self.name, False)
+            self._servicebus_fault(CHECK_RECEIVE, self.settings.entity, exc)
             log.warning("receiver_open_failed", receiver=self.name, error=redact(f"{type(exc).__name__}: {exc}"))
             self._run_commands(block_for=min(30.0, 0.5 * 2 ** min(self._open_failures, 6)))
             return False
@@ -224,6 +244,8 @@ class ReceiverOwner(threading.Thread):
             return False
         self._open_failures = 0
         self._health.set_connected(self.name, True)
+        for check in (CHECK_RECEIVE, CHECK_SEND_REPLY, CHECK_SCHEDULE):
+            self._faults.clear(check)
         if s.sessions:
             session = receiver.session
             self._session_id = session.session_id
@@ -235,17 +257,56 @@ class ReceiverOwner(threading.Thread):
     def _warm_senders(self) -> bool:
         """Open the reply sender (and the request-queue sender for retries) now, not on the first reply:
         a worker that cannot publish results must not take requests."""
-        entities = [self.settings.reply_queue]
+        entities = [(CHECK_SEND_REPLY, self.settings.reply_queue)]
         if self.settings.can_reschedule and self.settings.request_queue:
-            entities.append(self.settings.request_queue)
-        for entity in entities:
+            entities.append((CHECK_SCHEDULE, self.settings.request_queue))
+        for check, entity in entities:
             try:
                 self._sender(entity)
             except Exception as exc:
+                self._servicebus_fault(check, entity, exc)
                 log.warning("sender_open_failed", entity=entity, error=redact(f"{type(exc).__name__}: {exc}"))
                 self._drop_sender(entity)
                 return False
         return True
+
+    def _servicebus_fault(self, check: str, entity: str, exc: BaseException) -> None:
+        cause = servicebus_fault_cause(exc)
+        if cause is not None:
+            self._faults.report(check, str(cause), describe_servicebus_fault(cause, entity, exc))
+
+    # ---- configuration faults: held messages -------------------------------------------------------------
+    def _hold(self, rec: InFlight, disp: Disposition) -> None:
+        """Keep the message (its lock renewed) and hold intake: the fault is the deployment's, not the request's."""
+        self._held.append(rec.key)
+        rec.probe = False
+        self._breaker.hold(disp.reason or "configuration", disp.description or "")
+        log.info("request_held", message_id=rec.meta.message_id, attempt=rec.meta.attempt, cause=disp.reason)
+
+    def _resume_held(self) -> bool:
+        """Process held messages again: one as the half-open probe, all once the breaker is closed."""
+        probe = self._breaker.state is BreakerState.HALF_OPEN
+        count = self._breaker.allowance(len(self._held))
+        if count <= 0:
+            return False
+        resumed, self._held = self._held[:count], self._held[count:]
+        for key in resumed:
+            rec = self._inflight.get(key)
+            if rec is None:  # its lock was lost meanwhile: the redelivery takes over
+                if probe:
+                    self._breaker.record_neutral()
+                continue
+            rec.probe = probe
+            log.info("request_resumed", message_id=rec.meta.message_id, probe=probe)
+            self._dispatch(rec, self)
+        return True
+
+    def _abandon_held(self, why: str) -> None:
+        held, self._held = self._held, []
+        for key in held:
+            rec = self._inflight.get(key)
+            if rec is not None:
+                self._abandon(rec, why)
 
     def _receive(self, count: int, *, probe: bool) -> None:
         wait = self.settings.busy_receive_wait if self._inflight else self.settings.idle_receive_wait
@@ -493,6 +554,9 @@ class ReceiverOwner(threading.Thread):
         for rec, disp in batch:
             if rec.key not in self._inflight or rec.key in self._abandon_at:
                 continue  # lost or abandoned meanwhile: publish nothing
+            if disp.action is Settle.HOLD:
+                self._hold(rec, disp)
+                continue
             self._record_breaker(rec, disp)
             if disp.action is Settle.RETRY:
                 self._retry(rec, disp)

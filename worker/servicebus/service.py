@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import structlog
@@ -19,10 +20,12 @@ from worker.domain.contract import Limits
 from worker.observability.health import HealthState
 from worker.observability.metrics import Metrics
 from worker.servicebus.breaker import BreakerState, CircuitBreaker
+from worker.servicebus.faults import CHECK_GEOCATALOG, ConfigFaults
 from worker.servicebus.handling import ProcessorLike, handle
 from worker.servicebus.inflight import InFlight
 from worker.servicebus.outcome import Disposition, Settle
 from worker.servicebus.owner import ReceiverOwner
+from worker.servicebus.preflight import CheckResult
 from worker.servicebus.settings import ConsumerSettings
 
 log = structlog.get_logger(__name__)
@@ -47,12 +50,17 @@ class Consumer:
         self.limits = limits
         self.metrics = metrics
         self.health = health
+        self.faults = ConfigFaults(health, metrics)
         self.breaker = CircuitBreaker(
             threshold=settings.breaker_threshold,
             open_seconds=settings.breaker_open_seconds,
             max_open_seconds=settings.breaker_max_open_seconds,
             on_change=self._breaker_changed,
+            on_fault=self._fault_changed,
         )
+        self._probe: Callable[[], CheckResult] | None = None  # re-checks a start-up fault that holds intake
+        self._probe_at = 0.0
+        self._probe_every = settings.breaker_open_seconds
         self._pool = ThreadPoolExecutor(max_workers=settings.concurrency, thread_name_prefix="gcw-worker")
         if settings.sessions:
             n = max(1, min(settings.max_sessions, settings.concurrency))
@@ -69,6 +77,7 @@ class Consumer:
                 metrics=metrics,
                 health=health,
                 capacity=capacity,
+                faults=self.faults,
                 receiver_client=session_client if settings.sessions else None,
             )
             for i, capacity in enumerate(capacities)
@@ -78,6 +87,30 @@ class Consumer:
         self.metrics.breaker_open.set(0 if state is BreakerState.CLOSED else 1)
         self.health.details["circuit_breaker"] = str(state)
         log.warning("circuit_breaker", state=str(state))
+
+    def _fault_changed(self, cause: str | None, detail: str) -> None:
+        if cause is None:
+            self.faults.clear(CHECK_GEOCATALOG)
+        else:
+            self.faults.report(CHECK_GEOCATALOG, cause, detail)
+
+    def hold_for(self, failed: CheckResult, probe: Callable[[], CheckResult]) -> None:
+        """A start-up check found a configuration fault: hold intake, re-run ``probe`` with backoff until it passes."""
+        self.breaker.hold(str(failed.cause), failed.detail, probe_with_requests=False)
+        self._probe = probe
+        self._probe_at = time.monotonic() + self._probe_every
+
+    def _reprobe(self) -> None:
+        if self._probe is None or time.monotonic() < self._probe_at:
+            return
+        result = self._probe()
+        if result.ok:
+            self._probe = None
+            self.breaker.record_success()  # clears the fault: intake resumes
+            return
+        self.breaker.hold(str(result.cause or self.breaker.fault), result.detail, probe_with_requests=False)
+        self._probe_every = min(self.settings.breaker_max_open_seconds, self._probe_every * 2)
+        self._probe_at = time.monotonic() + self._probe_every
 
     def _dispatch(self, rec: InFlight, owner: ReceiverOwner) -> None:
         self._pool.submit(self._work, rec, owner)
@@ -134,6 +167,7 @@ class Consumer:
         clean = True
         try:
             while not stop.wait(0.5):
+                self._reprobe()
                 dead = [o.name for o in self.owners if not o.is_alive()]
                 if dead:
                     log.error("receiver_loop_died", receivers=dead)

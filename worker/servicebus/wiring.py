@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING, Any
 
 import requests
@@ -11,9 +12,52 @@ from worker.domain.contract import Limits
 from worker.domain.secrets import Secret
 from worker.observability.metrics import Metrics
 from worker.servicebus.config import RunConfig
+from worker.servicebus.settings import ConsumerSettings
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
+
+
+def build_servicebus_clients(cfg: RunConfig) -> tuple[Any, Any | None]:
+    """The Service Bus client, and for session input a second one without SDK retries (accepting a session
+    returns after ``max_wait_time`` instead of ~20 s of retried attempts)."""
+    from worker.servicebus.client import make_servicebus_client
+
+    secret = cfg.servicebus_connection_string
+    connection: dict[str, Any] = {
+        "connection_string": secret.reveal() if secret else None,
+        "namespace": cfg.servicebus_namespace,
+    }
+    client = make_servicebus_client(**connection)
+    return client, make_servicebus_client(**connection, retry_total=0) if cfg.sessions else None
+
+
+def consumer_settings(cfg: RunConfig) -> ConsumerSettings:
+    return ConsumerSettings(
+        reply_queue=cfg.reply_queue or "",
+        request_queue=cfg.request_queue,
+        request_topic=cfg.request_topic,
+        request_subscription=cfg.request_subscription,
+        allowed_reply_to=frozenset(cfg.allowed_reply_to),
+        concurrency=cfg.concurrency,
+        max_receive_batch=cfg.max_receive_batch,
+        max_lock_renewal_seconds=cfg.max_lock_renewal_seconds,
+        max_result_bytes=cfg.max_result_bytes,
+        drain_seconds=cfg.drain_seconds,
+        sessions=cfg.sessions,
+        max_sessions=cfg.max_sessions,
+        session_idle_seconds=cfg.session_idle_seconds,
+        breaker_threshold=cfg.breaker_threshold,
+        breaker_open_seconds=cfg.breaker_open_seconds,
+        breaker_max_open_seconds=cfg.breaker_max_open_seconds,
+    )
+
+
+def build_preflight_geocatalog_client(cfg: RunConfig, metrics: Metrics) -> Any:
+    """A GeoCatalog client for the start-up checks: in-call retries short enough for a check."""
+    from worker.servicebus.preflight import PREFLIGHT_WAIT_SECONDS
+
+    return build_geocatalog_client(dataclasses.replace(cfg, geocatalog_retry_seconds=PREFLIGHT_WAIT_SECONDS), metrics)
 
 
 def build_limits(cfg: RunConfig) -> Limits:

@@ -80,8 +80,8 @@ def test_geocatalog_outage_nothing_dead_lettered_before_the_budget_is_spent() ->
 
 
 def test_bearer_token_rejected_for_a_while_is_retried_not_dead_lettered() -> None:
-    """GeoCatalog answers 401 ExpiredAuthenticationToken for a few seconds (an Entra token that expired and has
-    not been refreshed on the service side yet): requests are retried, not failed."""
+    """GeoCatalog answers 401 for a few seconds (a token the service does not accept yet): a configuration fault,
+    so the requests are held (intake too) and processed again once a probe passes, never failed."""
     with ReliabilityHarness(lock_duration=5, operation_seconds=0.1, collections=[C]) as h:
         w = h.start_worker(concurrency=8, max_attempts=8, breaker_threshold=1000, **FAST)
         h.wait_ready(w)

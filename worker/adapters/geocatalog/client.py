@@ -1,8 +1,8 @@
 """GeoCatalog (Microsoft Planetary Computer Pro) REST client on ``requests``.
 
 - Auth: an azure-identity credential (``get_token(scope)``, cached, refreshed ``token_refresh_margin`` seconds
-  before expiry; on a 401 the token is refreshed once and the call retried, then ``AuthError``), or a static
-  bearer token (the emulator).
+  before expiry; on a 401 or 403 the token is refreshed once and the call retried, then ``AuthError``), or a
+  static bearer token (the emulator).
 - One pooled ``requests.Session``; (connect, read) timeouts on every call.
 - Retries: own loop (see ``worker.adapters.geocatalog.retry`` for why not urllib3/tenacity) for 408/429/5xx
   and connection errors or
@@ -11,7 +11,8 @@
   Note: a POST whose connection broke after sending may be retried and then create a second operation; the
   second one fails with ``ItemAlreadyExistsInCollection``, which upsert processing resolves with PUT.
 - Typed errors (all ``WorkerError``): ``ValidationError`` (invalid), ``NotFound`` (permanent), ``Throttled``,
-  ``ServerError``, ``NetworkError``, ``OperationTimeout``, ``Cancelled`` (transient), ``AuthError`` (permanent).
+  ``ServerError``, ``NetworkError``, ``OperationTimeout``, ``Cancelled``, ``CredentialUnavailable`` (transient),
+  ``AuthError`` (a ``ConfigurationFault``: the runtime holds intake instead of failing requests).
   Error text is passed through ``redact()`` and never contains the bearer token or a SAS query.
 - Writes return the ``Operation`` of the 202 body; ``wait_for_operation`` polls it to a terminal status.
 """
@@ -22,6 +23,7 @@ import dataclasses
 import functools
 import platform
 import random
+import re
 import threading
 import time
 import uuid
@@ -37,7 +39,7 @@ from requests.adapters import HTTPAdapter
 from worker import __version__, tracing
 from worker.adapters.geocatalog.retry import Cancelled, RetryPolicy, parse_retry_after
 from worker.adapters.ratelimit import RateLimiter
-from worker.domain.errors import ErrorKind, WorkerError
+from worker.domain.errors import ConfigurationFault, ErrorKind, FaultCause, WorkerError
 from worker.domain.secrets import Secret, redact
 from worker.observability.metrics import Metrics
 
@@ -47,6 +49,7 @@ __all__ = [
     "USER_AGENT",
     "AuthError",
     "Cancelled",
+    "CredentialUnavailable",
     "GeoCatalogClient",
     "GeoCatalogError",
     "NetworkError",
@@ -56,8 +59,9 @@ __all__ = [
     "RetryPolicy",
     "ServerError",
     "Throttled",
-    "TokenExpired",
     "ValidationError",
+    "auth_fault_cause",
+    "bearer_challenge",
     "scope_for",
 ]
 
@@ -85,6 +89,36 @@ def scope_for(base_url: str) -> str | None:
     return next((scope for suffix, scope in _SCOPES_BY_SUFFIX.items() if host.endswith(suffix)), None)
 
 
+_CHALLENGE_PARAM = re.compile(r'([A-Za-z_][\w-]*)\s*=\s*(?:"([^"]*)"|([^\s,]+))')
+
+
+def bearer_challenge(header: str) -> dict[str, str]:
+    """The parameters of the ``Bearer`` challenge in a ``WWW-Authenticate`` value (RFC 6750 section 3), keys
+    lower-cased: ``error``, ``error_description``, ``authorization_uri``, ``resource_id``, ..."""
+    scheme, _, rest = header.strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return {}
+    return {
+        m.group(1).lower(): m.group(2) if m.group(2) is not None else m.group(3)
+        for m in _CHALLENGE_PARAM.finditer(rest)
+    }
+
+
+def auth_fault_cause(status: int, message: str, www_authenticate: str) -> FaultCause:
+    """Which configuration is wrong, from a 401/403 that persisted after a token refresh.
+
+    403: the identity is authenticated but lacks a role on the catalog. 401: the token is rejected; when the
+    challenge's ``error_description`` or the error message speak of the audience (Entra-protected Azure APIs say
+    "wrong audience" / "Audience validation failed"), the token was asked for the wrong scope."""
+    if status == 403:
+        return FaultCause.GEOCATALOG_FORBIDDEN
+    challenge = bearer_challenge(www_authenticate)
+    text = f"{challenge.get('error_description', '')} {message}".lower()
+    if "audience" in text:
+        return FaultCause.GEOCATALOG_AUDIENCE
+    return FaultCause.GEOCATALOG_UNAUTHORIZED
+
+
 def _service_ids(resp: requests.Response, client_request_id: str) -> dict[str, str]:
     ids = {"client_request_id": client_request_id}
     for name in SERVICE_REQUEST_ID_HEADERS:
@@ -100,6 +134,7 @@ ROUTE_ITEMS = "/stac/collections/{collectionId}/items"
 ROUTE_ITEM = "/stac/collections/{collectionId}/items/{itemId}"
 ROUTE_OPERATION = "/inma/operations/{operationId}"
 _LOG_FIELDS = {"collectionId": "collection", "itemId": "item_id", "operationId": "operation_id"}
+ROUTE_COLLECTIONS = "/stac/collections"
 ROUTE_SAS_TOKEN = "/sas/token/{collectionId}"  # noqa: S105 - a route, not a secret
 
 
@@ -148,20 +183,22 @@ class Conflict(GeoCatalogError):
     code = "ItemAlreadyExistsInCollection"
 
 
-class AuthError(GeoCatalogError):
-    """401 after one token refresh, or 403."""
+class AuthError(GeoCatalogError, ConfigurationFault):
+    """401 still after one token refresh (or with a static token), or 403: a configuration fault, never the
+    request's. ``cause`` comes from what the service sends: the status and its ``WWW-Authenticate`` Bearer
+    challenge (RFC 6750 ``error``/``error_description``; Entra-protected Azure APIs name the audience there and
+    in the error message when the token was issued for another resource), never from an error code only the
+    emulator is known to send."""
 
-    kind = ErrorKind.PERMANENT
+    kind = ErrorKind.CONFIGURATION
     code = "AuthenticationFailed"
 
 
-class TokenExpired(AuthError):
-    """401 ``ExpiredAuthenticationToken`` still after the refresh: the service has not accepted the new token yet
-    (clock skew, propagation) or the credential handed out one about to expire. Transient: the request is retried
-    later with backoff, and dead-lettered only when its attempts are spent."""
+class CredentialUnavailable(GeoCatalogError):
+    """The credential could not produce a token (IMDS or the workload identity endpoint unreachable, ...)."""
 
     kind = ErrorKind.TRANSIENT
-    code = "ExpiredAuthenticationToken"
+    code = "CredentialUnavailable"
 
 
 class Throttled(GeoCatalogError):
@@ -290,10 +327,8 @@ class _Auth:
                 try:
                     access = self._credential.get_token(self._scope)
                 except Exception as exc:  # azure-identity raises ClientAuthenticationError and friends
-                    raise AuthError(
-                        f"could not get an Entra token for {self._scope}: {type(exc).__name__}: {exc}",
-                        code="CredentialUnavailable",
-                        kind=ErrorKind.TRANSIENT,
+                    raise CredentialUnavailable(
+                        f"could not get an Entra token for {self._scope}: {type(exc).__name__}: {exc}"
                     ) from None
                 self._token = Secret(access.token)
                 self._expires_on = float(access.expires_on)
@@ -482,12 +517,17 @@ class GeoCatalogClient:
                     self.rate_limiter.on_success()
                 code, message = _error_from_body(resp)
                 ids = _service_ids(resp, client_request_id)
-                if status == 401 and self._auth.refreshable and not auth_refreshed:
+                if status in (401, 403) and self._auth.refreshable and not auth_refreshed:
                     auth_refreshed = True
-                    log.info("geocatalog_token_refresh_after_401", attempt=attempt, **ids, **ctx)
+                    log.info("geocatalog_token_refresh", status=status, attempt=attempt, **ids, **ctx)
                     self._auth.header(force_refresh=True, stale=token_used)
                     continue
                 error = self._status_error(where, status, code, message, retry_after, ids)
+                if isinstance(error, AuthError):
+                    error.cause = auth_fault_cause(status, message, resp.headers.get("WWW-Authenticate", ""))
+                    expected = bearer_challenge(resp.headers.get("WWW-Authenticate", "")).get("resource_id")
+                    if expected and expected not in error.message:
+                        error.message = redact(f"{error.message} (the service expects tokens for {expected})")
                 if status not in policy.statuses:
                     log.warning("geocatalog_call_failed", status=status, code=error.code, **ids, **ctx)
                     raise error
@@ -537,8 +577,6 @@ class GeoCatalogClient:
             cls = NotFound
         elif status == 409:
             cls = Conflict
-        elif status == 401 and code == "ExpiredAuthenticationToken":
-            cls = TokenExpired
         elif status in (401, 403):
             cls = AuthError
         elif status == 429:
@@ -634,6 +672,12 @@ class GeoCatalogClient:
         if resp.status_code == 404:
             return None
         return self._json(resp, "item")
+
+    def list_collections(self, *, cancel: threading.Event | None = None) -> list[dict]:
+        """``GET /stac/collections`` → the collections (the start-up preflight's read: needs only a reader role)."""
+        body = self._json(self.request("GET", ROUTE_COLLECTIONS, ok=(200,), cancel=cancel), "collections")
+        found = body.get("collections") if isinstance(body, Mapping) else None
+        return [c for c in found if isinstance(c, dict)] if isinstance(found, list) else []
 
     def get_operation(self, operation_id: str, *, cancel: threading.Event | None = None) -> Operation:
         resp = self.request("GET", ROUTE_OPERATION, path_params={"operationId": operation_id}, ok=(200,), cancel=cancel)
