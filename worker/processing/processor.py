@@ -344,7 +344,7 @@ class Processor:
         if faults:
             if len(failed) == len(results):
                 return _hold(request, faults[0], attempt)
-            return Outcome(None, Settle.RETRY, retry_after=self._backoff(attempt, None))
+            return Outcome(None, Settle.RETRY, retry_after=self.settings.retry.delay(request.meta), service_ok=None)
         transient = [r for r in failed if _is_transient(r)]
         if transient and not self.settings.retry.exhausted(request.meta):
             hint = max((r.error.retry_after or 0.0) for r in transient if r.error is not None)
