@@ -309,6 +309,42 @@ def test_every_run_flag_and_env_var_is_documented() -> None:
         assert f"`{param.envvar}`" in doc, f"{param.envvar} missing from docs/configuration.md"
 
 
+def test_every_variable_the_chart_sets_is_a_run_setting() -> None:
+    """The chart's env mapping agrees with RunConfig (the one source of the flags and their GCW_* variables)."""
+    import re
+    from pathlib import Path
+
+    from worker.servicebus.cli import run_command
+
+    known = {param.envvar for param in run_command.params}
+    templates = Path(__file__).resolve().parents[2] / "helm" / "geocatalog-worker" / "templates"
+    used = {name for path in templates.glob("*.yaml") for name in re.findall(r"GCW_[A-Z0-9_]+", path.read_text())}
+    assert used, "the chart sets no GCW_* variable?"
+    assert used <= known, f"the chart sets variables no run flag reads: {sorted(used - known)}"
+
+
+def test_run_flags_are_generated_from_run_config() -> None:
+    from dataclasses import fields
+
+    from worker.options import config_from_values
+    from worker.servicebus.cli import run_command
+    from worker.servicebus.config import RunConfig, flag_of
+
+    params = {param.name: param for param in run_command.params}
+    assert list(params) == [f.name for f in fields(RunConfig)]  # one flag per setting, in declaration order
+    for f in fields(RunConfig):
+        assert params[f.name].opts[0] == flag_of(f)
+        if f.default not in (None, ()):
+            assert params[f.name].default == f.default, f.name
+    ctx = run_command.make_context(
+        "run", ["--geocatalog-token", "t0k", "--sign-host", "a", "--sign-host", "b", "--no-content-digest"]
+    )
+    cfg = config_from_values(ctx.params)
+    assert cfg.sign_hosts == ("a", "b") and cfg.content_digest is False
+    assert cfg.geocatalog_token is not None and cfg.geocatalog_token.reveal() == "t0k" and "t0k" not in repr(cfg)
+    assert cfg.concurrency == RunConfig().concurrency
+
+
 # ---- hostile message properties and bodies (must never crash the receiver-owner thread) -------------------------
 def test_attempt_counter_survives_non_finite_numbers() -> None:
     assert attempt_of({ATTEMPT_PROPERTY: float("inf")}) == 1

@@ -6,155 +6,20 @@ import logging
 import signal
 import sys
 import threading
-from collections.abc import Callable
 from typing import Any
 
 import click
 import structlog
 
 from worker import __version__
-from worker.domain.secrets import Secret, redact
-from worker.options import F, option, servicebus_options
+from worker.domain.secrets import redact
+from worker.options import F, config_from_values, config_options
 from worker.servicebus.config import ConfigError, RunConfig
 
 
-def _secret(value: str | None) -> Secret | None:
-    return Secret(value) if value else None
-
-
-def _number(name: str, kind: type[int] | type[float], default: float, help: str) -> Callable[[F], F]:
-    """A numeric flag that shows its default."""
-    return option(name, type=kind, default=default, show_default=True, help=help)
-
-
-# every flag of ``run``; ``check`` takes the same ones, so it checks exactly what ``run`` would use
-_RUN_OPTIONS: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
-    servicebus_options,
-    option("--reply-queue", help="Queue every result is published on (required)."),
-    option(
-        "--allowed-reply-to",
-        multiple=True,
-        help="Extra entities a request's reply_to may name (repeatable; --reply-queue is always allowed). "
-        "A request naming any other entity is answered 'invalid' on --reply-queue.",
-    ),
-    click.option(
-        "--sessions/--no-sessions",
-        envvar="GCW_SESSIONS",
-        show_envvar=True,
-        default=False,
-        show_default=True,
-        help="The request entity requires sessions (ordered per session; sessions spread across workers).",
-    ),
-    _number("--max-sessions", int, 8, "Sessions processed at once (sessions only)."),
-    _number("--session-idle-seconds", float, 5.0, "Release an idle session after."),
-    option(
-        "--geocatalog-url", help="GeoCatalog endpoint, e.g. https://<name>.<id>.<region>.geocatalog.spatio.azure.com"
-    ),
-    option(
-        "--geocatalog-token",
-        help="Static bearer token for GeoCatalog (the emulator only; production uses DefaultAzureCredential). Secret.",
-    ),
-    option("--geocatalog-api-version", help="GeoCatalog api-version (default: the client's)."),
-    option(
-        "--geocatalog-scope",
-        help="Entra token scope for GeoCatalog (default: from the endpoint's cloud: *.geocatalog.spatio.azure.com -> "
-        "https://geocatalog.spatio.azure.com/.default, *.geocatalog.spatio.azure.us -> the US Government scope).",
-    ),
-    _number(
-        "--geocatalog-budget", float, 10.0, "This process's share of the GeoCatalog API budget, in calls per second."
-    ),
-    _number(
-        "--geocatalog-retry-seconds",
-        float,
-        60.0,
-        "Total time one GeoCatalog call may spend on in-call retries before the request is retried later.",
-    ),
-    option("--sas-api-url", help="Planetary Computer SAS API base URL used to sign asset hrefs."),
-    option("--sas-subscription-key", help="Subscription key for the SAS API (optional). Secret."),
-    option("--static-sas", multiple=True, help="'account/container=TOKEN' static SAS tokens (repeatable). Secret."),
-    option("--sign-host", multiple=True, help="Host pattern whose asset hrefs are signed (repeatable allow-list)."),
-    option(
-        "--geocatalog-sas-host",
-        multiple=True,
-        help="Host pattern of the catalog's managed storage (repeatable): its asset hrefs are signed with "
-        "GeoCatalog's collection SAS token (GET /sas/token/{collectionId}); added to the signing allow-list.",
-    ),
-    click.option(
-        "--content-digest/--no-content-digest",
-        envvar="GCW_CONTENT_DIGEST",
-        show_envvar=True,
-        default=True,
-        show_default=True,
-        help="Write properties['gcw:digest'] (SHA-256 of the submitted item) so the worker recognises its own "
-        "writes although the service rewrites asset hrefs and upgrades stac_extensions.",
-    ),
-    option(
-        "--item-url-host", multiple=True, help="Host pattern item_urls may be fetched from (repeatable allow-list)."
-    ),
-    option(
-        "--event-mapping",
-        multiple=True,
-        help="Blob Storage events to accept (repeatable, first match wins): "
-        "'container=items,prefix=stac/,suffix=.json,collection=NAME' (collection=@item: the item's collection "
-        "field; account=NAME optional). Event blob URLs must pass --item-url-host too.",
-    ),
-    option(
-        "--event-unmatched",
-        type=click.Choice(["invalid", "ignore"]),
-        default="invalid",
-        show_default=True,
-        help="An event no --event-mapping matches: answered 'invalid' and dead-lettered, or completed silently.",
-    ),
-    option(
-        "--storage-host",
-        multiple=True,
-        help="Host pattern of private storage (repeatable): item_urls and event blobs there are read with "
-        "azure-storage-blob and --storage-credential.",
-    ),
-    option(
-        "--storage-credential",
-        type=click.Choice(["identity", "sas"]),
-        default="identity",
-        show_default=True,
-        help="How --storage-host blobs are read: identity = DefaultAzureCredential (workload identity); "
-        "sas = a token from --static-sas / --sas-api-url for the blob's account/container.",
-    ),
-    _number("--concurrency", int, 64, "Requests in flight per process."),
-    _number("--max-receive-batch", int, 32, "Messages per receive call."),
-    _number("--max-attempts", int, 5, "Attempts before RetriesExhausted."),
-    _number(
-        "--max-result-bytes",
-        int,
-        240 * 1024,
-        "Result bodies are shortened to fit (keeping status, counts and every item id); keep it under the "
-        "reply queue's message size limit (256 KiB on Standard).",
-    ),
-    _number("--retry-base-seconds", float, 5.0, "Backoff of the 1st retry."),
-    _number("--retry-max-seconds", float, 300.0, "Backoff cap."),
-    _number("--max-lock-renewal-seconds", float, 3600.0, "Renew a message's lock for at most this long."),
-    _number("--operation-timeout-seconds", float, 600.0, "Deadline of one GeoCatalog operation's polling."),
-    _number("--batch-linger-ms", float, 30.0, "How long an ingest batch waits for more requests to merge."),
-    _number("--batch-max-items", int, 100, "Items per merged ingest POST."),
-    _number("--breaker-threshold", int, 5, "Consecutive transient failures that open the circuit breaker."),
-    _number("--breaker-open-seconds", float, 10.0, "Breaker hold before a probe; doubles while probes fail."),
-    _number("--breaker-max-open-seconds", float, 120.0, "Cap of that hold."),
-    _number(
-        "--drain-seconds",
-        float,
-        30.0,
-        "On SIGTERM/SIGINT, how long in-flight requests may finish before they are abandoned.",
-    ),
-    option("--health-host", default="0.0.0.0", show_default=True, help="Address of the health/metrics server."),
-    _number("--health-port", int, 8080, "Port of /healthz, /readyz and /metrics (0 = any free port, logged at start)."),
-    option("--log-level", default="INFO", show_default=True, help="DEBUG, INFO, WARNING or ERROR."),
-]
-
-
 def run_options(func: F) -> F:
-    """Apply every flag of ``run`` to ``func`` (in ``--help`` order)."""
-    for decorator in reversed(_RUN_OPTIONS):
-        func = decorator(func)  # type: ignore[assignment]
-    return func
+    """Every flag of ``run``, generated from ``RunConfig`` (``check`` takes the same ones)."""
+    return config_options()(func)
 
 
 @click.command("run")
@@ -170,52 +35,7 @@ def run_command(**kwargs: Any) -> None:
 
 def config_from_options(kwargs: dict[str, Any]) -> RunConfig:
     """The validated ``RunConfig`` of ``run_options``' values (a ``click.UsageError`` naming the flag if wrong)."""
-    cfg = RunConfig(
-        servicebus_connection_string=_secret(kwargs["servicebus_connection_string"]),
-        servicebus_namespace=kwargs["servicebus_namespace"],
-        request_queue=kwargs["request_queue"],
-        request_topic=kwargs["request_topic"],
-        request_subscription=kwargs["request_subscription"],
-        reply_queue=kwargs["reply_queue"],
-        allowed_reply_to=tuple(kwargs["allowed_reply_to"]),
-        sessions=kwargs["sessions"],
-        max_sessions=kwargs["max_sessions"],
-        session_idle_seconds=kwargs["session_idle_seconds"],
-        geocatalog_url=kwargs["geocatalog_url"],
-        geocatalog_token=_secret(kwargs["geocatalog_token"]),
-        geocatalog_api_version=kwargs["geocatalog_api_version"],
-        geocatalog_scope=kwargs["geocatalog_scope"],
-        geocatalog_budget=kwargs["geocatalog_budget"],
-        geocatalog_retry_seconds=kwargs["geocatalog_retry_seconds"],
-        sas_api_url=kwargs["sas_api_url"],
-        sas_subscription_key=_secret(kwargs["sas_subscription_key"]),
-        static_sas=tuple(kwargs["static_sas"]),
-        sign_hosts=tuple(kwargs["sign_host"]),
-        geocatalog_sas_hosts=tuple(kwargs["geocatalog_sas_host"]),
-        item_url_hosts=tuple(kwargs["item_url_host"]),
-        content_digest=kwargs["content_digest"],
-        event_mappings=tuple(kwargs["event_mapping"]),
-        event_unmatched=kwargs["event_unmatched"],
-        storage_hosts=tuple(kwargs["storage_host"]),
-        storage_credential=kwargs["storage_credential"],
-        concurrency=kwargs["concurrency"],
-        max_receive_batch=kwargs["max_receive_batch"],
-        max_attempts=kwargs["max_attempts"],
-        max_result_bytes=kwargs["max_result_bytes"],
-        retry_base_seconds=kwargs["retry_base_seconds"],
-        retry_max_seconds=kwargs["retry_max_seconds"],
-        max_lock_renewal_seconds=kwargs["max_lock_renewal_seconds"],
-        operation_timeout_seconds=kwargs["operation_timeout_seconds"],
-        batch_linger_ms=kwargs["batch_linger_ms"],
-        batch_max_items=kwargs["batch_max_items"],
-        breaker_threshold=kwargs["breaker_threshold"],
-        breaker_open_seconds=kwargs["breaker_open_seconds"],
-        breaker_max_open_seconds=kwargs["breaker_max_open_seconds"],
-        drain_seconds=kwargs["drain_seconds"],
-        health_host=kwargs["health_host"],
-        health_port=kwargs["health_port"],
-        log_level=kwargs["log_level"],
-    )
+    cfg = config_from_values(kwargs)
     try:
         cfg.validate()
     except ConfigError as exc:
