@@ -23,8 +23,9 @@ from aiohttp import web
 from gcw_emulators.geocatalog.catalog import Catalog, parse_interval
 from gcw_emulators.geocatalog.errors import ApiError, error_body
 from gcw_emulators.geocatalog.faults import FaultSet, FaultSpecError
+from gcw_emulators.geocatalog.items import managed_container, served_item
 from gcw_emulators.geocatalog.operations import Operation
-from gcw_emulators.geocatalog.sas import BLOB_SUFFIX, SasAuthority, blob_location
+from gcw_emulators.geocatalog.sas import SasAuthority, blob_location
 
 API_VERSIONS = ("2025-04-30-preview", "2026-04-15")
 GEOCATALOG_PREFIXES = ("/stac", "/inma", "/sas")  # need Bearer auth + api-version; count against the budget
@@ -85,11 +86,20 @@ class RequestStats:
             return sum(sum(c.values()) for c in self._counts.values())
 
 
+def json_response(
+    body: Any, status: int = 200, content_type: str = "application/json", headers: dict[str, str] | None = None
+) -> web.Response:
+    """JSON with exactly the Content-Type given (the service sends ``application/json`` without a charset on
+    errors and SAS answers, ``application/geo+json`` on STAC reads, ``...; charset=utf-8`` on operations)."""
+    data = json.dumps(body, separators=(",", ":")).encode()
+    return web.Response(body=data, status=status, headers={"Content-Type": content_type, **(headers or {})})
+
+
 def error_response(
     status: int, code: str, message: str, target: str | None = None, headers: dict[str, str] | None = None
 ) -> web.Response:
     hdrs = {"x-ms-error-code": code, **(headers or {})}
-    return web.json_response(error_body(code, message, target), status=status, headers=hdrs)
+    return json_response(error_body(code, message, target), status=status, headers=hdrs)
 
 
 def _reset_connection(request: web.Request) -> None:
@@ -176,9 +186,7 @@ class GeoCatalogApp:
         try:
             return await handler(request)
         except ApiError as exc:
-            return web.json_response(
-                exc.body(), status=exc.status, headers={"x-ms-error-code": exc.code, **exc.headers}
-            )
+            return json_response(exc.body(), status=exc.status, headers={"x-ms-error-code": exc.code, **exc.headers})
         except web.HTTPNotFound:
             return error_response(404, "NotFound", f"No route for {request.method} {request.path}")
         except web.HTTPMethodNotAllowed:
@@ -266,8 +274,7 @@ class GeoCatalogApp:
 
     def _item_links(self, request: web.Request, item: dict[str, Any], collection_id: str) -> dict[str, Any]:
         base = self._origin(request)
-        out = dict(item)
-        out["links"] = [
+        links = [
             {"rel": "collection", "type": "application/json", "href": f"{base}/stac/collections/{collection_id}"},
             {"rel": "parent", "type": "application/json", "href": f"{base}/stac/collections/{collection_id}"},
             {"rel": "root", "type": "application/json", "href": f"{base}/stac/"},
@@ -277,6 +284,7 @@ class GeoCatalogApp:
                 "href": f"{base}/stac/collections/{collection_id}/items/{item['id']}",
             },
         ]
+        out = served_item(item, links)
         if request.query.get("sign", "").lower() == "true":
             duration = self._duration(request)
             assets = {}
@@ -320,7 +328,7 @@ class GeoCatalogApp:
         if mapped:
             account, _, container = mapped.partition("/")
             return account, container
-        return "emulator", collection_id
+        return self.catalog.managed_account, managed_container(collection_id)
 
     def _page(self, items: list[Any], limit_raw: Any, token_raw: Any) -> tuple[list[Any], int, int]:
         try:
@@ -395,7 +403,7 @@ class GeoCatalogApp:
     async def get_item(self, request: web.Request) -> web.Response:
         cid, iid = request.match_info["collectionId"], request.match_info["itemId"]
         item = self.catalog.get_item(cid, iid)
-        return web.json_response(self._item_links(request, item, cid), content_type="application/geo+json")
+        return json_response(self._item_links(request, item, cid), content_type="application/geo+json")
 
     def _filters(self, bbox: Any, datetime_text: Any) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -519,7 +527,7 @@ class GeoCatalogApp:
 
     async def get_blob(self, request: web.Request) -> web.StreamResponse:
         account, container = request.match_info["account"], request.match_info["container"]
-        if f"{account}{BLOB_SUFFIX}" in self.catalog.private_hosts:
+        if self.catalog.is_private_account(account):
             self.sas.early_seconds = self.faults.sas_early()
             reason = self.sas.check(account, container, request.query_string)
             if reason is not None:

@@ -63,6 +63,13 @@ def _check_duration(ctx: click.Context, param: click.Parameter, value: str) -> s
 @click.option("--budget", type=float, help="Request budget: calls per second across all clients (429 beyond).")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the fault and duration draws.")
 @click.option("--collection", "collections", multiple=True, help="Create this collection at start-up (repeatable).")
+@click.option(
+    "--managed-storage-account",
+    default="emulatormanaged",
+    show_default=True,
+    help="Account of the catalog's managed storage: stored items' asset hrefs become "
+    "https://NAME.blob.core.windows.net/<collection>-<8 hex>/...; the bytes are served at /_blobs/NAME/... (private).",
+)
 def geocatalog_command(
     host: str,
     port: int,
@@ -75,6 +82,7 @@ def geocatalog_command(
     budget: float | None,
     seed: int,
     collections: tuple[str, ...],
+    managed_storage_account: str,
 ) -> None:
     """Serve the GeoCatalog data-plane (STAC items, operations) and SAS APIs over HTTP, with fault injection.
 
@@ -98,6 +106,7 @@ def geocatalog_command(
         data_dir=data_dir,
         request_budget=budget,
         collections=list(collections),
+        managed_storage_account=managed_storage_account,
     )
     stop = threading.Event()
 

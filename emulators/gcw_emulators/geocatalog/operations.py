@@ -15,11 +15,15 @@ from typing import Any
 TERMINAL = frozenset({"Succeeded", "Failed", "Canceled"})
 STATUSES = ("Pending", "Running", "Succeeded", "Failed", "Canceled", "Canceling")
 PENDING_SHARE = 0.25  # share of an operation's duration spent in Pending
+# operations whose terminal body has no startTime, finishTime or additionalInformation (T07)
+COLLECTION_TYPES = frozenset({"AddCollection", "DeleteCollection"})
 
 
-def rfc3339(ts: float) -> str:
-    """Seconds since the epoch as the service writes them: ``2025-10-28T18:43:35.3077441Z`` (7 digits)."""
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f") + "0Z"
+def rfc3339(ts: float, digits: int = 7) -> str:
+    """Seconds since the epoch as the service writes them: ``2025-10-28T18:43:35.3077441Z`` (7 digits) or, in
+    terminal item-operation bodies and ``_msft:ts``, ``2025-10-27T17:56:54.016281Z`` (6 digits)."""
+    text = datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")
+    return text + "0Z" if digits == 7 else text + "Z"
 
 
 class DurationSpec:
@@ -87,33 +91,39 @@ class Operation:
         return "Pending" if now < self.started else "Running"
 
     def to_json(self, now: float) -> dict[str, Any]:
+        """The Operation as the service serves it at ``now`` (shapes per state and type: T14, T13, T11, T07)."""
         status = self.status_at(now)
-        history: list[dict[str, Any]] = [{"status": "Pending", "timestamp": rfc3339(self.created)}]
-        body: dict[str, Any] = {
-            "id": self.id,
-            "status": status,
-            "type": self.type,
-            "creationTime": rfc3339(self.created),
-        }
-        if self.collection_id is not None:
-            body["collectionId"] = self.collection_id
-        ran = (self.ended if self.ended is not None else now) >= self.started
-        if ran:
-            history.append({"status": "Running", "timestamp": rfc3339(self.started)})
-            body["startTime"] = rfc3339(self.started)
-        if self.outcome is not None and self.ended is not None:
-            body["finishTime"] = rfc3339(self.ended)
+        terminal = self.outcome is not None and self.ended is not None
+        item_op = self.type not in COLLECTION_TYPES
+        # terminal item-operation bodies carry 6 fractional digits, everything else 7 (T14, T11, T07)
+        digits = 6 if terminal and item_op else 7
+        created = rfc3339(self.created, digits)
+        canceled_pending = self.outcome == "Canceled" and self.ended is not None and self.ended < self.started
+        history: list[dict[str, Any]] = []
+        if not canceled_pending:  # canceled while Pending: a single Canceled entry (T07)
+            history.append({"status": "Pending", "timestamp": created})
+            if (self.ended if terminal else now) >= self.started:
+                history.append({"status": "Running", "timestamp": rfc3339(self.started, digits)})
+        if terminal and self.ended is not None:
             entry: dict[str, Any] = {
                 "status": "Finished" if self.outcome == "Succeeded" else self.outcome,
-                "timestamp": rfc3339(self.ended),
+                "timestamp": rfc3339(self.ended, digits),
             }
             if self.error is not None:
                 entry["errorCode"], entry["errorMessage"] = self.error
-                body["error"] = {"error": {"code": self.error[0], "message": self.error[1]}}
             history.append(entry)
-        body["statusHistory"] = history
-        if self.additional_information:
+        body: dict[str, Any] = {"id": self.id, "status": status, "statusHistory": history, "type": self.type}
+        body["creationTime"] = created
+        if terminal and item_op and self.ended is not None:
+            if not canceled_pending:
+                body["startTime"] = created  # startTime equals creationTime, not the Running timestamp (T14)
+            body["finishTime"] = rfc3339(self.ended, digits)
+        if self.collection_id is not None:
+            body["collectionId"] = self.collection_id
+        if terminal and item_op and self.additional_information:
             body["additionalInformation"] = dict(self.additional_information)
+        if self.outcome == "Failed" and self.error is not None:
+            body["error"] = {"error": {"code": self.error[0], "message": self.error[1]}}
         return body
 
     # Persistence (the SQLite store keeps operations as JSON).

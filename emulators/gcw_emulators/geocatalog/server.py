@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 import structlog
 from aiohttp import web
@@ -46,6 +47,7 @@ class GeoCatalogEmulator:
         poll_retry_after: float | None = None,
         max_items_per_post: int = 1000,
         max_body_bytes: int = 10 * 1024 * 1024,
+        managed_storage_account: str = "emulatormanaged",
     ) -> None:
         self.host = host
         self.port = port
@@ -66,6 +68,7 @@ class GeoCatalogEmulator:
             self._clock,
             seed=seed,
             max_items_per_post=max_items_per_post,
+            managed_account=managed_storage_account,
         )
         for cid in collections:
             self.catalog.add_collection_now(cid)
@@ -135,6 +138,7 @@ class GeoCatalogEmulator:
         server = site._server
         if server is not None and getattr(server, "sockets", None):
             self.port = server.sockets[0].getsockname()[1]
+        self.catalog.own_netlocs.update({f"{self.host}:{self.port}", f"localhost:{self.port}"})
 
     async def _shutdown(self) -> None:
         if self._runner is not None:
@@ -196,6 +200,19 @@ class GeoCatalogEmulator:
             raise ValueError("blob path must not be empty")
         self.catalog.put_blob(f"{account}/{container}/{blob}", data, content_type)
         return f"{self.url}/_blobs/{account}/{container}/{blob}"
+
+    def blob_url(self, href: str) -> str:
+        """Where this emulator serves the blob an Azure blob href names (managed-storage hrefs of stored items are
+        ``https://<account>.blob.core.windows.net/...``; their bytes are at ``{url}/_blobs/<account>/...``)."""
+        parts = urlsplit(href)
+        account = (parts.hostname or "").split(".")[0]
+        query = f"?{parts.query}" if parts.query else ""
+        return f"{self.url}/_blobs/{account}{parts.path}{query}"
+
+    @property
+    def managed_account(self) -> str:
+        """The catalog's managed storage account (``--managed-storage-account``)."""
+        return self.catalog.managed_account
 
     def issue_sas(self, account: str, container: str, duration_seconds: float | None = None) -> str:
         """A SAS token for ``account/container`` as the SAS API would issue it (for tests)."""
