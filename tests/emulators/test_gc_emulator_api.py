@@ -85,7 +85,7 @@ def test_supported_api_versions(api, version):
 
 @pytest.mark.parametrize(
     ("params", "code"),
-    [({}, "MissingApiVersionParameter"), ({"api-version": "2024-01-31-preview"}, "UnsupportedApiVersion")],
+    [({}, "MissingApiVersionParameter"), ({"api-version": "2023-01-01"}, "UnsupportedApiVersion")],
 )
 def test_api_version_is_required_and_checked(emu, params, code):
     r = requests.get(f"{emu.url}/stac/collections/{C}/items", params=params, headers=emu.headers, timeout=5)
@@ -399,7 +399,7 @@ def test_search_filters(api):
     body = {"collections": [C], "datetime": "2020-01-01T00:00:00Z/.."}
     assert ids(api.call("POST", "/stac/search", json=body)) == ["far", "near"]
     r = api.call("POST", "/stac/search", json={"collections": [C], "limit": 1})
-    assert len(r.json()["features"]) == 1 and r.json()["numberMatched"] == 3
+    assert len(r.json()["features"]) == 1 and [link["rel"] for link in r.json()["links"]] == ["root", "self", "next"]
 
 
 def test_collections_create_get_list(api):

@@ -24,6 +24,7 @@ def emu(gc_emulator):
         collections=[C],
         private_hosts=[PRIVATE],
         collection_storage={"io-lulc-annual-v02": "privatedemo/lulc"},
+        sas_expiry_seconds=3600,
     )
 
 
@@ -54,7 +55,7 @@ def test_pc_token_shape_is_anonymous_and_expires_as_configured(emu):
 def test_pc_sign_and_collection_token(emu):
     href = f"https://{PRIVATE}/lulc/a/b.tif"
     signed = requests.get(f"{emu.url}/api/sas/v1/sign", params={"href": href}, timeout=5).json()
-    assert signed["href"].startswith(href + "?se=") and "msft:expiry" in signed
+    assert signed["href"].startswith(href + "?st=") and "msft:expiry" in signed
     plain = "https://example.com/x.tif"
     assert requests.get(f"{emu.url}/api/sas/v1/sign", params={"href": plain}, timeout=5).json() == {"href": plain}
     # The collection form is scoped to the mapped account/container: it opens lulc, not data.

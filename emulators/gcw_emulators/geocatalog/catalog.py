@@ -154,16 +154,18 @@ class Catalog:
         self, op_type: str, collection_id: str | None, payload: dict[str, Any], method: str, path: str, total: int
     ) -> Operation:
         now = self.clock()
-        duration = self.durations.sample(self._rng)
+        forced_error = self.faults.op_failure(method, path)
+        failing = forced_error is not None or self._likely_failure(collection_id or "", payload, now)
+        duration, pending = self.durations.sample(self._rng, op_type, failing)
         op = Operation(
             id=str(uuid.UUID(int=self._rng.getrandbits(128), version=4)),
             type=op_type,
             collection_id=collection_id,
             created=now,
-            started=now + duration * 0.25,
+            started=now + pending,
             finished=now + duration,
             payload=payload,
-            forced_error=self.faults.op_failure(method, path),
+            forced_error=forced_error,
         )
         if total:
             op.additional_information = {
@@ -175,6 +177,17 @@ class Catalog:
         self.store.put_operation(op)
         self._schedule(op)
         return op
+
+    def _likely_failure(self, cid: str, payload: dict[str, Any], now: float) -> bool:
+        """Whether a write will fail as the catalog looks now (failures end within ~1.5 s on the live service)."""
+        if "item_id" in payload:
+            return self.store.get_item(cid, payload["item_id"]) is None
+        mode = payload.get("mode")
+        for item in payload.get("items", ()):
+            exists = self.store.get_item(cid, item["id"]) is not None
+            if exists == (mode == "add") or self._managed_access(item, now) is not None:
+                return True
+        return False
 
     def _finish(self, op: Operation, ok: int, failures: list[tuple[str, str, str]], total: int) -> None:
         op.ended = op.finished
@@ -212,7 +225,13 @@ class Catalog:
                 )
             return
         if op.type == "AddCollection":
-            self.store.add_collection(payload["collection"]["id"], payload["collection"])
+            doc = dict(payload["collection"])
+            doc["msft:_created"] = doc["msft:_updated"] = rfc3339(op.finished)  # collections carry them (C01)
+            self.store.add_collection(payload["collection"]["id"], doc)
+            self._finish(op, 0, [], 0)
+            return
+        if op.type == "DeleteCollection":
+            self.store.delete_collection(cid)
             self._finish(op, 0, [], 0)
             return
         if op.type == "DeleteItem":
@@ -378,6 +397,12 @@ class Catalog:
                 raise ApiError(409, "CollectionAlreadyExists", f"Collection '{cid}' already exists", target="id")
             payload = {"collection": self._collection_doc(cid, body)}
             return self._new_operation("AddCollection", cid, payload, "POST", path, 0)
+
+    def delete_collection(self, cid: str, path: str) -> Operation:
+        with self._lock:
+            self.advance()
+            self._require_collection(cid)
+            return self._new_operation("DeleteCollection", cid, {}, "DELETE", path, 0)
 
     def get_collection(self, cid: str) -> dict[str, Any]:
         with self._lock:

@@ -26,8 +26,20 @@ def rfc3339(ts: float, digits: int = 7) -> str:
     return text + "0Z" if digits == 7 else text + "Z"
 
 
+# The live service's timings (T14, T13, T11, T07, C01, C03): (low, high) total seconds and the share spent Pending.
+RECORDED_DURATIONS: dict[str, tuple[float, float, float]] = {
+    "AddItem": (5.0, 7.0, 0.34),  # 6.89 s, 2.33 s Pending (T14)
+    "UpdateItem": (2.2, 2.8, 0.55),  # 2.53 s, 1.39 s Pending (T13)
+    "DeleteItem": (0.6, 1.0, 0.34),  # 0.79 s, 0.27 s Pending (T14)
+    "AddCollection": (4.6, 8.4, 0.95),  # 8.38 / 7.84 / 5.63 s, almost all Pending (T07)
+    "DeleteCollection": (4.6, 7.2, 0.9),  # 7.20 / 6.91 / 4.61 s (T07)
+}
+RECORDED_FAILURE = (0.7, 1.6, 0.4)  # failed item writes: 0.74 / 1.04 / 1.47 / 1.62 s (T13, T11, T07)
+
+
 class DurationSpec:
-    """How long an operation takes: a fixed number (``2.0``), ``uniform:A,B`` or ``exp:MEAN``."""
+    """How long an operation takes: ``recorded`` (the live service's timings per operation type and outcome, the
+    default), a fixed number (``2.0``), ``uniform:A,B`` or ``exp:MEAN``."""
 
     def __init__(self, spec: float | int | str) -> None:
         self.spec = str(spec)
@@ -40,6 +52,8 @@ class DurationSpec:
                 raise ValueError(f"operation duration must be >= 0, got {spec}")
             return "fixed", float(spec), 0.0
         text = spec.strip().lower()
+        if text == "recorded":
+            return "recorded", 0.0, 0.0
         try:
             if text.startswith("uniform:"):
                 low, high = (float(x) for x in text[len("uniform:") :].split(","))
@@ -57,15 +71,27 @@ class DurationSpec:
             return "fixed", value, 0.0
         except ValueError:
             raise ValueError(
-                f"invalid operation duration {spec!r}: expected seconds (2.0), 'uniform:LOW,HIGH' or 'exp:MEAN'"
+                f"invalid operation duration {spec!r}: expected 'recorded', seconds (2.0), 'uniform:LOW,HIGH' or "
+                "'exp:MEAN'"
             ) from None
 
-    def sample(self, rng: random.Random) -> float:
+    def sample(self, rng: random.Random, op_type: str = "AddItem", failing: bool = False) -> tuple[float, float]:
+        """(total seconds, seconds Pending) of one operation."""
+        if self._kind == "recorded":
+            low, high, share = (
+                RECORDED_FAILURE
+                if failing and op_type not in COLLECTION_TYPES
+                else (RECORDED_DURATIONS.get(op_type, RECORDED_DURATIONS["AddItem"]))
+            )
+            total = rng.uniform(low, high)
+            return total, total * share
         if self._kind == "fixed":
-            return self._a
-        if self._kind == "uniform":
-            return rng.uniform(self._a, self._b)
-        return rng.expovariate(1.0 / self._a)
+            total = self._a
+        elif self._kind == "uniform":
+            total = rng.uniform(self._a, self._b)
+        else:
+            total = rng.expovariate(1.0 / self._a)
+        return total, total * PENDING_SHARE
 
 
 @dataclass

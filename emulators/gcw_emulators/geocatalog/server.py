@@ -25,7 +25,8 @@ log = structlog.get_logger(__name__)
 class GeoCatalogEmulator:
     """The GeoCatalog data-plane + SAS APIs on ``http://host:port``.
 
-    ``operation_seconds`` is a float or a spec (``"uniform:1,3"``, ``"exp:2"``); ``faults`` are fault specs
+    ``operation_seconds`` is ``"recorded"`` (the live service's timings, the default), a float or a spec
+    (``"uniform:1,3"``, ``"exp:2"``); ``faults`` are fault specs
     (see ``faults.py``); ``request_budget`` is calls per second across all clients (429 + Retry-After beyond).
     """
 
@@ -33,10 +34,10 @@ class GeoCatalogEmulator:
         self,
         host: str = "127.0.0.1",
         port: int = 0,
-        operation_seconds: float | str = 2.0,
+        operation_seconds: float | str = "recorded",
         private_hosts: Iterable[str] = ("privatedemo.blob.core.windows.net",),
         token: str = "dev-token",  # noqa: S107 - the emulator's fixed dev token, not a secret
-        sas_expiry_seconds: float = 3600,
+        sas_expiry_seconds: float = 86400,  # the service's default lifetime: 24 h (SPY)
         faults: Iterable[str] = (),
         seed: int = 0,
         data_dir: str | None = None,
