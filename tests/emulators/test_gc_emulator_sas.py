@@ -24,6 +24,7 @@ def emu(gc_emulator):
         collections=[C],
         private_hosts=[PRIVATE],
         collection_storage={"io-lulc-annual-v02": "privatedemo/lulc"},
+        sas_expiry_seconds=3600,
     )
 
 
@@ -54,7 +55,7 @@ def test_pc_token_shape_is_anonymous_and_expires_as_configured(emu):
 def test_pc_sign_and_collection_token(emu):
     href = f"https://{PRIVATE}/lulc/a/b.tif"
     signed = requests.get(f"{emu.url}/api/sas/v1/sign", params={"href": href}, timeout=5).json()
-    assert signed["href"].startswith(href + "?se=") and "msft:expiry" in signed
+    assert signed["href"].startswith(href + "?st=") and "msft:expiry" in signed
     plain = "https://example.com/x.tif"
     assert requests.get(f"{emu.url}/api/sas/v1/sign", params={"href": plain}, timeout=5).json() == {"href": plain}
     # The collection form is scoped to the mapped account/container: it opens lulc, not data.
@@ -72,7 +73,7 @@ def test_geocatalog_sas_endpoints_need_auth_and_take_duration(emu):
     expiry = datetime.fromisoformat(r.json()["msft:expiry"].replace("Z", "+00:00")).timestamp()
     assert expiry <= time.time() + 61
     r = requests.get(f"{emu.url}/sas/token/missing", params=V, headers=emu.headers, timeout=5)
-    assert (r.status_code, r.headers["x-ms-error-code"]) == (404, "CollectionDoesNotExist")
+    assert (r.status_code, r.headers["x-ms-error-code"]) == (404, "ResourceNotFound")
     r = requests.get(
         f"{emu.url}/sas/sign", params={"href": f"https://{PRIVATE}/c/x.tif"}, headers=emu.headers, timeout=5
     )
@@ -98,7 +99,9 @@ def test_private_asset_with_valid_token_ingests_and_public_needs_none(emu):
     assert ingest(emu, make_stac_item("p2", C, href=href))["status"] == "Succeeded"
     assert ingest(emu, make_stac_item("p3", C, href="https://public.example.com/p3.tif"))["status"] == "Succeeded"
     stored = requests.get(f"{emu.url}/stac/collections/{C}/items/p2", params=V, headers=emu.headers, timeout=5).json()
-    assert stored["assets"]["data"]["href"] == f"https://{PRIVATE}/data/p2.tif"  # no token kept
+    # copied to the catalog's managed storage; no token kept
+    assert stored["assets"]["data"]["href"].startswith(f"https://{emu.managed_account}.blob.core.windows.net/")
+    assert "?" not in stored["assets"]["data"]["href"]
     assert emu.stats()["signed_asset_hosts"] == {PRIVATE: 1}  # where signed hrefs went (never the token)
 
 

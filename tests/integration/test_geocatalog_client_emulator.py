@@ -153,7 +153,7 @@ def test_a_failure_carries_the_service_request_ids(client: GeoCatalogClient) -> 
     assert set(ids) >= {"client_request_id", "x_request_id", "x_azure_ref", "mise_correlation_id"}
     assert f"x_request_id={ids['x_request_id']}" in str(info.value)  # reaches the failure result's text
     (line,) = [e for e in logs if e["event"] == "geocatalog_call_failed"]
-    assert line["x_request_id"] == ids["x_request_id"] and line["code"] == "CollectionDoesNotExist"
+    assert line["x_request_id"] == ids["x_request_id"] and line["code"] == "ResourceNotFound"
 
 
 def test_the_token_scope_follows_the_endpoints_cloud() -> None:
@@ -213,7 +213,7 @@ def test_missing_collection_is_not_found(client: GeoCatalogClient) -> None:
     with pytest.raises(NotFound) as info:
         client.create_items("nope", [make_item("x", "nope")])
     assert info.value.status == 404
-    assert info.value.code == "CollectionDoesNotExist"
+    assert info.value.code == "ResourceNotFound"
 
 
 def test_wrong_static_token_is_auth_error_without_token_in_text(emu) -> None:

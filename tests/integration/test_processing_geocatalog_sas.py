@@ -125,7 +125,7 @@ def test_item_copied_from_a_get_can_be_re_upserted_only_with_the_flag(env):
         copied.pop(key)  # server-added fields (e.g. msft:*) are not part of an upsert
 
     unsigned = run(processor(), request([copied], "m-2"))
-    assert unsigned.result.items[0].error["code"] == "IngestionAuthenticationFailed"
+    assert unsigned.result.items[0].error["code"] == "PublicAccessRestricted"  # managed storage is never public
 
     again = run(signed, request([copied], "m-3"))
     assert again.result.status == "succeeded", again.result.to_dict()

@@ -23,10 +23,14 @@ from aiohttp import web
 from gcw_emulators.geocatalog.catalog import Catalog, parse_interval
 from gcw_emulators.geocatalog.errors import ApiError, error_body
 from gcw_emulators.geocatalog.faults import FaultSet, FaultSpecError
+from gcw_emulators.geocatalog.items import jsonb_order, managed_container, served_item
 from gcw_emulators.geocatalog.operations import Operation
-from gcw_emulators.geocatalog.sas import BLOB_SUFFIX, SasAuthority, blob_location
+from gcw_emulators.geocatalog.sas import SasAuthority, blob_location
 
-API_VERSIONS = ("2025-04-30-preview", "2026-04-15")
+API_VERSIONS = ("2024-01-31-preview", "2025-04-30-preview", "2026-04-15")
+# sent on write 202s, operation GETs and the operation list, not on STAC reads, SAS answers or errors (T14, T07, S02)
+SUPPORTED_VERSIONS_HEADER = {"api-supported-versions": ", ".join(API_VERSIONS)}
+OPERATION_CONTENT_TYPE = "application/json; charset=utf-8"
 GEOCATALOG_PREFIXES = ("/stac", "/inma", "/sas")  # need Bearer auth + api-version; count against the budget
 log = structlog.get_logger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -85,11 +89,20 @@ class RequestStats:
             return sum(sum(c.values()) for c in self._counts.values())
 
 
+def json_response(
+    body: Any, status: int = 200, content_type: str = "application/json", headers: dict[str, str] | None = None
+) -> web.Response:
+    """JSON with exactly the Content-Type given (the service sends ``application/json`` without a charset on
+    errors and SAS answers, ``application/geo+json`` on STAC reads, ``...; charset=utf-8`` on operations)."""
+    data = json.dumps(body, separators=(",", ":")).encode()
+    return web.Response(body=data, status=status, headers={"Content-Type": content_type, **(headers or {})})
+
+
 def error_response(
     status: int, code: str, message: str, target: str | None = None, headers: dict[str, str] | None = None
 ) -> web.Response:
     hdrs = {"x-ms-error-code": code, **(headers or {})}
-    return web.json_response(error_body(code, message, target), status=status, headers=hdrs)
+    return json_response(error_body(code, message, target), status=status, headers=hdrs)
 
 
 def _reset_connection(request: web.Request) -> None:
@@ -176,9 +189,7 @@ class GeoCatalogApp:
         try:
             return await handler(request)
         except ApiError as exc:
-            return web.json_response(
-                exc.body(), status=exc.status, headers={"x-ms-error-code": exc.code, **exc.headers}
-            )
+            return json_response(exc.body(), status=exc.status, headers={"x-ms-error-code": exc.code, **exc.headers})
         except web.HTTPNotFound:
             return error_response(404, "NotFound", f"No route for {request.method} {request.path}")
         except web.HTTPMethodNotAllowed:
@@ -262,12 +273,12 @@ class GeoCatalogApp:
         version = request.query.get("api-version", API_VERSIONS[-1])
         location = f"{self._origin(request)}/inma/operations/{op.id}?api-version={version}"
         body = op.to_json(op.created)
-        return web.json_response(body, status=202, headers={"location": location, "operation-location": location})
+        headers = {"location": location, "operation-location": location, **SUPPORTED_VERSIONS_HEADER}
+        return json_response(body, status=202, content_type=OPERATION_CONTENT_TYPE, headers=headers)
 
     def _item_links(self, request: web.Request, item: dict[str, Any], collection_id: str) -> dict[str, Any]:
         base = self._origin(request)
-        out = dict(item)
-        out["links"] = [
+        links = [
             {"rel": "collection", "type": "application/json", "href": f"{base}/stac/collections/{collection_id}"},
             {"rel": "parent", "type": "application/json", "href": f"{base}/stac/collections/{collection_id}"},
             {"rel": "root", "type": "application/json", "href": f"{base}/stac/"},
@@ -277,6 +288,7 @@ class GeoCatalogApp:
                 "href": f"{base}/stac/collections/{collection_id}/items/{item['id']}",
             },
         ]
+        out = served_item(item, links)
         if request.query.get("sign", "").lower() == "true":
             duration = self._duration(request)
             assets = {}
@@ -320,7 +332,7 @@ class GeoCatalogApp:
         if mapped:
             account, _, container = mapped.partition("/")
             return account, container
-        return "emulator", collection_id
+        return self.catalog.managed_account, managed_container(collection_id)
 
     def _page(self, items: list[Any], limit_raw: Any, token_raw: Any) -> tuple[list[Any], int, int]:
         try:
@@ -342,35 +354,37 @@ class GeoCatalogApp:
     ) -> web.Response:
         source: Any = post_body if post_body is not None else request.query
         page, limit, offset = self._page(items, source.get("limit"), source.get("token"))
-        links: list[dict[str, Any]] = []
+        base = self._origin(request)
+        if path == "/stac/search":  # S05: root and self (application/json)
+            links: list[dict[str, Any]] = [
+                {"rel": "root", "type": "application/json", "href": f"{base}/stac/"},
+                {"rel": "self", "type": "application/json", "href": f"{base}{request.path_qs}"},
+            ]
+        else:  # L06: collection, parent, root, self
+            cid = request.match_info.get("collectionId", "")
+            links = self._item_links(request, {"id": ""}, cid)["links"][:3]
+            links.append({"rel": "self", "type": "application/geo+json", "href": f"{base}{path}"})
         if offset + limit < len(items):
             nxt = str(offset + limit)
             if post_body is not None:
-                href = f"{self._origin(request)}{path}?{urlencode({'api-version': request.query.get('api-version')})}"
+                href = f"{base}{path}?{urlencode({'api-version': request.query.get('api-version')})}"
                 links.append(
                     {
                         "rel": "next",
                         "type": "application/geo+json",
-                        "href": href,
                         "method": "POST",
+                        "href": href,
                         "body": {**post_body, "token": nxt},
                     }
                 )
             else:
                 query = {k: v for k, v in request.query.items() if k != "token"}
                 query["token"] = nxt
-                href = f"{self._origin(request)}{path}?{urlencode(query)}"
-                links.append({"rel": "next", "type": "application/geo+json", "href": href})
+                href = f"{base}{path}?{urlencode(query)}"
+                links.append({"rel": "next", "type": "application/geo+json", "method": "GET", "href": href})
         features = [self._item_links(request, item, item.get("collection", "")) for item in page]
-        body = {
-            "type": "FeatureCollection",
-            "features": features,
-            "links": links,
-            "numberMatched": len(items),
-            "numberReturned": len(features),
-            "context": {"returned": len(features), "limit": limit, "matched": len(items)},
-        }
-        return web.json_response(body, content_type="application/geo+json")
+        body = {"type": "FeatureCollection", "features": features, "links": links}  # no counts (L06, S05)
+        return json_response(body, content_type="application/geo+json")
 
     # ------------------------------------------------------------------ STAC
     async def post_items(self, request: web.Request) -> web.Response:
@@ -395,7 +409,7 @@ class GeoCatalogApp:
     async def get_item(self, request: web.Request) -> web.Response:
         cid, iid = request.match_info["collectionId"], request.match_info["itemId"]
         item = self.catalog.get_item(cid, iid)
-        return web.json_response(self._item_links(request, item, cid), content_type="application/geo+json")
+        return json_response(self._item_links(request, item, cid), content_type="application/geo+json")
 
     def _filters(self, bbox: Any, datetime_text: Any) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -438,39 +452,57 @@ class GeoCatalogApp:
         return self._feature_collection(request, items, "/stac/search", post_body)
 
     async def list_collections(self, request: web.Request) -> web.Response:
-        return web.json_response({"collections": self.catalog.list_collections(), "links": []})
+        collections = [self._collection_view(request, doc) for doc in self.catalog.list_collections()]
+        return json_response({"collections": collections, "links": []})
+
+    def _collection_view(self, request: web.Request, doc: dict[str, Any]) -> dict[str, Any]:
+        """A collection as served (C01): items, parent, root and self links; keys in jsonb order."""
+        base, cid = self._origin(request), doc["id"]
+        links = [
+            {"rel": "items", "type": "application/geo+json", "href": f"{base}/stac/collections/{cid}/items"},
+            {"rel": "parent", "type": "application/json", "href": f"{base}/stac/"},
+            {"rel": "root", "type": "application/json", "href": f"{base}/stac/"},
+            {"rel": "self", "type": "application/json", "href": f"{base}/stac/collections/{cid}"},
+        ]
+        return jsonb_order({**doc, "links": links})
 
     async def post_collection(self, request: web.Request) -> web.Response:
         body = await self._json_body(request)
         return self._accepted(request, self.catalog.create_collection(body, request.path))
 
     async def get_collection(self, request: web.Request) -> web.Response:
-        return web.json_response(self.catalog.get_collection(request.match_info["collectionId"]))
+        doc = self.catalog.get_collection(request.match_info["collectionId"])
+        return json_response(self._collection_view(request, doc))
+
+    async def delete_collection(self, request: web.Request) -> web.Response:
+        return self._accepted(request, self.catalog.delete_collection(request.match_info["collectionId"], request.path))
 
     # ------------------------------------------------------------------ operations
     async def get_operation(self, request: web.Request) -> web.Response:
         body, _op = self.catalog.get_operation(request.match_info["operationId"])
-        headers = {}
+        headers = dict(SUPPORTED_VERSIONS_HEADER)
         if self.config.poll_retry_after is not None and body["status"] in ("Pending", "Running"):
             headers["Retry-After"] = f"{self.config.poll_retry_after:g}"
-        return web.json_response(body, headers=headers)
+        return json_response(body, content_type=OPERATION_CONTENT_TYPE, headers=headers)
 
     async def list_operations(self, request: web.Request) -> web.Response:
         q = request.query
         try:
-            top = int(q.get("$top", "100"))
+            top = int(q["$top"]) if "$top" in q else None
             skip = int(q.get("$skip", "0"))
         except ValueError:
             raise ApiError(400, "InvalidInputData", "$top and $skip must be integers", "$top") from None
-        if not 1 <= top <= 1000 or skip < 0:
+        if (top is not None and not 1 <= top <= 1000) or skip < 0:
             raise ApiError(400, "InvalidInputData", "$top must be 1..1000 and $skip >= 0", "$top")
         ops = self.catalog.list_operations(q.get("collectionId"), q.get("status"))
-        body: dict[str, Any] = {"value": ops[skip : skip + top]}
-        if skip + top < len(ops):
+        # without $top everything comes in one page without nextLink (T07 returned ~500 operations so)
+        end = len(ops) if top is None else skip + top
+        body: dict[str, Any] = {"value": ops[skip:end]}
+        if top is not None and end < len(ops):
             query = dict(q)
             query.update({"$top": str(top), "$skip": str(skip + top)})
             body["nextLink"] = f"{self._origin(request)}/inma/operations?{urlencode(query, safe='$')}"
-        return web.json_response(body)
+        return json_response(body, content_type=OPERATION_CONTENT_TYPE, headers=SUPPORTED_VERSIONS_HEADER)
 
     async def cancel_operation(self, request: web.Request) -> web.Response:
         self.catalog.cancel_operation(request.match_info["operationId"])
@@ -483,7 +515,7 @@ class GeoCatalogApp:
     # ------------------------------------------------------------------ SAS
     def _token_response(self, account: str, container: str, duration: float | None) -> web.Response:
         token, expiry = self.sas.issue(account, container, duration)
-        return web.json_response({"msft:expiry": expiry, "token": token})
+        return json_response({"msft:expiry": expiry, "token": token})  # application/json, no charset (S02)
 
     async def pc_token_container(self, request: web.Request) -> web.Response:
         return self._token_response(request.match_info["account"], request.match_info["container"], None)
@@ -519,7 +551,7 @@ class GeoCatalogApp:
 
     async def get_blob(self, request: web.Request) -> web.StreamResponse:
         account, container = request.match_info["account"], request.match_info["container"]
-        if f"{account}{BLOB_SUFFIX}" in self.catalog.private_hosts:
+        if self.catalog.is_private_account(account):
             self.sas.early_seconds = self.faults.sas_early()
             reason = self.sas.check(account, container, request.query_string)
             if reason is not None:
@@ -567,6 +599,7 @@ class GeoCatalogApp:
         r.add_get("/stac/collections", self.list_collections, allow_head=False)
         r.add_post("/stac/collections", self.post_collection)
         r.add_get("/stac/collections/{collectionId}", self.get_collection, allow_head=False)
+        r.add_delete("/stac/collections/{collectionId}", self.delete_collection)
         r.add_get("/stac/search", self.search, allow_head=False)
         r.add_post("/stac/search", self.search)
         r.add_get("/inma/operations", self.list_operations, allow_head=False)

@@ -21,8 +21,16 @@ from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 from gcw_emulators.geocatalog.errors import ApiError
 from gcw_emulators.geocatalog.faults import FaultSet
+from gcw_emulators.geocatalog.items import (
+    collection_not_found,
+    item_not_found,
+    managed_blob_path,
+    managed_href,
+    public_access_restricted,
+    stored_item,
+)
 from gcw_emulators.geocatalog.operations import DurationSpec, Operation, rfc3339
-from gcw_emulators.geocatalog.sas import SasAuthority
+from gcw_emulators.geocatalog.sas import BLOB_SUFFIX, SasAuthority, blob_location
 from gcw_emulators.geocatalog.validation import (
     check_bbox,
     check_collection_id,
@@ -96,12 +104,18 @@ class Catalog:
         clock: Callable[[], float],
         seed: int = 0,
         max_items_per_post: int = 1000,
+        managed_account: str = "emulatormanaged",
     ) -> None:
         self.store = store
         self.sas = sas
         self.faults = faults
         self.durations = durations
         self.private_hosts = {h.strip().lower() for h in private_hosts if h.strip()}
+        # the catalog's managed storage account: where ingested assets are copied; never publicly readable
+        self.managed_account = managed_account.lower()
+        self.managed_host = f"{self.managed_account}{BLOB_SUFFIX}"
+        # host:port spellings of this emulator, so hrefs to its own /_blobs store are recognised as its blobs
+        self.own_netlocs: set[str] = set()
         self.clock = clock
         self.max_items_per_post = max_items_per_post
         self._rng = random.Random(seed)
@@ -140,16 +154,18 @@ class Catalog:
         self, op_type: str, collection_id: str | None, payload: dict[str, Any], method: str, path: str, total: int
     ) -> Operation:
         now = self.clock()
-        duration = self.durations.sample(self._rng)
+        forced_error = self.faults.op_failure(method, path)
+        failing = forced_error is not None or self._likely_failure(collection_id or "", payload, now)
+        duration, pending = self.durations.sample(self._rng, op_type, failing)
         op = Operation(
             id=str(uuid.UUID(int=self._rng.getrandbits(128), version=4)),
             type=op_type,
             collection_id=collection_id,
             created=now,
-            started=now + duration * 0.25,
+            started=now + pending,
             finished=now + duration,
             payload=payload,
-            forced_error=self.faults.op_failure(method, path),
+            forced_error=forced_error,
         )
         if total:
             op.additional_information = {
@@ -161,6 +177,17 @@ class Catalog:
         self.store.put_operation(op)
         self._schedule(op)
         return op
+
+    def _likely_failure(self, cid: str, payload: dict[str, Any], now: float) -> bool:
+        """Whether a write will fail as the catalog looks now (failures end within ~1.5 s on the live service)."""
+        if "item_id" in payload:
+            return self.store.get_item(cid, payload["item_id"]) is None
+        mode = payload.get("mode")
+        for item in payload.get("items", ()):
+            exists = self.store.get_item(cid, item["id"]) is not None
+            if exists == (mode == "add") or self._managed_access(item, now) is not None:
+                return True
+        return False
 
     def _finish(self, op: Operation, ok: int, failures: list[tuple[str, str, str]], total: int) -> None:
         op.ended = op.finished
@@ -198,7 +225,13 @@ class Catalog:
                 )
             return
         if op.type == "AddCollection":
-            self.store.add_collection(payload["collection"]["id"], payload["collection"])
+            doc = dict(payload["collection"])
+            doc["msft:_created"] = doc["msft:_updated"] = rfc3339(op.finished)  # collections carry them (C01)
+            self.store.add_collection(payload["collection"]["id"], doc)
+            self._finish(op, 0, [], 0)
+            return
+        if op.type == "DeleteCollection":
+            self.store.delete_collection(cid)
             self._finish(op, 0, [], 0)
             return
         if op.type == "DeleteItem":
@@ -222,6 +255,7 @@ class Catalog:
 
     def _apply_item(self, op: Operation, cid: str, item: dict[str, Any], mode: str) -> tuple[str, str, str] | None:
         iid = item["id"]
+        submitted = item  # the hrefs the service fetches: those named in the request body
         existing = self.store.get_item(cid, iid)
         if mode == "add" and existing is not None:
             return iid, "ItemAlreadyExistsInCollection", f"Item '{iid}' already exists in collection '{cid}'"
@@ -236,21 +270,68 @@ class Catalog:
                 check_item(item, cid, item_id=iid)
             except ApiError as exc:
                 return iid, "PatchValidation", f"Item '{iid}': the patched item is invalid: {exc.message}"
+        restricted = self._managed_access(submitted, op.started)
+        if restricted is not None:
+            return iid, "PublicAccessRestricted", public_access_restricted(restricted)
         denied = self._asset_access(item, op.started)
         if denied is not None:
             return iid, "IngestionAuthenticationFailed", f"Item '{iid}': {denied}"
-        stored = copy.deepcopy(item)
-        for asset in stored.get("assets", {}).values():
+        assets: dict[str, Any] = {}
+        for key, asset in item.get("assets", {}).items():
             self._record_signed(asset["href"])
-            asset["href"] = strip_sas(asset["href"])
-        now = rfc3339(op.finished)
-        props = stored.setdefault("properties", {})
-        props["msft:_created"] = (existing or {}).get("properties", {}).get("msft:_created", now)
-        props["msft:_updated"] = now
-        stored["_msft:ts"] = now
-        stored["_msft:etag"] = str(uuid.UUID(int=self._rng.getrandbits(128), version=4))
-        stored.pop("links", None)
-        self.store.put_item(cid, iid, stored)
+            copied = dict(asset)
+            copied["href"] = self._copy_asset(cid, iid, key, asset)
+            assets[key] = copied
+        etag = str(uuid.UUID(int=self._rng.getrandbits(128), version=4))
+        self.store.put_item(cid, iid, stored_item(item, assets, rfc3339(op.finished, digits=6), etag))
+        return None
+
+    # ---------------------------------------------------------------- managed storage
+    def _blob_key(self, href: str) -> str | None:
+        """``account/container/path`` of an Azure blob href or of a URL of this emulator's own blob store."""
+        parts = urlsplit(href)
+        if parts.netloc.lower() in self.own_netlocs and parts.path.startswith("/_blobs/"):
+            key = parts.path[len("/_blobs/") :]
+            return key if key.count("/") >= 2 else None
+        location = blob_location(href)
+        if location is None:
+            return None
+        return f"{location[0]}/{parts.path.lstrip('/')}"
+
+    def _copy_asset(self, cid: str, iid: str, key: str, asset: dict[str, Any]) -> str:
+        """Copy one asset into managed storage (its bytes when the source is one of this emulator's blobs, a
+        placeholder otherwise) and return the managed href."""
+        source = asset["href"]
+        container, blob = managed_blob_path(cid, iid, key, source)
+        target = f"{self.managed_account}/{container}/{blob}"
+        source_key = self._blob_key(source)
+        found = self.store.get_blob(source_key) if source_key is not None else None
+        if found is not None:
+            if source_key != target:
+                self.store.put_blob(target, found[0], found[1])
+        else:
+            where = redact(strip_sas(source))
+            note = f"geocatalog emulator placeholder: the service copied {where}\n".encode()
+            self.store.put_blob(target, note, "text/plain")
+        return managed_href(self.managed_account, container, blob)
+
+    def is_private_account(self, account: str) -> bool:
+        account = account.lower()
+        return account == self.managed_account or f"{account}{BLOB_SUFFIX}" in self.private_hosts
+
+    def _managed_access(self, item: dict[str, Any], at: float) -> str | None:
+        """The first asset href (without its query) in managed storage that carries no valid SAS at ``at``."""
+        assets = item.get("assets")
+        for asset in assets.values() if isinstance(assets, dict) else ():
+            href = asset.get("href", "") if isinstance(asset, dict) else ""
+            parts = urlsplit(href)
+            key = self._blob_key(href) if isinstance(href, str) else None
+            if key is None or key.partition("/")[0].lower() != self.managed_account:
+                continue
+            container = key.split("/")[1]
+            self.sas.early_seconds = self.faults.sas_early()
+            if self.sas.check(self.managed_account, container, parts.query, at=at) is not None:
+                return redact(urlunsplit((parts.scheme, parts.netloc, parts.path, "", "")))
         return None
 
     def _record_signed(self, href: str) -> None:
@@ -281,7 +362,7 @@ class Catalog:
     # ---------------------------------------------------------------- collections
     def _require_collection(self, cid: str) -> None:
         if self.store.get_collection(cid) is None:
-            raise ApiError(404, "CollectionDoesNotExist", f"Collection '{cid}' does not exist", target="collectionId")
+            raise ApiError(404, "ResourceNotFound", collection_not_found(cid))
 
     def add_collection_now(self, cid: str, doc: dict[str, Any] | None = None) -> None:
         check_collection_id(cid)
@@ -317,12 +398,18 @@ class Catalog:
             payload = {"collection": self._collection_doc(cid, body)}
             return self._new_operation("AddCollection", cid, payload, "POST", path, 0)
 
+    def delete_collection(self, cid: str, path: str) -> Operation:
+        with self._lock:
+            self.advance()
+            self._require_collection(cid)
+            return self._new_operation("DeleteCollection", cid, {}, "DELETE", path, 0)
+
     def get_collection(self, cid: str) -> dict[str, Any]:
         with self._lock:
             self.advance()
             doc = self.store.get_collection(cid)
         if doc is None:
-            raise ApiError(404, "CollectionDoesNotExist", f"Collection '{cid}' does not exist", target="collectionId")
+            raise ApiError(404, "ResourceNotFound", collection_not_found(cid))
         return doc
 
     def list_collections(self) -> list[dict[str, Any]]:
@@ -376,7 +463,7 @@ class Catalog:
             self._require_collection(cid)
             item = self.store.get_item(cid, iid)
         if item is None:
-            raise ApiError(404, "ItemNotFound", f"Item '{iid}' does not exist in collection '{cid}'", target="itemId")
+            raise ApiError(404, "ResourceNotFound", item_not_found(cid, iid))
         return item
 
     def find_items(
@@ -438,9 +525,7 @@ class Catalog:
             "CanceledOperation",
             f"Operation '{op.id}' for collection '{op.collection_id}' has been cancelled",
         )
-        if op.additional_information:
-            op.additional_information["TotalPendingItems"] = "0"
-        op.payload = {}
+        op.payload = {}  # counters are kept as they were: a canceled op leaves its items pending (T07)
         self._ended["Canceled"] += 1
         self.store.put_operation(op)
 

@@ -37,10 +37,12 @@ def _check_duration(ctx: click.Context, param: click.Parameter, value: str) -> s
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Keep state in SQLite under DIR (default: memory).")
 @click.option(
     "--operation-seconds",
-    default="2.0",
+    default="recorded",
     show_default=True,
     callback=_check_duration,
-    help="How long operations take: seconds, 'uniform:LOW,HIGH' or 'exp:MEAN'.",
+    help="How long operations take: 'recorded' (the live service's timings per operation type: AddItem ~5-7 s, "
+    "UpdateItem ~2.5 s, DeleteItem ~0.8 s, failures 0.7-1.6 s, collections 4.6-8.4 s; seeded by --seed), "
+    "fixed seconds (0.2 for quick tests), 'uniform:LOW,HIGH' or 'exp:MEAN'.",
 )
 @click.option(
     "--private-host",
@@ -51,7 +53,13 @@ def _check_duration(ctx: click.Context, param: click.Parameter, value: str) -> s
     help="Storage host whose assets need a SAS token issued by this emulator (repeatable).",
 )
 @click.option("--token", default="dev-token", show_default=True, help="The Bearer token the API accepts.")
-@click.option("--sas-expiry-seconds", default=3600.0, show_default=True, type=float, help="Lifetime of SAS tokens.")
+@click.option(
+    "--sas-expiry-seconds",
+    default=86400.0,
+    show_default=True,
+    type=float,
+    help="Default lifetime of SAS tokens (the service's: 24 h); 'duration' (minutes) can only shorten it.",
+)
 @click.option(
     "--fault",
     "faults",
@@ -63,6 +71,13 @@ def _check_duration(ctx: click.Context, param: click.Parameter, value: str) -> s
 @click.option("--budget", type=float, help="Request budget: calls per second across all clients (429 beyond).")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the fault and duration draws.")
 @click.option("--collection", "collections", multiple=True, help="Create this collection at start-up (repeatable).")
+@click.option(
+    "--managed-storage-account",
+    default="emulatormanaged",
+    show_default=True,
+    help="Account of the catalog's managed storage: stored items' asset hrefs become "
+    "https://NAME.blob.core.windows.net/<collection>-<8 hex>/...; the bytes are served at /_blobs/NAME/... (private).",
+)
 def geocatalog_command(
     host: str,
     port: int,
@@ -75,6 +90,7 @@ def geocatalog_command(
     budget: float | None,
     seed: int,
     collections: tuple[str, ...],
+    managed_storage_account: str,
 ) -> None:
     """Serve the GeoCatalog data-plane (STAC items, operations) and SAS APIs over HTTP, with fault injection.
 
@@ -98,6 +114,7 @@ def geocatalog_command(
         data_dir=data_dir,
         request_budget=budget,
         collections=list(collections),
+        managed_storage_account=managed_storage_account,
     )
     stop = threading.Event()
 

@@ -15,15 +15,31 @@ from typing import Any
 TERMINAL = frozenset({"Succeeded", "Failed", "Canceled"})
 STATUSES = ("Pending", "Running", "Succeeded", "Failed", "Canceled", "Canceling")
 PENDING_SHARE = 0.25  # share of an operation's duration spent in Pending
+# operations whose terminal body has no startTime, finishTime or additionalInformation (T07)
+COLLECTION_TYPES = frozenset({"AddCollection", "DeleteCollection"})
 
 
-def rfc3339(ts: float) -> str:
-    """Seconds since the epoch as the service writes them: ``2025-10-28T18:43:35.3077441Z`` (7 digits)."""
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f") + "0Z"
+def rfc3339(ts: float, digits: int = 7) -> str:
+    """Seconds since the epoch as the service writes them: ``2025-10-28T18:43:35.3077441Z`` (7 digits) or, in
+    terminal item-operation bodies and ``_msft:ts``, ``2025-10-27T17:56:54.016281Z`` (6 digits)."""
+    text = datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")
+    return text + "0Z" if digits == 7 else text + "Z"
+
+
+# The live service's timings (T14, T13, T11, T07, C01, C03): (low, high) total seconds and the share spent Pending.
+RECORDED_DURATIONS: dict[str, tuple[float, float, float]] = {
+    "AddItem": (5.0, 7.0, 0.34),  # 6.89 s, 2.33 s Pending (T14)
+    "UpdateItem": (2.2, 2.8, 0.55),  # 2.53 s, 1.39 s Pending (T13)
+    "DeleteItem": (0.6, 1.0, 0.34),  # 0.79 s, 0.27 s Pending (T14)
+    "AddCollection": (4.6, 8.4, 0.95),  # 8.38 / 7.84 / 5.63 s, almost all Pending (T07)
+    "DeleteCollection": (4.6, 7.2, 0.9),  # 7.20 / 6.91 / 4.61 s (T07)
+}
+RECORDED_FAILURE = (0.7, 1.6, 0.4)  # failed item writes: 0.74 / 1.04 / 1.47 / 1.62 s (T13, T11, T07)
 
 
 class DurationSpec:
-    """How long an operation takes: a fixed number (``2.0``), ``uniform:A,B`` or ``exp:MEAN``."""
+    """How long an operation takes: ``recorded`` (the live service's timings per operation type and outcome, the
+    default), a fixed number (``2.0``), ``uniform:A,B`` or ``exp:MEAN``."""
 
     def __init__(self, spec: float | int | str) -> None:
         self.spec = str(spec)
@@ -36,6 +52,8 @@ class DurationSpec:
                 raise ValueError(f"operation duration must be >= 0, got {spec}")
             return "fixed", float(spec), 0.0
         text = spec.strip().lower()
+        if text == "recorded":
+            return "recorded", 0.0, 0.0
         try:
             if text.startswith("uniform:"):
                 low, high = (float(x) for x in text[len("uniform:") :].split(","))
@@ -53,15 +71,27 @@ class DurationSpec:
             return "fixed", value, 0.0
         except ValueError:
             raise ValueError(
-                f"invalid operation duration {spec!r}: expected seconds (2.0), 'uniform:LOW,HIGH' or 'exp:MEAN'"
+                f"invalid operation duration {spec!r}: expected 'recorded', seconds (2.0), 'uniform:LOW,HIGH' or "
+                "'exp:MEAN'"
             ) from None
 
-    def sample(self, rng: random.Random) -> float:
+    def sample(self, rng: random.Random, op_type: str = "AddItem", failing: bool = False) -> tuple[float, float]:
+        """(total seconds, seconds Pending) of one operation."""
+        if self._kind == "recorded":
+            low, high, share = (
+                RECORDED_FAILURE
+                if failing and op_type not in COLLECTION_TYPES
+                else (RECORDED_DURATIONS.get(op_type, RECORDED_DURATIONS["AddItem"]))
+            )
+            total = rng.uniform(low, high)
+            return total, total * share
         if self._kind == "fixed":
-            return self._a
-        if self._kind == "uniform":
-            return rng.uniform(self._a, self._b)
-        return rng.expovariate(1.0 / self._a)
+            total = self._a
+        elif self._kind == "uniform":
+            total = rng.uniform(self._a, self._b)
+        else:
+            total = rng.expovariate(1.0 / self._a)
+        return total, total * PENDING_SHARE
 
 
 @dataclass
@@ -87,33 +117,39 @@ class Operation:
         return "Pending" if now < self.started else "Running"
 
     def to_json(self, now: float) -> dict[str, Any]:
+        """The Operation as the service serves it at ``now`` (shapes per state and type: T14, T13, T11, T07)."""
         status = self.status_at(now)
-        history: list[dict[str, Any]] = [{"status": "Pending", "timestamp": rfc3339(self.created)}]
-        body: dict[str, Any] = {
-            "id": self.id,
-            "status": status,
-            "type": self.type,
-            "creationTime": rfc3339(self.created),
-        }
-        if self.collection_id is not None:
-            body["collectionId"] = self.collection_id
-        ran = (self.ended if self.ended is not None else now) >= self.started
-        if ran:
-            history.append({"status": "Running", "timestamp": rfc3339(self.started)})
-            body["startTime"] = rfc3339(self.started)
-        if self.outcome is not None and self.ended is not None:
-            body["finishTime"] = rfc3339(self.ended)
+        terminal = self.outcome is not None and self.ended is not None
+        item_op = self.type not in COLLECTION_TYPES
+        # terminal item-operation bodies carry 6 fractional digits, everything else 7 (T14, T11, T07)
+        digits = 6 if terminal and item_op else 7
+        created = rfc3339(self.created, digits)
+        canceled_pending = self.outcome == "Canceled" and self.ended is not None and self.ended < self.started
+        history: list[dict[str, Any]] = []
+        if not canceled_pending:  # canceled while Pending: a single Canceled entry (T07)
+            history.append({"status": "Pending", "timestamp": created})
+            if (self.ended if terminal else now) >= self.started:
+                history.append({"status": "Running", "timestamp": rfc3339(self.started, digits)})
+        if terminal and self.ended is not None:
             entry: dict[str, Any] = {
                 "status": "Finished" if self.outcome == "Succeeded" else self.outcome,
-                "timestamp": rfc3339(self.ended),
+                "timestamp": rfc3339(self.ended, digits),
             }
             if self.error is not None:
                 entry["errorCode"], entry["errorMessage"] = self.error
-                body["error"] = {"error": {"code": self.error[0], "message": self.error[1]}}
             history.append(entry)
-        body["statusHistory"] = history
-        if self.additional_information:
+        body: dict[str, Any] = {"id": self.id, "status": status, "statusHistory": history, "type": self.type}
+        body["creationTime"] = created
+        if terminal and item_op and self.ended is not None:
+            if not canceled_pending:
+                body["startTime"] = created  # startTime equals creationTime, not the Running timestamp (T14)
+            body["finishTime"] = rfc3339(self.ended, digits)
+        if self.collection_id is not None:
+            body["collectionId"] = self.collection_id
+        if terminal and item_op and self.additional_information:
             body["additionalInformation"] = dict(self.additional_information)
+        if self.outcome == "Failed" and self.error is not None:
+            body["error"] = {"error": {"code": self.error[0], "message": self.error[1]}}
         return body
 
     # Persistence (the SQLite store keeps operations as JSON).

@@ -1,4 +1,5 @@
-"""SAS tokens issued and checked by the emulator: ``se=<iso>&sp=rl&sv=2024-05-04&sr=c&sig=<hmac>``.
+"""SAS tokens issued and checked by the emulator: ``st=<iso>&se=<iso>&sp=rl&sv=2024-05-04&sr=c&sig=<hmac>``
+(the order the live service uses, ``st`` first: SPY).
 
 The signature is an HMAC-SHA256 over ``account\\ncontainer\\nse`` with a per-emulator secret, so a token is valid
 only for the container it was issued for and only until ``se`` (minus any ``sas-early`` fault).
@@ -64,9 +65,10 @@ class SasAuthority:
     def issue(self, account: str, container: str, duration_seconds: float | None = None) -> tuple[str, str]:
         """Return ``(token, msft:expiry)`` for ``account/container``."""
         seconds = self.expiry_seconds if duration_seconds is None else min(duration_seconds, self.expiry_seconds)
-        se = iso_seconds(self._clock() + seconds)
+        now = self._clock()
+        st, se = iso_seconds(now), iso_seconds(now + seconds)
         sig = self._sign(account.lower(), container, se)
-        token = f"se={quote(se, safe='')}&sp=rl&sv={SAS_VERSION}&sr=c&sig={quote(sig, safe='')}"
+        token = f"st={quote(st, safe='')}&se={quote(se, safe='')}&sp=rl&sv={SAS_VERSION}&sr=c&sig={quote(sig, safe='')}"
         return token, se
 
     def check(self, account: str, container: str, query: str, at: float | None = None) -> str | None:

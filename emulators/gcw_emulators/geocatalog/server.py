@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 import structlog
 from aiohttp import web
@@ -24,7 +25,8 @@ log = structlog.get_logger(__name__)
 class GeoCatalogEmulator:
     """The GeoCatalog data-plane + SAS APIs on ``http://host:port``.
 
-    ``operation_seconds`` is a float or a spec (``"uniform:1,3"``, ``"exp:2"``); ``faults`` are fault specs
+    ``operation_seconds`` is ``"recorded"`` (the live service's timings, the default), a float or a spec
+    (``"uniform:1,3"``, ``"exp:2"``); ``faults`` are fault specs
     (see ``faults.py``); ``request_budget`` is calls per second across all clients (429 + Retry-After beyond).
     """
 
@@ -32,10 +34,10 @@ class GeoCatalogEmulator:
         self,
         host: str = "127.0.0.1",
         port: int = 0,
-        operation_seconds: float | str = 2.0,
+        operation_seconds: float | str = "recorded",
         private_hosts: Iterable[str] = ("privatedemo.blob.core.windows.net",),
         token: str = "dev-token",  # noqa: S107 - the emulator's fixed dev token, not a secret
-        sas_expiry_seconds: float = 3600,
+        sas_expiry_seconds: float = 86400,  # the service's default lifetime: 24 h (SPY)
         faults: Iterable[str] = (),
         seed: int = 0,
         data_dir: str | None = None,
@@ -46,6 +48,7 @@ class GeoCatalogEmulator:
         poll_retry_after: float | None = None,
         max_items_per_post: int = 1000,
         max_body_bytes: int = 10 * 1024 * 1024,
+        managed_storage_account: str = "emulatormanaged",
     ) -> None:
         self.host = host
         self.port = port
@@ -66,6 +69,7 @@ class GeoCatalogEmulator:
             self._clock,
             seed=seed,
             max_items_per_post=max_items_per_post,
+            managed_account=managed_storage_account,
         )
         for cid in collections:
             self.catalog.add_collection_now(cid)
@@ -135,6 +139,7 @@ class GeoCatalogEmulator:
         server = site._server
         if server is not None and getattr(server, "sockets", None):
             self.port = server.sockets[0].getsockname()[1]
+        self.catalog.own_netlocs.update({f"{self.host}:{self.port}", f"localhost:{self.port}"})
 
     async def _shutdown(self) -> None:
         if self._runner is not None:
@@ -196,6 +201,19 @@ class GeoCatalogEmulator:
             raise ValueError("blob path must not be empty")
         self.catalog.put_blob(f"{account}/{container}/{blob}", data, content_type)
         return f"{self.url}/_blobs/{account}/{container}/{blob}"
+
+    def blob_url(self, href: str) -> str:
+        """Where this emulator serves the blob an Azure blob href names (managed-storage hrefs of stored items are
+        ``https://<account>.blob.core.windows.net/...``; their bytes are at ``{url}/_blobs/<account>/...``)."""
+        parts = urlsplit(href)
+        account = (parts.hostname or "").split(".")[0]
+        query = f"?{parts.query}" if parts.query else ""
+        return f"{self.url}/_blobs/{account}{parts.path}{query}"
+
+    @property
+    def managed_account(self) -> str:
+        """The catalog's managed storage account (``--managed-storage-account``)."""
+        return self.catalog.managed_account
 
     def issue_sas(self, account: str, container: str, duration_seconds: float | None = None) -> str:
         """A SAS token for ``account/container`` as the SAS API would issue it (for tests)."""

@@ -17,6 +17,7 @@ from gcw_emulators.geocatalog.operations import Operation
 class Store(Protocol):
     def add_collection(self, collection_id: str, doc: dict[str, Any]) -> None: ...
     def get_collection(self, collection_id: str) -> dict[str, Any] | None: ...
+    def delete_collection(self, collection_id: str) -> None: ...
     def list_collections(self) -> list[dict[str, Any]]: ...
     def get_item(self, collection_id: str, item_id: str) -> dict[str, Any] | None: ...
     def put_item(self, collection_id: str, item_id: str, doc: dict[str, Any]) -> None: ...
@@ -44,6 +45,10 @@ class MemoryStore:
 
     def get_collection(self, collection_id: str) -> dict[str, Any] | None:
         return self._collections.get(collection_id)
+
+    def delete_collection(self, collection_id: str) -> None:
+        self._collections.pop(collection_id, None)
+        self._items.pop(collection_id, None)
 
     def list_collections(self) -> list[dict[str, Any]]:
         return list(self._collections.values())
@@ -115,6 +120,10 @@ class SqliteStore:
 
     def list_collections(self) -> list[dict[str, Any]]:
         return [json.loads(r[0]) for r in self._db.execute("SELECT doc FROM collections ORDER BY rowid")]
+
+    def delete_collection(self, collection_id: str) -> None:
+        self._db.execute("DELETE FROM collections WHERE id = ?", (collection_id,))
+        self._db.execute("DELETE FROM items WHERE collection = ?", (collection_id,))
 
     def get_item(self, collection_id: str, item_id: str) -> dict[str, Any] | None:
         row = self._db.execute(
