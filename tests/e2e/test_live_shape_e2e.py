@@ -80,7 +80,7 @@ def test_a_redelivered_create_answers_succeeded_although_the_service_rewrote_the
         second = h.start_worker(concurrency=4)
         h.wait_ready(second)
         replies = {r.body["request_id"]: r.body for r in h.collect_replies(2, timeout=60)}
-        assert replies[again]["status"] == "succeeded", replies[again]
+        assert replies[again]["status"] == "succeeded", (replies[again]["items"], replies[again].get("error"))
         assert replies[other]["status"] == "failed"
         assert replies[other]["items"][0]["error"]["code"] == "ItemAlreadyExistsInCollection"
         assert stored(h, "a")["_msft:etag"] == kept["_msft:etag"]  # never rewritten

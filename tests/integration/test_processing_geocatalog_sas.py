@@ -124,9 +124,29 @@ def test_item_copied_from_a_get_can_be_re_upserted_only_with_the_flag(env):
     for key in [k for k in copied if k not in make_item("x")]:
         copied.pop(key)  # server-added fields (e.g. msft:*) are not part of an upsert
 
-    unsigned = run(processor(), request([copied], "m-2"))
-    assert unsigned.result.items[0].error["code"] == "PublicAccessRestricted"  # managed storage is never public
-
-    again = run(signed, request([copied], "m-3"))
+    # the copy names the catalog's managed storage (never public): the worker recognises those hrefs as the
+    # managed copies of this item's assets on a host the catalog itself reported, and signs them with the
+    # collection's token without any flag, so the update does not fail PublicAccessRestricted
+    assert "/c1-" in copied["assets"]["data"]["href"]
+    again = run(processor(), request([copied], "m-2"))
     assert again.result.status == "succeeded", again.result.to_dict()
     assert client.get_item("c1", "p1")["properties"]["value"] == 2
+
+    copied["properties"]["value"] = 3  # and with the flag covering every blob host, the same
+    assert run(signed, request([copied], "m-3")).result.status == "succeeded"
+    assert client.get_item("c1", "p1")["properties"]["value"] == 3
+
+
+def test_a_look_alike_managed_path_on_another_account_gets_no_token(env):
+    emu, client, processor = env
+    assert run(processor(), request([managed_item("p1")], "m-0")).result.status != "succeeded"  # unsigned: private
+    signed = processor(geocatalog_sas_hosts=(MANAGED,))
+    assert run(signed, request([managed_item("p1")], "m-1")).result.status == "succeeded"
+    copied = client.get_item("c1", "p1")
+    assert copied is not None
+    managed = copied["assets"]["data"]["href"]
+    host = managed.split("/")[2]
+    copied["assets"]["data"]["href"] = managed.replace(host, "attacker.blob.core.windows.net")
+    before = emu.stats()["signed_asset_hosts"].get("attacker.blob.core.windows.net", 0)
+    run(processor(), request([copied], "m-2"))
+    assert emu.stats()["signed_asset_hosts"].get("attacker.blob.core.windows.net", 0) == before

@@ -131,7 +131,7 @@ class MessageMeta:
     reply_to: str | None
     reply_to_session_id: str | None
     session_id: str | None
-    delivery_count: int
+    delivery_count: int  # deliveries including this one (1 on the first; the SDK's 0-based count + 1)
     enqueued_time: datetime | None
     attempt: int = 1  # 1 + application property "gcw-attempt" (reschedules)
     application_properties: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))

@@ -66,7 +66,9 @@ def meta_from_message(message: ServiceBusReceivedMessage) -> MessageMeta:
         reply_to=_text(message.reply_to),
         reply_to_session_id=_text(message.reply_to_session_id),
         session_id=_text(message.session_id),
-        delivery_count=int(message.delivery_count or 0),
+        # The SDK gives AMQP's header delivery-count: the previous attempts (0 on the first delivery). The worker
+        # counts this delivery too, as Service Bus's DeliveryCount (and the .NET SDK) does: 1 on the first.
+        delivery_count=int(message.delivery_count or 0) + 1,
         enqueued_time=message.enqueued_time_utc,
         attempt=attempt_of(props),
         application_properties=props,

@@ -134,6 +134,11 @@ class GeoCatalogApp:
         self.stats = stats
         self.config = config
         self.stats_extra: Callable[[], dict[str, Any]] = dict
+        # A collection's SAS token reads the collection's managed container (as the live service's does), also
+        # when --collection-storage maps the collection to another private container for its external assets.
+        for cid, mapped in config.collection_storage.items():
+            account, _, container = mapped.partition("/")
+            sas.aliases[(catalog.managed_account, managed_container(cid))] = (account.lower(), container)
 
     # ------------------------------------------------------------------ middleware
     @web.middleware
