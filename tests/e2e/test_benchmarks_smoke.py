@@ -168,7 +168,7 @@ def test_blocked_submit_is_woken_by_its_cancel_event() -> None:
     import time
 
     from tests.unit.test_batching_fake import FakeCatalog
-    from worker.adapters.geocatalog.retry import Cancelled
+    from worker.domain.errors import Cancelled
     from worker.processing.batching import Batcher, BatchSettings
 
     class Slow(FakeCatalog):

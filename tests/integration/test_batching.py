@@ -8,14 +8,13 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from tests.unit.test_batching_fake import FakeCatalog, live_copy, make_item
-from worker.adapters.geocatalog.retry import Cancelled
-from worker.domain.errors import ErrorKind
+from worker.domain.errors import Cancelled, ErrorKind
 from worker.domain.stored import with_digest
 from worker.processing.batching import (
     Batcher,
     BatchSettings,
-    OperationFailed,
     classify_operation_code,
+    operation_failure,
     same_content,
 )
 
@@ -271,11 +270,11 @@ def test_closed_batcher_refuses_new_work(fake):
 )
 def test_operation_code_classification(code, kind):
     assert classify_operation_code(code) is kind
-    assert OperationFailed(code, "m").kind is kind
+    assert operation_failure(code, "m").kind is kind
 
 
 def test_operation_failed_message_is_redacted():
-    e = OperationFailed("X", "cannot read https://a.blob.core.windows.net/c/x.tif?se=2030&sp=r&sig=SECRET123")
+    e = operation_failure("X", "cannot read https://a.blob.core.windows.net/c/x.tif?se=2030&sp=r&sig=SECRET123")
     assert "SECRET123" not in str(e) and "SECRET123" not in repr(e.to_dict())
 
 

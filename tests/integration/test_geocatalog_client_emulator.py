@@ -35,7 +35,7 @@ from worker.adapters.sas import (
     SigningError,
     TokenCache,
 )
-from worker.domain.errors import ErrorKind, FaultCause
+from worker.domain.errors import ConfigurationFault, ErrorKind, FaultCause
 from worker.domain.secrets import Secret
 from worker.observability.metrics import Metrics
 
@@ -440,9 +440,10 @@ def test_geocatalog_sas_provider(emu, client: GeoCatalogClient) -> None:
     assert token.expires_at.timestamp() > time.time()
     built = GeoCatalogSasProvider(emu.url, "col", static_token=Secret(emu.token))
     assert built.fetch("x", "y").token.reveal()
-    with pytest.raises(SigningError) as info:
+    # a rejected credential is the deployment's fault, not the request's: it holds intake like any other call
+    with pytest.raises(ConfigurationFault) as info:
         GeoCatalogSasProvider(emu.url, "col", static_token=Secret("wrong")).fetch("x", "y")
-    assert info.value.kind == ErrorKind.PERMANENT
+    assert info.value.kind == ErrorKind.CONFIGURATION and "wrong" not in str(info.value)
 
 
 def test_sas_token_refreshed_on_expiry(gc_emulator) -> None:

@@ -11,7 +11,7 @@ from tests.support.processing import processing_settings
 from tests.unit.test_batching_fake import FakeCatalog, make_item
 from worker.adapters.geocatalog.client import AuthError, ServerError
 from worker.domain import contract
-from worker.domain.errors import ErrorKind, FaultCause, WorkerError
+from worker.domain.errors import FaultCause, InvalidError, PermanentError, TransientError, WorkerError
 from worker.processing.batching import Batcher, BatchSettings
 from worker.processing.processor import MAX_DESCRIPTION, Outcome, ProcessingSettings, Processor, Settle
 
@@ -140,14 +140,14 @@ def test_fetched_items_with_duplicate_ids_are_invalid(make, fake):
 
 
 def test_fetch_refused_as_invalid_is_dead_lettered(make):
-    err = WorkerError("host not allowed", code="HostNotAllowed", kind=ErrorKind.INVALID, field="item_urls[0]")
+    err = InvalidError("host not allowed", code="HostNotAllowed", field="item_urls[0]")
     out = run(make(fetcher=DictFetcher({}, err)), ingest(item_urls=["https://evil/x.json"]))
     assert out.settle is Settle.DEAD_LETTER and out.reason == "InvalidRequest"
     assert out.result.error == {"code": "HostNotAllowed", "message": "item_urls[0]: host not allowed"}
 
 
 def test_transient_fetch_failure_retries_without_result(make):
-    err = WorkerError("503 from blob", code="FetchFailed", kind=ErrorKind.TRANSIENT, retry_after=7.0)
+    err = TransientError("503 from blob", code="FetchFailed", retry_after=7.0)
     out = run(make(fetcher=DictFetcher({}, err), retry_base=1.0), ingest(item_urls=["u"]))
     assert out.settle is Settle.RETRY and out.result is None
     assert out.retry_after >= 7.0
@@ -155,12 +155,12 @@ def test_transient_fetch_failure_retries_without_result(make):
 
 def test_signing_failure_transient_retries_and_permanent_fails(make):
     t = run(
-        make(signer=FailingSigner(WorkerError("sas 503", code="SasUnavailable", kind=ErrorKind.TRANSIENT))),
+        make(signer=FailingSigner(TransientError("sas 503", code="SasUnavailable"))),
         ingest([make_item("a")]),
     )
     assert t.settle is Settle.RETRY and t.result is None
     p = run(
-        make(signer=FailingSigner(WorkerError("sas 403", code="SasForbidden", kind=ErrorKind.PERMANENT))),
+        make(signer=FailingSigner(PermanentError("sas 403", code="SasForbidden"))),
         ingest([make_item("a")]),
     )
     assert p.settle is Settle.DEAD_LETTER and p.reason == "IngestFailed"
@@ -340,7 +340,7 @@ class SomeFailFetcher:
 def test_claim_check_request_failure_has_one_entry_per_url_with_fetched_ids_or_url_index(make):
     # docs/messages.md promises one items[] entry per item; a whole-request failure of an item_urls request used to
     # answer ``items: []`` because request.items is empty for a claim check
-    err = WorkerError("blob 503", code="ItemFetchUnavailable", kind=ErrorKind.TRANSIENT)
+    err = TransientError("blob 503", code="ItemFetchUnavailable")
     docs = {"u0": make_item("a"), "u2": make_item("c")}
     out = run(
         make(fetcher=SomeFailFetcher(docs, {"u1"}, err), max_attempts=1, fetch_concurrency=1),
@@ -356,7 +356,7 @@ def test_claim_check_request_failure_has_one_entry_per_url_with_fetched_ids_or_u
 
 def test_claim_check_request_failure_after_fetching_uses_every_fetched_id(make):
     # every item fetched, then signing fails for good: the entries carry the fetched ids
-    signer = FailingSigner(WorkerError("SAS 403", code="SasForbidden", kind=ErrorKind.PERMANENT))
+    signer = FailingSigner(PermanentError("SAS 403", code="SasForbidden"))
     docs = {"u0": make_item("a"), "u1": make_item("b")}
     out = run(make(fetcher=DictFetcher(docs), signer=signer), ingest(item_urls=["u0", "u1"]))
     assert out.settle is Settle.DEAD_LETTER and out.reason == "IngestFailed"

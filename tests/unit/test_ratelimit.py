@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from worker.adapters.geocatalog.retry import Cancelled
 from worker.adapters.ratelimit import RateLimiter
+from worker.domain.errors import Cancelled
 
 
 class FakeClock:

@@ -16,6 +16,7 @@ from worker.adapters.sas import (
     HrefSigner,
     RoutingProvider,
     SasToken,
+    SasUnavailable,
     SigningError,
     StaticSasProvider,
     TokenCache,
@@ -300,7 +301,7 @@ def test_single_flight_50_threads_one_fetch() -> None:
 def test_failed_fetch_raises_to_all_waiters_and_does_not_poison() -> None:
     clock = Clock()
     provider = RecordingProvider(clock, delay=0.1)
-    provider.fail_with = SigningError("SAS API returned 503", code="SasHttp503", kind=ErrorKind.TRANSIENT)
+    provider.fail_with = SasUnavailable("SAS API returned 503", code="SasHttp503")
     cache = TokenCache(provider, now=clock)
     errors: list[SigningError] = []
     lock = threading.Lock()

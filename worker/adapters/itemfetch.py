@@ -38,7 +38,7 @@ from worker.domain.contract import (
     item_url_problem,
     validate_item,
 )
-from worker.domain.errors import ErrorKind, WorkerError
+from worker.domain.errors import InvalidError, TransientError, WorkerError
 from worker.domain.secrets import redact
 
 if TYPE_CHECKING:
@@ -53,20 +53,29 @@ _CHUNK = 64 * 1024
 
 
 class ItemFetchError(WorkerError):
-    """A claim-check fetch failed. ``kind`` says whether retrying can help; the message holds no secret."""
+    """A claim-check fetch failed; the subclass says whether retrying can help. The message holds no secret."""
 
     code = "ItemFetchFailed"
-    kind = ErrorKind.INVALID
+
+
+class ItemRejected(InvalidError, ItemFetchError):
+    """The URL or the document behind it is not acceptable (host, size, not JSON, 4xx): the request is wrong."""
+
+    code = "ItemFetchFailed"
+
+
+class ItemUnavailable(TransientError, ItemFetchError):
+    """The host failed in a way worth retrying (5xx, 429, network, storage refusing the worker's credential)."""
+
+    code = "ItemFetchUnavailable"
 
 
 def _invalid(url: str, reason: str, code: str = "ItemFetchFailed") -> ItemFetchError:
-    return ItemFetchError(f"{redact(url)}: {reason}", code=code, kind=ErrorKind.INVALID)
+    return ItemRejected(f"{redact(url)}: {reason}", code=code)
 
 
 def _transient(url: str, reason: str, retry_after: float | None = None) -> ItemFetchError:
-    return ItemFetchError(
-        f"{redact(url)}: {reason}", code="ItemFetchUnavailable", kind=ErrorKind.TRANSIENT, retry_after=retry_after
-    )
+    return ItemUnavailable(f"{redact(url)}: {reason}", retry_after=retry_after)
 
 
 def _resolves_internal(host: str, port: int) -> bool:
@@ -159,19 +168,17 @@ class BlobReader:
             return None
         except ClientAuthenticationError as exc:  # a 401/403, or no token could be had at all
             what = f"HTTP {exc.status_code}" if exc.status_code else "no token"
-            raise ItemFetchError(
+            raise ItemUnavailable(
                 f"{redact(url)}: storage refused the worker's credential ({what}): check the identity's "
                 "role (Storage Blob Data Reader) or the SAS configuration",
                 code="StorageAccessDenied",
-                kind=ErrorKind.TRANSIENT,
             ) from None
         except HttpResponseError as exc:
             status = exc.status_code or 0
             if status in (401, 403):
-                raise ItemFetchError(
+                raise ItemUnavailable(
                     f"{redact(url)}: storage refused the worker's credential (HTTP {status})",
                     code="StorageAccessDenied",
-                    kind=ErrorKind.TRANSIENT,
                 ) from None
             if status in _TRANSIENT_STATUS or status >= 500:
                 raise _transient(url, f"HTTP {status}") from None

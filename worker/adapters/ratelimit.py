@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from worker.adapters.geocatalog.retry import Cancelled
+from worker.domain.errors import Cancelled
 
 
 class RateLimiter:

@@ -36,7 +36,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from worker.adapters.hosts import HostAllowList
-from worker.domain.errors import ErrorKind, WorkerError
+from worker.domain.errors import ConfigurationFault, ErrorKind, PermanentError, TransientError, WorkerError
 from worker.domain.secrets import Secret, redact
 from worker.domain.stored import is_managed_href, strip_sas
 from worker.observability.metrics import Metrics
@@ -47,10 +47,21 @@ DEFAULT_PC_SAS_BASE = "https://planetarycomputer.microsoft.com"
 
 
 class SigningError(WorkerError):
-    """A SAS token could not be obtained: transient (5xx, network) or permanent (403/404, no configured token)."""
+    """A SAS token could not be obtained; the subclass says whether retrying can help. Never holds a token."""
 
-    kind = ErrorKind.TRANSIENT
     code = "SigningError"
+
+
+class SasUnavailable(TransientError, SigningError):
+    """The token source failed in a way worth retrying: 429/5xx, network, a malformed or already-expired answer."""
+
+    code = "SasUnavailable"
+
+
+class SasDenied(PermanentError, SigningError):
+    """No token can be had for this storage: the source refused (401/403/404) or none is configured."""
+
+    code = "SasDenied"
 
 
 @dataclass(frozen=True)
@@ -94,20 +105,18 @@ def parse_expiry(value: Any) -> datetime:
 
 def _token_from_json(body: Any, what: str, fetched_at: datetime) -> SasToken:
     if not isinstance(body, Mapping) or not isinstance(body.get("token"), str) or not body["token"].strip():
-        raise SigningError(f"{what}: response has no string 'token'", code="BadSasResponse")
+        raise SasUnavailable(f"{what}: response has no string 'token'", code="BadSasResponse")
     try:
         expires = parse_expiry(body.get("msft:expiry"))
     except ValueError as exc:
-        raise SigningError(f"{what}: bad 'msft:expiry' ({exc})", code="BadSasResponse") from None
+        raise SasUnavailable(f"{what}: bad 'msft:expiry' ({exc})", code="BadSasResponse") from None
     return SasToken(Secret(body["token"].strip().lstrip("?")), expires, fetched_at)
 
 
 def _classify_http(status: int, what: str) -> SigningError:
-    if status in (401, 403, 404):
-        return SigningError(f"{what}: HTTP {status}", code=f"SasHttp{status}", kind=ErrorKind.PERMANENT)
     if status == 429 or status >= 500:
-        return SigningError(f"{what}: HTTP {status}", code=f"SasHttp{status}", kind=ErrorKind.TRANSIENT)
-    return SigningError(f"{what}: HTTP {status}", code=f"SasHttp{status}", kind=ErrorKind.PERMANENT)
+        return SasUnavailable(f"{what}: HTTP {status}", code=f"SasHttp{status}")
+    return SasDenied(f"{what}: HTTP {status}", code=f"SasHttp{status}")
 
 
 def _default_session(pool_size: int = 16, retries: int = 2) -> requests.Session:
@@ -184,13 +193,13 @@ class PlanetaryComputerSasProvider:
         try:
             resp = self.session.get(url, headers=headers, timeout=self.timeout)
         except requests.RequestException as exc:
-            raise SigningError(f"{what}: {type(exc).__name__}", code="SasNetworkError") from None
+            raise SasUnavailable(f"{what}: {type(exc).__name__}", code="SasNetworkError") from None
         if resp.status_code != 200:
             raise _classify_http(resp.status_code, what)
         try:
             body = resp.json()
         except ValueError:
-            raise SigningError(f"{what}: response is not JSON", code="BadSasResponse") from None
+            raise SasUnavailable(f"{what}: response is not JSON", code="BadSasResponse") from None
         return _token_from_json(body, what, self._now())
 
 
@@ -237,11 +246,11 @@ class GeoCatalogSasProvider:
         what = f"SAS token for collection {self.collection} ({account}/{container}) from GeoCatalog"
         try:
             body = self.client.get_collection_sas_token(self.collection, duration_minutes=self.duration_minutes)
+        except ConfigurationFault:
+            raise  # 401/403 from the catalog: the deployment lacks a role, hold intake like any other call
         except GeoCatalogError as exc:
-            kind = ErrorKind.TRANSIENT if exc.kind == ErrorKind.TRANSIENT else ErrorKind.PERMANENT
-            raise SigningError(
-                f"{what}: {exc}", code=f"Sas{exc.code}", kind=kind, retry_after=exc.retry_after
-            ) from None
+            cls = SasUnavailable if exc.kind is ErrorKind.TRANSIENT else SasDenied
+            raise cls(f"{what}: {exc}", code=f"Sas{exc.code}", retry_after=exc.retry_after) from None
         return _token_from_json(body, what, self._now())
 
 
@@ -271,11 +280,7 @@ class StaticSasProvider:
     def fetch(self, account: str, container: str) -> SasToken:
         token = self._tokens.get(f"{account.lower()}/{container}") or self._tokens.get(f"{account.lower()}/*")
         if token is None:
-            raise SigningError(
-                f"no static SAS token configured for {account}/{container}",
-                code="SasTokenNotConfigured",
-                kind=ErrorKind.PERMANENT,
-            )
+            raise SasDenied(f"no static SAS token configured for {account}/{container}", code="SasTokenNotConfigured")
         now = self._now()
         expires = _expiry_from_sas(token.reveal()) or now + self.default_lifetime
         return SasToken(token, expires, now)
@@ -295,11 +300,7 @@ class RoutingProvider:
             or self._default
         )
         if provider is None:
-            raise SigningError(
-                f"no SAS provider configured for {account}/{container}",
-                code="SasTokenNotConfigured",
-                kind=ErrorKind.PERMANENT,
-            )
+            raise SasDenied(f"no SAS provider configured for {account}/{container}", code="SasTokenNotConfigured")
         return provider.fetch(account, container)
 
 
@@ -363,12 +364,12 @@ class TokenCache:
             self._record("wait")
             try:
                 return future.result()
-            except SigningError as exc:  # a fresh exception per waiter: tracebacks are not shared across threads
-                raise SigningError(exc.message, code=exc.code, kind=exc.kind, retry_after=exc.retry_after) from None
+            except WorkerError as exc:  # a fresh exception per waiter: tracebacks are not shared across threads
+                raise copy.copy(exc) from None
         self._record("miss")
         try:
             token = self._fetch(account, container)
-        except SigningError as exc:
+        except WorkerError as exc:
             self._record("error")
             with self._lock:
                 self._inflight.pop(key, None)
@@ -385,14 +386,14 @@ class TokenCache:
         self.fetches += 1
         try:
             token = self.provider.fetch(account, container)
-        except SigningError:
+        except (SigningError, ConfigurationFault):
             raise
         except Exception as exc:  # a provider bug must not leave waiters hanging, nor leak a token in text
-            raise SigningError(
+            raise SasUnavailable(
                 redact(f"SAS token for {account}/{container}: {type(exc).__name__}: {exc}"), code="SasProviderError"
             ) from None
         if token.expires_at <= self._now():
-            raise SigningError(
+            raise SasUnavailable(
                 f"SAS token for {account}/{container} is already expired ({token.expires_at.isoformat()})",
                 code="SasTokenExpired",
             )

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
 from worker.adapters.hosts import HostAllowList
-from worker.domain.errors import ErrorKind, WorkerError
+from worker.domain.errors import InvalidError
 from worker.domain.retry_policy import attempt_number
 from worker.domain.secrets import redact
 
@@ -71,10 +71,9 @@ GEOMETRY_TYPES = (
 _MAX_GEOMETRY_COLLECTION_NESTING = 4
 
 
-class InvalidRequest(WorkerError):
+class InvalidRequest(InvalidError):
     """The request is wrong and retrying cannot help. ``field`` names where, ``message`` says why (one line)."""
 
-    kind = ErrorKind.INVALID
     code = "InvalidRequest"
 
     def __init__(self, message: str, *, field: str | None = None, code: str | None = None, **kwargs: Any) -> None:

@@ -1,4 +1,25 @@
-"""The error taxonomy shared by every layer: each failure is invalid, transient, permanent or a configuration fault."""
+"""The error taxonomy shared by every layer: each failure is invalid, transient, permanent or a configuration fault.
+
+The kind is fixed by the class, never per instance::
+
+    WorkerError
+    ├── InvalidError            invalid: answer ``invalid``, dead-letter ``InvalidRequest``
+    │   ├── contract.InvalidRequest          the request body / an item / an event is wrong (names the field)
+    │   ├── itemfetch.ItemRejected           a claim-check URL or fetched document is not acceptable
+    │   └── geocatalog.ValidationError       the service rejected the body (400/413/422)
+    ├── TransientError          transient: retry with backoff, ``RetriesExhausted`` when attempts are spent
+    │   ├── Cancelled                        the lock was lost or the worker is shutting down
+    │   ├── geocatalog.Throttled / ServerError / NetworkError / OperationTimeout / CredentialUnavailable
+    │   ├── sas.SasUnavailable               the SAS source failed transiently (5xx, network)
+    │   ├── itemfetch.ItemUnavailable        the claim-check host failed transiently
+    │   └── batching.TransientOperationFailure   an operation ended with a transient code (``InternalError``)
+    ├── PermanentError          permanent: the work failed for good; answered ``failed``
+    │   ├── geocatalog.NotFound / Conflict (409) / GeoCatalogError (other statuses)
+    │   ├── sas.SasDenied                    no token can be had (403/404, nothing configured)
+    │   └── batching.OperationFailed         an operation ended Failed (``ItemAlreadyExistsInCollection``, ...)
+    └── ConfigurationFault      configuration: hold intake, report the cause, answer nothing
+        └── geocatalog.AuthError             401/403 still after a token refresh
+"""
 
 from __future__ import annotations
 
@@ -36,15 +57,12 @@ class WorkerError(Exception):
         *,
         code: str | None = None,
         field: str | None = None,
-        kind: ErrorKind | None = None,
         retry_after: float | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         if code is not None:
             self.code = code
-        if kind is not None:
-            self.kind = kind
         self.field = field
         self.retry_after = retry_after
 
@@ -54,6 +72,33 @@ class WorkerError(Exception):
     def to_dict(self) -> dict[str, str]:
         """The ``{"code", "message"}`` shape used in results."""
         return {"code": self.code, "message": str(self)}
+
+
+class InvalidError(WorkerError):
+    """The request itself is wrong; retrying cannot help."""
+
+    kind = ErrorKind.INVALID
+    code = "InvalidRequest"
+
+
+class TransientError(WorkerError):
+    """Worth trying again later (throttling, 5xx, network, timeouts, a lost lock)."""
+
+    kind = ErrorKind.TRANSIENT
+    code = "TransientError"
+
+
+class PermanentError(WorkerError):
+    """The request was fine but the work failed for good."""
+
+    kind = ErrorKind.PERMANENT
+    code = "PermanentError"
+
+
+class Cancelled(TransientError):
+    """The caller's cancel event was set (lock lost, shutdown): the work was not finished, try again later."""
+
+    code = "Cancelled"
 
 
 class FaultCause(StrEnum):
@@ -77,8 +122,6 @@ class ConfigurationFault(WorkerError):
     cause: FaultCause = FaultCause.GEOCATALOG_UNAUTHORIZED
 
     def __init__(self, message: str, *, cause: FaultCause | None = None, **kwargs: str | float | None) -> None:
-        if "kind" in kwargs:
-            raise TypeError("the kind of a ConfigurationFault is always 'configuration'")
         super().__init__(message, **kwargs)  # type: ignore[arg-type]
         if cause is not None:
             self.cause = cause

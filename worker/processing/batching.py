@@ -47,8 +47,7 @@ import structlog
 
 from worker import tracing
 from worker.adapters.geocatalog.client import Conflict
-from worker.adapters.geocatalog.retry import Cancelled
-from worker.domain.errors import ErrorKind, WorkerError
+from worker.domain.errors import Cancelled, ErrorKind, PermanentError, TransientError, WorkerError
 from worker.domain.secrets import redact
 from worker.domain.stored import same_content
 
@@ -83,8 +82,9 @@ _PER_ITEM_CODES = frozenset({ERRORS_IN_BATCH, ALREADY_EXISTS})
 CANCEL_CHECK_SECONDS = 0.05  # how often the cancel watcher looks at the cancel events of blocked submit() calls
 
 
-class OperationFailed(WorkerError):
-    """A GeoCatalog operation ended Failed/Canceled; ``code`` is the service's error code."""
+class OperationFailed(PermanentError):
+    """A GeoCatalog operation ended Failed/Canceled; ``code`` is the service's error code. Build it with
+    ``operation_failure``, which picks ``TransientOperationFailure`` for the codes worth retrying."""
 
     code = "OperationFailed"
 
@@ -93,8 +93,18 @@ class OperationFailed(WorkerError):
         text = redact(message or f"operation ended with {code}")
         if operation_id:
             text = f"{text} (operation {operation_id})"
-        super().__init__(text, code=code, kind=classify_operation_code(code))
+        super().__init__(text, code=code)
         self.operation_id = operation_id
+
+
+class TransientOperationFailure(TransientError, OperationFailed):
+    """An operation that ended with a transient code (``InternalError``, a timeout, ``CanceledOperation``)."""
+
+
+def operation_failure(code: str | None, message: str | None, *, operation_id: str | None = None) -> OperationFailed:
+    """The failure of an operation that ended with ``code``, of the class its kind needs."""
+    cls = TransientOperationFailure if classify_operation_code(code) is ErrorKind.TRANSIENT else OperationFailed
+    return cls(code, message, operation_id=operation_id)
 
 
 def classify_operation_code(code: str | None) -> ErrorKind:
@@ -295,7 +305,7 @@ class _Resolution:
         except Conflict as e:
             # A synchronous 409: like the asynchronous ItemAlreadyExistsInCollection, but nothing was applied.
             if len(entries) == 1:
-                self._single_failure(entries[0], OperationFailed(ALREADY_EXISTS, e.message), possibly_ours=False)
+                self._single_failure(entries[0], operation_failure(ALREADY_EXISTS, e.message), possibly_ours=False)
             else:
                 self._split(entries, depth)
             return
@@ -310,7 +320,7 @@ class _Resolution:
             for e in entries:
                 self._ok(e)
             return
-        error = OperationFailed(op.error_code, op.error_message, operation_id=op.id)
+        error = operation_failure(op.error_code, op.error_message, operation_id=op.id)
         log.info(
             "batch_operation_failed",
             collection=self.collection,
@@ -411,7 +421,7 @@ class _Resolution:
         return absent
 
     def _conflict(self, e: _Entry) -> OperationFailed:
-        return OperationFailed(ALREADY_EXISTS, f"Item '{e.id}' already exists in collection '{self.collection}'")
+        return operation_failure(ALREADY_EXISTS, f"Item '{e.id}' already exists in collection '{self.collection}'")
 
     def _single_failure(self, e: _Entry, error: OperationFailed, *, possibly_ours: bool) -> None:
         if error.code != ALREADY_EXISTS:
@@ -446,7 +456,7 @@ class _Resolution:
         if op.succeeded:
             self._ok(e)
         else:
-            self._fail([e], OperationFailed(op.error_code, op.error_message, operation_id=op.id))
+            self._fail([e], operation_failure(op.error_code, op.error_message, operation_id=op.id))
 
 
 class Batcher:
@@ -608,11 +618,7 @@ class Batcher:
             log.exception("batch_flush_crashed", collection=batch.collection)
             res._fail(
                 [x for x in entries if x.result is None],
-                WorkerError(
-                    f"internal error while ingesting: {type(e).__name__}",
-                    code="InternalError",
-                    kind=ErrorKind.TRANSIENT,
-                ),
+                TransientError(f"internal error while ingesting: {type(e).__name__}", code="InternalError"),
             )
         finally:
             finished: list[_Submission] = []
@@ -621,7 +627,7 @@ class Batcher:
                 for x in entries:
                     if x.result is None:  # defensive: every entry gets an answer
                         x.result = ItemResult(
-                            x.id, False, WorkerError("no outcome", code="InternalError", kind=ErrorKind.TRANSIENT)
+                            x.id, False, TransientError("no outcome", code="InternalError")
                         )
                     x.sub.remaining -= 1
                     if x.sub.remaining == 0:

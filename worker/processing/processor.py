@@ -40,12 +40,12 @@ import structlog
 
 from worker.adapters.geocatalog.client import Operation
 from worker.domain import contract, wire
-from worker.domain.errors import ConfigurationFault, ErrorKind, WorkerError
+from worker.domain.errors import Cancelled, ConfigurationFault, ErrorKind, PermanentError, WorkerError
 from worker.domain.retry_policy import RequestRetryPolicy
 from worker.domain.secrets import redact
 from worker.domain.stored import with_digest
 from worker.processing import events
-from worker.processing.batching import Batcher, ItemResult, OperationFailed, OpRecord, parallel_map
+from worker.processing.batching import Batcher, ItemResult, OpRecord, operation_failure, parallel_map
 
 log = structlog.get_logger(__name__)
 
@@ -104,10 +104,6 @@ class DeleteClient(Protocol):
     ) -> Operation: ...
 
 
-def is_cancelled(error: BaseException) -> bool:
-    return isinstance(error, WorkerError) and error.code == "Cancelled"
-
-
 def _error_dict(error: WorkerError) -> dict[str, str]:
     return {"code": error.code, "message": redact(str(error))}
 
@@ -155,7 +151,7 @@ class Processor:
             else:
                 results, ops = self._delete(request, cancel)
         except WorkerError as e:
-            if is_cancelled(e) or cancel.is_set():
+            if isinstance(e, Cancelled) or cancel.is_set():
                 bound.info("request_cancelled")
                 return Outcome(None, Settle.RETRY, retry_after=0.0, service_ok=None)
             outcome = self._request_failure(request, e, received_at, fetched)
@@ -167,7 +163,7 @@ class Processor:
                 error_code=e.code,
             )
             return outcome
-        if cancel.is_set() and any(r.error is not None and is_cancelled(r.error) for r in results):
+        if cancel.is_set() and any(isinstance(r.error, Cancelled) for r in results):
             return Outcome(None, Settle.RETRY, retry_after=0.0, service_ok=None)
         outcome = self._item_outcome(request, results, ops, received_at)
         bound.info(
@@ -183,7 +179,7 @@ class Processor:
 
     def _resolve_event(self, request: contract.Request) -> contract.Request | None:
         if self.fetcher is None:
-            raise WorkerError("a Blob Storage event needs an item fetcher", code="NoFetcher", kind=ErrorKind.PERMANENT)
+            raise PermanentError("a Blob Storage event needs an item fetcher", code="NoFetcher")
         return events.resolve(request, self.fetcher, self.settings.limits)
 
     # ------------------------------------------------------------------------------------------ ingest
@@ -195,17 +191,13 @@ class Processor:
         if not request.item_urls:
             return list(request.items)
         if self.fetcher is None:
-            raise WorkerError(
-                "claim-check item_urls given but no item fetcher is configured",
-                code="NoFetcher",
-                kind=ErrorKind.PERMANENT,
-            )
+            raise PermanentError("claim-check item_urls given but no item fetcher is configured", code="NoFetcher")
         limits = self.settings.limits
 
         def fetch(pair: tuple[int, str]) -> dict:
             i, url = pair
             if cancel.is_set():
-                raise WorkerError("cancelled before fetching items", code="Cancelled", kind=ErrorKind.TRANSIENT)
+                raise Cancelled("cancelled before fetching items")
             assert self.fetcher is not None
             raw = self.fetcher.fetch(url)
             item = contract.validate_item(raw, request.collection, f"item_urls[{i}]", limits)
@@ -260,7 +252,7 @@ class Processor:
         ref = OpRecord(op.id, op.status)
         if op.succeeded or op.error_code == NO_RECORDS_TO_DELETE:
             return ItemResult(item_id, True), ref
-        return ItemResult(item_id, False, OperationFailed(op.error_code, op.error_message, operation_id=op.id)), ref
+        return ItemResult(item_id, False, operation_failure(op.error_code, op.error_message, operation_id=op.id)), ref
 
     def _delete(self, request: contract.Request, cancel: threading.Event) -> tuple[list[ItemResult], list[OpRecord]]:
         def submit(ids: list[str], retrying: bool) -> tuple[list[ItemResult], list[OpRecord]]:

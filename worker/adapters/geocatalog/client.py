@@ -37,9 +37,9 @@ import structlog
 from requests.adapters import HTTPAdapter
 
 from worker import __version__, tracing
-from worker.adapters.geocatalog.retry import Cancelled, RetryPolicy, parse_retry_after
+from worker.adapters.geocatalog.retry import RetryPolicy, parse_retry_after
 from worker.adapters.ratelimit import RateLimiter
-from worker.domain.errors import ConfigurationFault, ErrorKind, FaultCause, WorkerError
+from worker.domain.errors import Cancelled, ConfigurationFault, ErrorKind, FaultCause, WorkerError
 from worker.domain.secrets import Secret, redact
 from worker.observability.metrics import Metrics
 

@@ -19,17 +19,9 @@ from dataclasses import dataclass, field
 from urllib3.exceptions import InvalidHeader
 from urllib3.util.retry import Retry
 
-from worker.domain.errors import ErrorKind, WorkerError
 from worker.domain.retry_policy import backoff
 
 RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
-
-
-class Cancelled(WorkerError):
-    """The caller's cancel event was set (lock lost, shutdown): the work was not finished, try again later."""
-
-    kind = ErrorKind.TRANSIENT
-    code = "Cancelled"
 
 
 @dataclass(frozen=True)
