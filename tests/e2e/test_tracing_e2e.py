@@ -22,7 +22,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 
 from tests.integration.test_runtime_integration import Running
-from tests.support.harness import Harness, ingest_request, stac_item, wait_until
+from tests.support.harness import Harness, delete_request, ingest_request, stac_item, wait_until
 from worker import tracing
 from worker.domain.secrets import Secret
 from worker.observability.health import HealthState
@@ -146,14 +146,15 @@ def test_a_traced_request_yields_one_trace_from_receive_through_geocatalog_to_th
 def test_diagnostic_id_alone_parents_the_trace_and_requests_keep_their_own_traces(
     sb_emulator, gc_emulator, spans
 ) -> None:  # type: ignore[no-untyped-def]
-    other = uuid.uuid4().hex
+    other, deleted = uuid.uuid4().hex, uuid.uuid4().hex
     messages = [
         request_message(ingest_request("c1", [stac_item("x", "c1")]), "diag-1", **{"Diagnostic-Id": traceparent()}),
         request_message(ingest_request("c1", [stac_item("y", "c1")]), "tp-2", traceparent=traceparent(other)),
         request_message(ingest_request("c1", [stac_item("z", "c1")]), "untraced-3"),
+        request_message(delete_request("c1", ["gone-1", "gone-2"]), "delete-4", traceparent=traceparent(deleted)),
     ]
     replies = run_requests(sb_emulator, gc_emulator, messages)
-    assert wait_until(lambda: len([s for s in spans.get_finished_spans() if s.name.startswith("receive ")]) == 3, 10)
+    assert wait_until(lambda: len([s for s in spans.get_finished_spans() if s.name.startswith("receive ")]) == 4, 10)
     receives = {
         s.attributes["messaging.message.id"]: s for s in spans.get_finished_spans() if s.kind is SpanKind.CONSUMER
     }
@@ -161,7 +162,13 @@ def test_diagnostic_id_alone_parents_the_trace_and_requests_keep_their_own_trace
     assert format(receives["tp-2"].context.trace_id, "032x") == other
     assert receives["untraced-3"].parent is None  # a new trace of its own
     trace_ids = {format(s.context.trace_id, "032x") for s in receives.values()}
-    assert len(trace_ids) == 3
+    assert len(trace_ids) == 4
+    # the deletes run on a pool of their own: their calls are still in the request's trace, under its process span
+    deletes = [
+        s for s in by_trace(spans, deleted) if s.name == "DELETE /stac/collections/{collectionId}/items/{itemId}"
+    ]
+    [process] = [s for s in by_trace(spans, deleted) if s.name == "process requests"]
+    assert len(deletes) == 2 and {d.parent.span_id for d in deletes} == {process.context.span_id}
     for reply in replies:
         props = {_text(k): _text(v) for k, v in reply.application_properties.items()}
         receive = receives[props["gcw-request-id"]]
