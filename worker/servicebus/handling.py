@@ -28,9 +28,7 @@ MAX_LOGGED_ITEM_IDS = 20
 
 
 class ProcessorLike(Protocol):
-    def process(
-        self, request: Request, cancel: threading.Event, *, received_at: datetime | None = None
-    ) -> Outcome: ...
+    def process(self, request: Request, cancel: threading.Event, *, received_at: datetime | None = None) -> Outcome: ...
 
 
 def _item_ids(request: Request) -> list[str]:

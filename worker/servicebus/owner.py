@@ -30,13 +30,10 @@ from collections.abc import Callable
 from typing import Any
 
 import structlog
-from azure.servicebus import NEXT_AVAILABLE_SESSION, ServiceBusClient, ServiceBusMessage
+from azure.servicebus import NEXT_AVAILABLE_SESSION, ServiceBusClient
 from azure.servicebus.exceptions import (
-    MessageAlreadySettled,
-    MessageLockLostError,
     OperationTimeoutError,
     ServiceBusError,
-    SessionLockLostError,
 )
 
 from worker import tracing
@@ -54,41 +51,21 @@ from worker.servicebus.faults import (
     servicebus_fault_cause,
 )
 from worker.servicebus.inflight import InFlight
+from worker.servicebus.locks import SessionLock, renew_message_locks
 from worker.servicebus.messages import (
-    MAX_DESCRIPTION,
-    MAX_REASON,
     body_bytes,
-    build_reply,
     build_retry_copy,
-    clip,
     meta_from_message,
-    result_body,
     utcnow,
 )
 from worker.servicebus.outcome import Disposition, Settle
+from worker.servicebus.replies import Senders, publish
 from worker.servicebus.settings import ConsumerSettings
+from worker.servicebus.settlement import LOCK_LOST_ERRORS, dead_letter_unreadable, settle_message
 
 log = structlog.get_logger(__name__)
 
-LOCK_LOST_ERRORS = (MessageLockLostError, SessionLockLostError)
 MAX_COMMANDS_PER_TURN = 256
-REPLY_OVERHEAD_BYTES = 2048  # per message in a batch: properties and AMQP framing around the body
-
-
-def _size_chunks(members: list[Any], sizes: list[int], limit: int) -> list[list[Any]]:
-    """``members`` in order, split so that each chunk's ``sizes`` (plus per-message overhead) stay within
-    ``limit``: several large results sent as one batch would exceed the queue's message size limit."""
-    chunks: list[list[Any]] = []
-    total = 0
-    for member, size in zip(members, sizes, strict=True):
-        size += REPLY_OVERHEAD_BYTES
-        if chunks and total + size <= limit:
-            chunks[-1].append(member)
-            total += size
-        else:
-            chunks.append([member])
-            total = size
-    return chunks
 
 
 def _close_quietly(receiver: Any) -> None:
@@ -134,11 +111,10 @@ class ReceiverOwner(threading.Thread):
         self._commands: queue.SimpleQueue[tuple[InFlight, Disposition]] = queue.SimpleQueue()
         self._inflight: dict[int, InFlight] = {}
         self._receiver: Any = None
-        self._senders: dict[str, Any] = {}
+        self._senders = Senders(client)
         self._drain_deadline: float | None = None
         self._session_id: str | None = None
-        self._session_lock_until: float = 0.0
-        self._session_lock_duration: float = 0.0
+        self._session_lock = SessionLock()
         self._last_message_at: float = 0.0
         self._abandon_at: dict[int, float] = {}
         self._open_failures = 0
@@ -250,7 +226,7 @@ class ReceiverOwner(threading.Thread):
             session = receiver.session
             self._session_id = session.session_id
             self._last_message_at = self._clock()
-            self._set_session_lock(session.locked_until_utc)
+            self._session_lock.set(session.locked_until_utc, self._clock(), self._inflight.values())
             log.info("session_accepted", receiver=self.name, session_id=self._session_id)
         return True
 
@@ -262,11 +238,11 @@ class ReceiverOwner(threading.Thread):
             entities.append((CHECK_SCHEDULE, self.settings.request_queue))
         for check, entity in entities:
             try:
-                self._sender(entity)
+                self._senders.get(entity)
             except Exception as exc:
                 self._servicebus_fault(check, entity, exc)
                 log.warning("sender_open_failed", entity=entity, error=redact(f"{type(exc).__name__}: {exc}"))
-                self._drop_sender(entity)
+                self._senders.drop(entity)
                 return False
         return True
 
@@ -341,7 +317,7 @@ class ReceiverOwner(threading.Thread):
             try:
                 rec = self._track(message, now)
             except Exception as exc:  # an unreadable message must not take the loop (and this pod) down
-                self._dead_letter_unreadable(message, exc)
+                dead_letter_unreadable(self._receiver, message, exc, self._metrics)
                 continue
             rec.probe = probe and dispatched == 0
             dispatched += 1
@@ -353,8 +329,8 @@ class ReceiverOwner(threading.Thread):
     def _track(self, message: Any, now: float) -> InFlight:
         wall = utcnow()
         if self.settings.sessions:
-            lock_duration = self._session_lock_duration or 30.0
-            expires = self._session_lock_until or now + lock_duration
+            lock_duration = self._session_lock.duration or 30.0
+            expires = self._session_lock.until or now + lock_duration
         else:
             locked_until = message.locked_until_utc
             remaining = (locked_until - wall).total_seconds() if locked_until else 30.0
@@ -381,28 +357,6 @@ class ReceiverOwner(threading.Thread):
             self._metrics.message_age.observe(max(0.0, (wall - rec.meta.enqueued_time).total_seconds()))
         return rec
 
-    def _observe_end_to_end(self, rec: InFlight, status: str) -> None:
-        """Enqueued (broker time) -> settled, for the message as delivered (a retry's copy counts from its own
-        enqueue)."""
-        if rec.meta.enqueued_time is not None:
-            elapsed = (utcnow() - rec.meta.enqueued_time).total_seconds()
-            self._metrics.end_to_end.labels(status=status).observe(max(0.0, elapsed))
-
-    def _dead_letter_unreadable(self, message: Any, exc: Exception) -> None:
-        """A message whose properties or body cannot even be read: dead-letter it (no result can be built)."""
-        message_id = redact(str(getattr(message, "message_id", None)))
-        what = redact(f"{type(exc).__name__}: {exc}")
-        log.error("message_unreadable", message_id=message_id, error=what)
-        try:
-            self._receiver.dead_letter_message(
-                message,
-                reason="InvalidRequest",
-                error_description=clip(f"message: unreadable Service Bus message ({what})", MAX_DESCRIPTION),
-            )
-            self._metrics.dead_lettered.labels(reason="InvalidRequest").inc()
-        except Exception as settle_exc:  # its lock expires: the redelivery (delivery count) takes over
-            log.warning("settle_failed", message_id=message_id, error=redact(f"{type(settle_exc).__name__}"))
-
     def _total_inflight(self) -> int:
         return len(self._inflight)
 
@@ -411,51 +365,19 @@ class ReceiverOwner(threading.Thread):
         if self._receiver is None:
             return
         now = self._clock()
-        cap = self.settings.max_lock_renewal_seconds
         if self.settings.sessions:
             self._renew_session(now)
             return
-        for rec in list(self._inflight.values()):
-            remaining = rec.lock_expires_mono - now
-            if remaining > rec.lock_duration / 2:
-                continue
-            if now - rec.received_mono >= cap:
-                if remaining <= 0:
-                    self._lose(rec, f"lock renewal cap of {cap:.0f}s reached")
-                continue
-            try:
-                locked_until = self._receiver.renew_message_lock(rec.message)
-            except LOCK_LOST_ERRORS as exc:
-                self._lose(rec, redact(str(exc)))
-                continue
-            except (ServiceBusError, MessageAlreadySettled, ValueError) as exc:
-                if remaining <= 0:
-                    self._lose(rec, redact(f"{type(exc).__name__}: {exc}"))
-                else:
-                    log.warning("lock_renew_failed", message_id=rec.meta.message_id, error=redact(str(exc)))
-                continue
-            rec.renewals += 1
-            self._metrics.lock_renewals.inc()
-            rec.lock_expires_mono = now + max(0.0, (locked_until - utcnow()).total_seconds())
-
-    def _set_session_lock(self, locked_until: dt.datetime | None) -> None:
-        now = self._clock()
-        remaining = (locked_until - utcnow()).total_seconds() if locked_until else 30.0
-        if not self._session_lock_duration:
-            self._session_lock_duration = max(remaining, 0.5)
-        self._session_lock_until = now + remaining
-        for rec in self._inflight.values():
-            rec.lock_expires_mono = self._session_lock_until
+        lost = renew_message_locks(
+            self._receiver, self._inflight.values(), now, self.settings.max_lock_renewal_seconds, self._metrics
+        )
+        for rec, why in lost:
+            self._lose(rec, why)
 
     def _renew_session(self, now: float) -> None:
         if self._receiver is None or self._session_id is None:
             return
-        remaining = self._session_lock_until - now
-        if remaining > self._session_lock_duration / 2:
-            return
-        if self._inflight and now - min(r.received_mono for r in self._inflight.values()) >= (
-            self.settings.max_lock_renewal_seconds
-        ):
+        if not self._session_lock.due(now, list(self._inflight.values()), self.settings.max_lock_renewal_seconds):
             return
         try:
             locked_until = self._receiver.session.renew_lock()
@@ -465,7 +387,7 @@ class ReceiverOwner(threading.Thread):
             self._release_session()
             return
         self._metrics.lock_renewals.inc()
-        self._set_session_lock(locked_until)
+        self._session_lock.set(locked_until, self._clock(), self._inflight.values())
 
     def _session_idle(self) -> bool:
         if self._inflight or self._session_id is None:
@@ -480,7 +402,7 @@ class ReceiverOwner(threading.Thread):
     def _reset_receiver(self) -> None:
         receiver, self._receiver = self._receiver, None
         self._session_id = None
-        self._session_lock_duration = 0.0
+        self._session_lock.reset()
         if receiver is not None:
             try:
                 receiver.close()
@@ -564,7 +486,12 @@ class ReceiverOwner(threading.Thread):
                 to_reply.append((rec, disp))
             else:
                 self._settle(rec, disp)
-        for rec, disp in self._send_replies(to_reply):
+        published = publish(self._senders, to_reply, self.settings, self._metrics)
+        for rec, disp in published.unbuildable:
+            self._settle(rec, disp)
+        for rec in published.failed:
+            self._abandon(rec, "reply could not be sent")
+        for rec, disp in published.sent:
             self._settle(rec, disp)
         self._metrics.in_flight.set(self._total_inflight())
 
@@ -576,96 +503,6 @@ class ReceiverOwner(threading.Thread):
         elif rec.probe:
             self._breaker.record_neutral()
 
-    def _sender(self, entity: str) -> Any:
-        sender = self._senders.get(entity)
-        if sender is None:
-            sender = self.client.get_queue_sender(entity)
-            sender.__enter__()
-            self._senders[entity] = sender
-        return sender
-
-    def _drop_sender(self, entity: str) -> None:
-        sender = self._senders.pop(entity, None)
-        if sender is not None:
-            try:
-                sender.close()
-            except Exception:
-                log.debug("sender_close_failed", exc_info=True)
-
-    def _send_replies(self, items: list[tuple[InFlight, Disposition]]) -> list[tuple[InFlight, Disposition]]:
-        """Publish the results; return the items whose reply is durably sent (only those may be settled)."""
-        groups: dict[tuple[str, str | None], list[tuple[InFlight, Disposition, ServiceBusMessage]]] = {}
-        sizes: dict[int, int] = {}
-        sends: dict[int, tracing.SpanHandle] = {}  # rec.key -> its ``send`` span (worker.tracing.reply_span)
-        for rec, disp in items:
-            dest = self.settings.reply_destination(rec.meta.reply_to)
-            send = sends[rec.key] = tracing.reply_span(rec.trace, dest, rec.meta.application_properties)
-            try:
-                body, shortened = result_body(disp.result, self.settings.max_result_bytes)
-                if shortened:
-                    log.warning(
-                        "result_shortened",
-                        message_id=rec.meta.message_id,
-                        limit=self.settings.max_result_bytes,
-                        size=len(body),
-                        what=shortened,
-                    )
-                reply = build_reply(
-                    body, rec.meta, status=getattr(disp.result, "status", None), trace_properties=send.properties
-                )
-                sizes[rec.key] = len(body)
-            except Exception as exc:  # never on the owner thread's way: dead-letter it with the reason instead
-                what = redact(f"{type(exc).__name__}: {exc}")
-                log.error("reply_unbuildable", message_id=rec.meta.message_id, error=what)
-                send.end(what)
-                self._settle(
-                    rec,
-                    Disposition(
-                        action=Settle.DEAD_LETTER,
-                        reason="ProcessingError",
-                        description=f"the result message could not be built: {what}; "
-                        f"outcome was {disp.reason or disp.action}: {disp.description or ''}",
-                    ),
-                )
-                continue
-            groups.setdefault((dest, reply.session_id), []).append((rec, disp, reply))
-        sent: list[tuple[InFlight, Disposition]] = []
-        batches = [
-            (dest, chunk)
-            for (dest, _session), members in groups.items()
-            for chunk in _size_chunks(members, [sizes[rec.key] for rec, _, _ in members], self._batch_limit())
-        ]
-        for dest, members in batches:
-            try:
-                self._sender(dest).send_messages([m for _, _, m in members])
-                sent.extend((rec, disp) for rec, disp, _ in members)
-                continue
-            except Exception as exc:
-                log.warning("reply_batch_failed", destination=dest, count=len(members), error=redact(str(exc)))
-                self._drop_sender(dest)
-            for rec, disp, message in members:  # one by one, so one bad reply does not hold the others
-                try:
-                    self._sender(dest).send_messages(message)
-                    sent.append((rec, disp))
-                except Exception as exc:
-                    log.error(
-                        "reply_failed",
-                        message_id=rec.meta.message_id,
-                        destination=dest,
-                        error=redact(f"{type(exc).__name__}: {exc}"),
-                    )
-                    self._drop_sender(dest)
-                    sends[rec.key].end("reply could not be sent")
-                    self._abandon(rec, "reply could not be sent")
-        for rec, disp in sent:
-            sends[rec.key].end()
-            self._metrics.results.labels(status=str(getattr(disp.result, "status", "unknown"))).inc()
-        return sent
-
-    def _batch_limit(self) -> int:
-        """Bytes per reply batch: the result size limit plus the room it keeps under 256 KiB."""
-        return max(self.settings.max_result_bytes, 256 * 1024 - 4 * REPLY_OVERHEAD_BYTES)
-
     def _settle(self, rec: InFlight, disp: Disposition) -> None:
         with tracing.settle_span(rec.trace, str(disp.action)):
             self._settle_now(rec, disp)
@@ -673,35 +510,7 @@ class ReceiverOwner(threading.Thread):
 
     def _settle_now(self, rec: InFlight, disp: Disposition) -> None:
         try:
-            if disp.action is Settle.DEAD_LETTER:
-                reason = clip(disp.reason or "ProcessingError", MAX_REASON)
-                self._receiver.dead_letter_message(
-                    rec.message,
-                    reason=reason,
-                    error_description=clip(redact(disp.description or reason or ""), MAX_DESCRIPTION),
-                )
-                self._metrics.dead_lettered.labels(reason=reason or "unknown").inc()
-                self._observe_end_to_end(rec, "dead_lettered")
-                log.warning(
-                    "request_dead_lettered", message_id=rec.meta.message_id, reason=reason, attempt=rec.meta.attempt
-                )
-            else:
-                self._receiver.complete_message(rec.message)
-                self._observe_end_to_end(rec, str(getattr(disp.result, "status", "unknown")))
-                log.info(
-                    "request_completed",
-                    message_id=rec.meta.message_id,
-                    correlation_id=rec.meta.correlation_id or rec.meta.message_id,
-                    attempt=rec.meta.attempt,
-                    status=getattr(disp.result, "status", None),
-                    duration_ms=round((self._clock() - rec.received_mono) * 1000, 1),
-                )
-        except LOCK_LOST_ERRORS as exc:
-            # the reply (if any) went out with a deterministic id: the redelivery's reply is dropped as a duplicate
-            self._metrics.locks_lost.inc()
-            log.warning("settle_lock_lost", message_id=rec.meta.message_id, error=redact(str(exc)))
-        except Exception as exc:
-            log.error("settle_failed", message_id=rec.meta.message_id, error=redact(f"{type(exc).__name__}: {exc}"))
+            settle_message(self._receiver, rec, disp, self._metrics, self._clock)
         finally:
             self._inflight.pop(rec.key, None)
             self._last_message_at = self._clock()  # a session is idle from its last activity, not its last receive
@@ -722,10 +531,10 @@ class ReceiverOwner(threading.Thread):
         at = utcnow() + dt.timedelta(seconds=delay)
         try:
             with tracing.settle_span(rec.trace, "schedule"):
-                self._sender(s.request_queue or "").schedule_messages(copy, at)
+                self._senders.get(s.request_queue or "").schedule_messages(copy, at)
         except Exception as exc:
             log.warning("reschedule_failed", message_id=rec.meta.message_id, error=redact(str(exc)))
-            self._drop_sender(s.request_queue or "")
+            self._senders.drop(s.request_queue or "")
             self._abandon(rec, "reschedule failed")
             return
         log.info(
@@ -741,6 +550,5 @@ class ReceiverOwner(threading.Thread):
 
     # ---- closing -----------------------------------------------------------------------------------------
     def _close(self) -> None:
-        for entity in list(self._senders):
-            self._drop_sender(entity)
+        self._senders.close()
         self._reset_receiver()
