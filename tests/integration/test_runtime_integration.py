@@ -223,7 +223,7 @@ def test_reply_to_matching_an_allowed_entity_in_other_case_gets_its_reply_there(
 
 
 def test_a_message_that_cannot_be_read_is_dead_lettered_and_the_loop_goes_on(sb_emulator, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    import worker.servicebus.owner as owner_module
+    import worker.servicebus.inflight as owner_module  # where a received message is read
 
     real = owner_module.meta_from_message
 

@@ -469,7 +469,7 @@ def test_session_receiver_that_finds_no_session_is_closed_every_time() -> None:
     for _ in range(5):
         assert owner._open() is False
     assert [r.closed for r in receivers.receivers] == [1] * 5
-    assert owner._receiver is None
+    assert owner._link.receiver is None
 
 
 # ---- result size -----------------------------------------------------------------------------------------------

@@ -30,9 +30,8 @@ from collections.abc import Callable
 from typing import Any
 
 import structlog
-from azure.servicebus import NEXT_AVAILABLE_SESSION, ServiceBusClient
+from azure.servicebus import ServiceBusClient
 from azure.servicebus.exceptions import (
-    OperationTimeoutError,
     ServiceBusError,
 )
 
@@ -43,22 +42,17 @@ from worker.observability.health import HealthState
 from worker.observability.metrics import Metrics
 from worker.servicebus.breaker import BreakerState, CircuitBreaker
 from worker.servicebus.faults import (
-    CHECK_RECEIVE,
-    CHECK_SCHEDULE,
-    CHECK_SEND_REPLY,
     ConfigFaults,
-    describe_servicebus_fault,
-    servicebus_fault_cause,
 )
-from worker.servicebus.inflight import InFlight
-from worker.servicebus.locks import SessionLock, renew_message_locks
+from worker.servicebus.holds import HeldRequests
+from worker.servicebus.inflight import InFlight, received
+from worker.servicebus.locks import renew_message_locks
 from worker.servicebus.messages import (
-    body_bytes,
     build_retry_copy,
-    meta_from_message,
     utcnow,
 )
 from worker.servicebus.outcome import Disposition, Settle
+from worker.servicebus.receiving import RequestLink
 from worker.servicebus.replies import Senders, publish
 from worker.servicebus.settings import ConsumerSettings
 from worker.servicebus.settlement import LOCK_LOST_ERRORS, dead_letter_unreadable, settle_message
@@ -66,16 +60,6 @@ from worker.servicebus.settlement import LOCK_LOST_ERRORS, dead_letter_unreadabl
 log = structlog.get_logger(__name__)
 
 MAX_COMMANDS_PER_TURN = 256
-
-
-def _close_quietly(receiver: Any) -> None:
-    """Close a receiver that failed to open (never raises: this runs on the owner thread)."""
-    if receiver is None:
-        return
-    try:
-        receiver.close()
-    except Exception:
-        log.debug("receiver_close_failed", exc_info=True)
 
 
 class ReceiverOwner(threading.Thread):
@@ -110,16 +94,15 @@ class ReceiverOwner(threading.Thread):
         self._clock = clock
         self._commands: queue.SimpleQueue[tuple[InFlight, Disposition]] = queue.SimpleQueue()
         self._inflight: dict[int, InFlight] = {}
-        self._receiver: Any = None
         self._senders = Senders(client)
         self._drain_deadline: float | None = None
-        self._session_id: str | None = None
-        self._session_lock = SessionLock()
         self._last_message_at: float = 0.0
         self._abandon_at: dict[int, float] = {}
-        self._open_failures = 0
         self._faults = faults or ConfigFaults(health, metrics)
-        self._held: list[int] = []  # keys of in-flight messages held by a configuration fault, oldest first
+        self._link = RequestLink(
+            name, self.receiver_client, settings, senders=self._senders, health=health, faults=self._faults, clock=clock
+        )
+        self._held = HeldRequests(breaker)
 
     # ---- called from other threads ---------------------------------------------------------------------
     def finish(self, rec: InFlight, disposition: Disposition) -> None:
@@ -162,10 +145,10 @@ class ReceiverOwner(threading.Thread):
                     return
                 self._run_commands(block_for=0.1)
                 continue
-            if self._receiver is None and not self._open():
+            if self._link.receiver is None and not self._open():
                 continue
             if self.settings.sessions and self._session_idle():
-                self._release_session()
+                self._link.release_session()
                 continue
             if self._held and self._resume_held():
                 continue
@@ -180,92 +163,20 @@ class ReceiverOwner(threading.Thread):
     # ---- receiving ---------------------------------------------------------------------------------------
     def _open(self) -> bool:
         """Open the receiver (accepting the next session when the entity requires sessions)."""
-        s = self.settings
-        kwargs: dict[str, Any] = {
-            "prefetch_count": 0,
-            "max_wait_time": s.idle_receive_wait,
-            "socket_timeout": s.socket_timeout,
-        }
-        if s.sessions:
-            kwargs["session_id"] = NEXT_AVAILABLE_SESSION
-        receiver: Any = None
-        try:
-            if s.request_queue:
-                receiver = self.receiver_client.get_queue_receiver(s.request_queue, **kwargs)
-            else:
-                receiver = self.receiver_client.get_subscription_receiver(
-                    s.request_topic, s.request_subscription, **kwargs
-                )
-            receiver.__enter__()
-        except OperationTimeoutError:
-            # no session available right now: normal for session input. Close the receiver all the same (every
-            # idle attempt makes one): whatever the SDK left open for it must not wait for the garbage collector.
-            _close_quietly(receiver)
-            self._health.set_connected(self.name, True)
-            return False
-        except Exception as exc:
-            _close_quietly(receiver)
-            self._open_failures += 1
-            self._health.set_connected(self.name, False)
-            self._servicebus_fault(CHECK_RECEIVE, self.settings.entity, exc)
-            log.warning("receiver_open_failed", receiver=self.name, error=redact(f"{type(exc).__name__}: {exc}"))
-            self._run_commands(block_for=min(30.0, 0.5 * 2 ** min(self._open_failures, 6)))
-            return False
-        self._receiver = receiver
-        if not self._warm_senders():
-            self._open_failures += 1
-            self._reset_receiver()
-            self._health.set_connected(self.name, False)
-            self._run_commands(block_for=min(30.0, 0.5 * 2 ** min(self._open_failures, 6)))
-            return False
-        self._open_failures = 0
-        self._health.set_connected(self.name, True)
-        for check in (CHECK_RECEIVE, CHECK_SEND_REPLY, CHECK_SCHEDULE):
-            self._faults.clear(check)
-        if s.sessions:
-            session = receiver.session
-            self._session_id = session.session_id
+        wait = self._link.open(self._inflight.values())
+        if wait is None:
             self._last_message_at = self._clock()
-            self._session_lock.set(session.locked_until_utc, self._clock(), self._inflight.values())
-            log.info("session_accepted", receiver=self.name, session_id=self._session_id)
-        return True
-
-    def _warm_senders(self) -> bool:
-        """Open the reply sender (and the request-queue sender for retries) now, not on the first reply:
-        a worker that cannot publish results must not take requests."""
-        entities = [(CHECK_SEND_REPLY, self.settings.reply_queue)]
-        if self.settings.can_reschedule and self.settings.request_queue:
-            entities.append((CHECK_SCHEDULE, self.settings.request_queue))
-        for check, entity in entities:
-            try:
-                self._senders.get(entity)
-            except Exception as exc:
-                self._servicebus_fault(check, entity, exc)
-                log.warning("sender_open_failed", entity=entity, error=redact(f"{type(exc).__name__}: {exc}"))
-                self._senders.drop(entity)
-                return False
-        return True
-
-    def _servicebus_fault(self, check: str, entity: str, exc: BaseException) -> None:
-        cause = servicebus_fault_cause(exc)
-        if cause is not None:
-            self._faults.report(check, str(cause), describe_servicebus_fault(cause, entity, exc))
+            return True
+        if wait:
+            self._run_commands(block_for=wait)
+        return False
 
     # ---- configuration faults: held messages -------------------------------------------------------------
-    def _hold(self, rec: InFlight, disp: Disposition) -> None:
-        """Keep the message (its lock renewed) and hold intake: the fault is the deployment's, not the request's."""
-        self._held.append(rec.key)
-        rec.probe = False
-        self._breaker.hold(disp.reason or "configuration", disp.description or "")
-        log.info("request_held", message_id=rec.meta.message_id, attempt=rec.meta.attempt, cause=disp.reason)
-
     def _resume_held(self) -> bool:
         """Process held messages again: one as the half-open probe, all once the breaker is closed."""
-        probe = self._breaker.state is BreakerState.HALF_OPEN
-        count = self._breaker.allowance(len(self._held))
-        if count <= 0:
+        resumed, probe = self._held.release()
+        if not resumed:
             return False
-        resumed, self._held = self._held[:count], self._held[count:]
         for key in resumed:
             rec = self._inflight.get(key)
             if rec is None:  # its lock was lost meanwhile: the redelivery takes over
@@ -278,8 +189,7 @@ class ReceiverOwner(threading.Thread):
         return True
 
     def _abandon_held(self, why: str) -> None:
-        held, self._held = self._held, []
-        for key in held:
+        for key in self._held.release_all():
             rec = self._inflight.get(key)
             if rec is not None:
                 self._abandon(rec, why)
@@ -287,13 +197,13 @@ class ReceiverOwner(threading.Thread):
     def _receive(self, count: int, *, probe: bool) -> None:
         wait = self.settings.busy_receive_wait if self._inflight else self.settings.idle_receive_wait
         try:
-            messages = self._receiver.receive_messages(max_message_count=count, max_wait_time=wait)
+            messages = self._link.receiver.receive_messages(max_message_count=count, max_wait_time=wait)
         except LOCK_LOST_ERRORS as exc:
             if probe:
                 self._breaker.record_neutral()
             log.warning("session_lock_lost", receiver=self.name, error=redact(str(exc)))
             self._lose_all("session lock lost")
-            self._release_session()
+            self._link.release_session()
             return
         except ServiceBusError as exc:
             if probe:
@@ -302,7 +212,7 @@ class ReceiverOwner(threading.Thread):
             log.warning("receive_failed", receiver=self.name, error=redact(f"{type(exc).__name__}: {exc}"))
             # messages received on this link can no longer be settled through it: their redelivery takes over
             self._lose_all("receiver link failed")
-            self._reset_receiver()
+            self._link.reset()
             self._run_commands(block_for=1.0)
             return
         self._health.set_connected(self.name, True)
@@ -317,7 +227,7 @@ class ReceiverOwner(threading.Thread):
             try:
                 rec = self._track(message, now)
             except Exception as exc:  # an unreadable message must not take the loop (and this pod) down
-                dead_letter_unreadable(self._receiver, message, exc, self._metrics)
+                dead_letter_unreadable(self._link.receiver, message, exc, self._metrics)
                 continue
             rec.probe = probe and dispatched == 0
             dispatched += 1
@@ -327,34 +237,14 @@ class ReceiverOwner(threading.Thread):
         self._metrics.in_flight.set(self._total_inflight())
 
     def _track(self, message: Any, now: float) -> InFlight:
-        wall = utcnow()
-        if self.settings.sessions:
-            lock_duration = self._session_lock.duration or 30.0
-            expires = self._session_lock.until or now + lock_duration
-        else:
-            locked_until = message.locked_until_utc
-            remaining = (locked_until - wall).total_seconds() if locked_until else 30.0
-            lock_duration = max(remaining, 0.5)
-            expires = now + remaining
-        rec = InFlight(
-            message=message,
-            meta=meta_from_message(message),
-            body=body_bytes(message),
-            received_at=wall,
-            received_mono=now,
-            lock_duration=lock_duration,
-            lock_expires_mono=expires,
-        )
-        rec.trace = tracing.message_received(
-            rec.meta.application_properties,
+        rec = received(
+            message,
+            now,
+            session_lock=self._link.session_lock if self.settings.sessions else None,
             entity=self.settings.entity,
-            message_id=rec.meta.message_id,
-            delivery_count=rec.meta.delivery_count,
-            attempt=rec.meta.attempt,
+            metrics=self._metrics,
         )
         self._inflight[rec.key] = rec
-        if rec.meta.enqueued_time is not None:
-            self._metrics.message_age.observe(max(0.0, (wall - rec.meta.enqueued_time).total_seconds()))
         return rec
 
     def _total_inflight(self) -> int:
@@ -362,52 +252,37 @@ class ReceiverOwner(threading.Thread):
 
     # ---- lock renewal ------------------------------------------------------------------------------------
     def _renew_locks(self) -> None:
-        if self._receiver is None:
+        if self._link.receiver is None:
             return
         now = self._clock()
         if self.settings.sessions:
             self._renew_session(now)
             return
         lost = renew_message_locks(
-            self._receiver, self._inflight.values(), now, self.settings.max_lock_renewal_seconds, self._metrics
+            self._link.receiver, self._inflight.values(), now, self.settings.max_lock_renewal_seconds, self._metrics
         )
         for rec, why in lost:
             self._lose(rec, why)
 
     def _renew_session(self, now: float) -> None:
-        if self._receiver is None or self._session_id is None:
+        if self._link.receiver is None or self._link.session_id is None:
             return
-        if not self._session_lock.due(now, list(self._inflight.values()), self.settings.max_lock_renewal_seconds):
+        if not self._link.session_lock.due(now, list(self._inflight.values()), self.settings.max_lock_renewal_seconds):
             return
         try:
-            locked_until = self._receiver.session.renew_lock()
+            locked_until = self._link.receiver.session.renew_lock()
         except Exception as exc:
-            log.warning("session_lock_lost", session_id=self._session_id, error=redact(str(exc)))
+            log.warning("session_lock_lost", session_id=self._link.session_id, error=redact(str(exc)))
             self._lose_all("session lock lost")
-            self._release_session()
+            self._link.release_session()
             return
         self._metrics.lock_renewals.inc()
-        self._session_lock.set(locked_until, self._clock(), self._inflight.values())
+        self._link.session_lock.set(locked_until, self._clock(), self._inflight.values())
 
     def _session_idle(self) -> bool:
-        if self._inflight or self._session_id is None:
+        if self._inflight or self._link.session_id is None:
             return False
         return self._clock() - self._last_message_at >= self.settings.session_idle_seconds
-
-    def _release_session(self) -> None:
-        if self._session_id is not None:
-            log.info("session_released", receiver=self.name, session_id=self._session_id)
-        self._reset_receiver()
-
-    def _reset_receiver(self) -> None:
-        receiver, self._receiver = self._receiver, None
-        self._session_id = None
-        self._session_lock.reset()
-        if receiver is not None:
-            try:
-                receiver.close()
-            except Exception:
-                log.debug("receiver_close_failed", exc_info=True)
 
     # ---- lost, abandoned -------------------------------------------------------------------------------
     def _lose(self, rec: InFlight, why: str) -> None:
@@ -436,7 +311,7 @@ class ReceiverOwner(threading.Thread):
             self._breaker.record_neutral()
         try:
             with tracing.settle_span(rec.trace, "abandon"):
-                self._receiver.abandon_message(rec.message)
+                self._link.receiver.abandon_message(rec.message)
                 log.info("message_abandoned", message_id=rec.meta.message_id, attempt=rec.meta.attempt, reason=why)
         except Exception as exc:
             log.warning("abandon_failed", message_id=rec.meta.message_id, error=redact(str(exc)))
@@ -477,7 +352,7 @@ class ReceiverOwner(threading.Thread):
             if rec.key not in self._inflight or rec.key in self._abandon_at:
                 continue  # lost or abandoned meanwhile: publish nothing
             if disp.action is Settle.HOLD:
-                self._hold(rec, disp)
+                self._held.hold(rec, disp)
                 continue
             self._record_breaker(rec, disp)
             if disp.action is Settle.RETRY:
@@ -510,7 +385,7 @@ class ReceiverOwner(threading.Thread):
 
     def _settle_now(self, rec: InFlight, disp: Disposition) -> None:
         try:
-            settle_message(self._receiver, rec, disp, self._metrics, self._clock)
+            settle_message(self._link.receiver, rec, disp, self._metrics, self._clock)
         finally:
             self._inflight.pop(rec.key, None)
             self._last_message_at = self._clock()  # a session is idle from its last activity, not its last receive
@@ -551,4 +426,4 @@ class ReceiverOwner(threading.Thread):
     # ---- closing -----------------------------------------------------------------------------------------
     def _close(self) -> None:
         self._senders.close()
-        self._reset_receiver()
+        self._link.reset()
