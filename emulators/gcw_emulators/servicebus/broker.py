@@ -28,6 +28,7 @@ from proton import (
 from proton.reactor import Container, EventInjector
 
 from gcw_emulators.servicebus import codec
+from gcw_emulators.servicebus.sequencing import SequencingAcceptor, WireStats
 from gcw_emulators.servicebus.store import (
     ArgumentError,
     Entity,
@@ -138,6 +139,7 @@ class Broker(Handler):
         self._touched: list[str] = []
         self.start_error: Exception | None = None
         self.stopping = False
+        self.wire = WireStats()
 
     # ------------------------------------------------------------------ lifecycle
     def on_reactor_init(self, event: Any) -> None:
@@ -153,7 +155,8 @@ class Broker(Handler):
     def _listen(self) -> None:
         assert self.container is not None
         self.container.selectable(self.injector)
-        self.acceptor = self.container.acceptor(self.host, self.port)
+        # transfers in any delivery-id order, as Azure accepts them (see sequencing.py)
+        self.acceptor = SequencingAcceptor(self.container, self.host, self.port, self.wire)
         sock = self.acceptor._selectable._delegate
         sock.listen(512)  # proton listens with a backlog of 10: too small for bursts of SDK connections
         self.port = sock.getsockname()[1]
