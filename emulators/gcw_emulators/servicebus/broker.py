@@ -28,6 +28,7 @@ from proton import (
 from proton.reactor import Container, EventInjector
 
 from gcw_emulators.servicebus import codec
+from gcw_emulators.servicebus.sequencing import SequencingAcceptor, WireStats
 from gcw_emulators.servicebus.store import (
     ArgumentError,
     Entity,
@@ -40,12 +41,12 @@ from gcw_emulators.servicebus.store import (
 
 log = structlog.get_logger(__name__)
 
-TICKS_EPOCH = 621355968000000000          # .NET ticks at the Unix epoch
+TICKS_EPOCH = 621355968000000000  # .NET ticks at the Unix epoch
 SESSION_FILTER = symbol("com.microsoft:session-filter")
 LOCKED_UNTIL_UTC = symbol("com.microsoft:locked-until-utc")
 TIMEOUT_PROP = symbol("com.microsoft:timeout")
 TRACKING_ID = symbol("com.microsoft:tracking-id")
-MAX_MESSAGE_SIZE = 256 * 1024           # Azure Standard tier
+MAX_MESSAGE_SIZE = 256 * 1024  # Azure Standard tier
 DEFAULT_SESSION_WAIT = 60.0
 CREDIT_WINDOW = 1000
 
@@ -111,9 +112,17 @@ class MgmtError(Exception):
 class Broker(Handler):
     """AMQP 1.0 endpoint speaking the Service Bus dialect the azure-servicebus SDK expects."""
 
-    def __init__(self, store: Store, host: str, port: int, *, on_ready: Callable[[int], None],
-                 on_commit: Callable[[], None] | None = None, tick_interval: float = 0.05,
-                 max_message_size: int = MAX_MESSAGE_SIZE) -> None:
+    def __init__(
+        self,
+        store: Store,
+        host: str,
+        port: int,
+        *,
+        on_ready: Callable[[int], None],
+        on_commit: Callable[[], None] | None = None,
+        tick_interval: float = 0.05,
+        max_message_size: int = MAX_MESSAGE_SIZE,
+    ) -> None:
         super().__init__()
         self.store = store
         self.host, self.port = host, port
@@ -130,6 +139,7 @@ class Broker(Handler):
         self._touched: list[str] = []
         self.start_error: Exception | None = None
         self.stopping = False
+        self.wire = WireStats()
 
     # ------------------------------------------------------------------ lifecycle
     def on_reactor_init(self, event: Any) -> None:
@@ -145,9 +155,10 @@ class Broker(Handler):
     def _listen(self) -> None:
         assert self.container is not None
         self.container.selectable(self.injector)
-        self.acceptor = self.container.acceptor(self.host, self.port)
+        # transfers in any delivery-id order, as Azure accepts them (see sequencing.py)
+        self.acceptor = SequencingAcceptor(self.container, self.host, self.port, self.wire)
         sock = self.acceptor._selectable._delegate
-        sock.listen(512)          # proton listens with a backlog of 10: too small for bursts of SDK connections
+        sock.listen(512)  # proton listens with a backlog of 10: too small for bursts of SDK connections
         self.port = sock.getsockname()[1]
         self.container.schedule(self.tick_interval, self)
         log.info("servicebus_emulator_listening", host=self.host, port=self.port)
@@ -187,8 +198,9 @@ class Broker(Handler):
         for owner, path, sid in result.lost_sessions:
             if owner.state & ACTIVE:
                 log.info("servicebus_emulator_session_lock_lost", entity=path, session_id=sid)
-                owner.condition = error_condition("com.microsoft:session-lock-lost",
-                                                  f"The session lock has expired on the session '{sid}'.")
+                owner.condition = error_condition(
+                    "com.microsoft:session-lock-lost", f"The session lock has expired on the session '{sid}'."
+                )
                 self._drop_consumer(owner)
                 owner.close()
         for path in result.changed:
@@ -266,7 +278,7 @@ class Broker(Handler):
             else:
                 link.flow(CREDIT_WINDOW)
             return
-        if link.is_receiver:          # the client sends to a queue or topic
+        if link.is_receiver:  # the client sends to a queue or topic
             self._open_echo(link)
             link.max_message_size = self.max_message_size
             link.open()
@@ -300,11 +312,12 @@ class Broker(Handler):
         if data.next() is None:
             return False, None
         filters = codec.plain(data.get_object())
-        if not isinstance(filters, dict) or (SESSION_FILTER not in filters and "com.microsoft:session-filter" \
-                not in filters):
+        if not isinstance(filters, dict) or (
+            SESSION_FILTER not in filters and "com.microsoft:session-filter" not in filters
+        ):
             return False, None
         value = filters.get(SESSION_FILTER, filters.get("com.microsoft:session-filter"))
-        if hasattr(value, "value"):   # a described filter
+        if hasattr(value, "value"):  # a described filter
             value = value.value
         return True, _str(value)
 
@@ -314,12 +327,19 @@ class Broker(Handler):
         link.peek_lock = link.remote_snd_settle_mode != Link.SND_SETTLED
         has_filter, session_id = self._read_filter(link)
         if entity.requires_session and not has_filter:
-            self._refuse(link, "amqp:not-allowed", f"It is not possible for an entity that requires sessions to "
-                         f"create a non-sessionful message receiver: '{entity.path}'.")
+            self._refuse(
+                link,
+                "amqp:not-allowed",
+                f"It is not possible for an entity that requires sessions to "
+                f"create a non-sessionful message receiver: '{entity.path}'.",
+            )
             return
         if has_filter and not entity.requires_session:
-            self._refuse(link, "com.microsoft:argument-error", f"The entity '{entity.path}' does not require "
-                         "sessions: receive without a session id.")
+            self._refuse(
+                link,
+                "com.microsoft:argument-error",
+                f"The entity '{entity.path}' does not require sessions: receive without a session id.",
+            )
             return
         if has_filter:
             props = link.remote_properties or {}
@@ -426,8 +446,9 @@ class Broker(Handler):
 
     def _deliver_one(self, link: Link) -> bool:
         try:
-            msg = self.store.next_message(link.path, peek_lock=link.peek_lock, session_id=link.session_id,
-                                          owner=link if link.session_id else None)
+            msg = self.store.next_message(
+                link.path, peek_lock=link.peek_lock, session_id=link.session_id, owner=link if link.session_id else None
+            )
         except StoreError as exc:
             if link.session_id is not None:
                 link.condition = error_condition(exc.condition, str(exc))
@@ -454,41 +475,66 @@ class Broker(Handler):
     @guarded
     def on_delivery(self, event: Any) -> None:
         dlv, link = event.delivery, event.link
-        if link.is_receiver:
-            self._incoming(link, dlv)
-        else:
-            self._settlement(link, dlv)
+        try:
+            if link.is_receiver:
+                self._incoming(link, dlv)
+            else:
+                self._settlement(link, dlv)
+        except Exception as exc:
+            # Whatever went wrong, the client hears an outcome: an unsettled transfer would hang its send.
+            log.exception("servicebus_emulator_delivery_failed", node=getattr(link, "path", None))
+            if not getattr(dlv, "answered", False):
+                self._reject(
+                    dlv, "amqp:internal-error", f"The emulator could not process this transfer: {type(exc).__name__}."
+                )
 
     def _incoming(self, link: Link, dlv: Delivery) -> None:
+        if dlv.aborted:
+            self._settle(dlv, None)
+            return
         if not dlv.readable or dlv.partial:
             return
-        data = link.recv(dlv.pending)
+        data = link.recv(dlv.pending) or b""  # a transfer with no sections is a valid, empty message
         link.advance()
         if not link.state & ACTIVE:
-            dlv.settle()
+            self._settle(dlv, None)
             return
         if link.credit < CREDIT_WINDOW // 2:
             link.flow(CREDIT_WINDOW - link.credit)
         if link.kind == "entity":
             self._enqueue(link, dlv, data)
             return
-        dlv.update(Disposition.ACCEPTED)
-        dlv.settle()
         request = Message()
         try:
+            codec.parse(data)  # proton's Message.decode accepts garbage silently
             request.decode(data)
-        except Exception:
-            log.warning("servicebus_emulator_bad_request", node=link.path)
+        except Exception as exc:
+            log.warning("servicebus_emulator_bad_request", node=link.path, error=type(exc).__name__)
+            self._reject(
+                dlv, "amqp:decode-error", f"The request to '{link.path}' is not a readable AMQP message: {exc}"
+            )
             return
+        self._settle(dlv, Disposition.ACCEPTED)
         if link.kind == "cbs":
             self._reply(link, request, {"status-code": 202, "status-description": "Accepted"}, None)
         else:
             self._management(link, request)
 
+    @staticmethod
+    def _settle(dlv: Delivery, state: Any) -> None:
+        dlv.answered = True
+        if state is not None:
+            dlv.update(state)
+        dlv.settle()
+
     def _enqueue(self, link: Link, dlv: Delivery, data: bytes) -> None:
         if len(data) > self.max_message_size:
-            self._reject(dlv, "amqp:link:message-size-exceeded", f"The received message ({len(data)} bytes) exceeds "
-                         f"the limit ({self.max_message_size} bytes) currently allowed on the link.")
+            self._reject(
+                dlv,
+                "amqp:link:message-size-exceeded",
+                f"The received message ({len(data)} bytes) exceeds "
+                f"the limit ({self.max_message_size} bytes) currently allowed on the link.",
+            )
             return
         try:
             items = codec.to_incoming(data)
@@ -500,8 +546,7 @@ class Broker(Handler):
         except StoreError as exc:
             self._reject(dlv, exc.condition, str(exc))
             return
-        dlv.update(Disposition.ACCEPTED)
-        dlv.settle()
+        self._settle(dlv, Disposition.ACCEPTED)
         self._pump_target(link.path)
 
     def _pump_target(self, path: str) -> None:
@@ -512,11 +557,10 @@ class Broker(Handler):
         else:
             self.pump(target.path)
 
-    @staticmethod
-    def _reject(dlv: Delivery, condition: str, description: str) -> None:
+    @classmethod
+    def _reject(cls, dlv: Delivery, condition: str, description: str) -> None:
         dlv.local.condition = error_condition(condition, description)
-        dlv.update(Disposition.REJECTED)
-        dlv.settle()
+        cls._settle(dlv, Disposition.REJECTED)
 
     def _settlement(self, link: Link, dlv: Delivery) -> None:
         token = getattr(dlv, "token", None)
@@ -528,7 +572,7 @@ class Broker(Handler):
         dlv.handled = True
         if state is None or state == Disposition.RELEASED:
             changed = self.store.release(token)
-            dlv.settle()
+            self._settle(dlv, None)
             if changed:
                 self.pump(changed)
             return
@@ -542,8 +586,9 @@ class Broker(Handler):
             elif state == Disposition.REJECTED:
                 cond = dlv.remote.condition
                 info = {_str(k): _str(v) for k, v in ((cond.info or {}) if cond else {}).items()}
-                changed_path = self.store.dead_letter(token, info.get("DeadLetterReason"),
-                                                      info.get("DeadLetterErrorDescription"))
+                changed_path = self.store.dead_letter(
+                    token, info.get("DeadLetterReason"), info.get("DeadLetterErrorDescription")
+                )
             else:
                 changed_path = self.store.release(token)
             self.on_commit()
@@ -558,10 +603,10 @@ class Broker(Handler):
                 dlv.local.undeliverable = dlv.remote.undeliverable
                 dlv.update(Disposition.MODIFIED)
             elif state == Disposition.REJECTED:
-                dlv.update(Disposition.REJECTED)       # bare rejected: the SDK reads any error as failure
+                dlv.update(Disposition.REJECTED)  # bare rejected: the SDK reads any error as failure
             else:
                 dlv.update(state)
-        dlv.settle()
+        self._settle(dlv, None)
         if changed_path:
             self.pump(changed_path)
             if state == Disposition.REJECTED:
@@ -598,8 +643,9 @@ class Broker(Handler):
         try:
             handler = _OPERATIONS.get(operation)
             if handler is None:
-                raise MgmtError(501, "amqp:not-implemented", f"The operation '{operation}' is not supported by "
-                                "the emulator.")
+                raise MgmtError(
+                    501, "amqp:not-implemented", f"The operation '{operation}' is not supported by the emulator."
+                )
             status, result = handler(self, node, body)
             self.on_commit()
         except MgmtError as exc:
@@ -609,19 +655,29 @@ class Broker(Handler):
             self._mgmt_error(link, request, exc.status, exc.condition, str(exc))
             return
         except (KeyError, TypeError, ValueError) as exc:
-            self._mgmt_error(link, request, 400, "com.microsoft:argument-error",
-                             f"Bad '{operation}' request: {type(exc).__name__}: {exc}")
+            self._mgmt_error(
+                link,
+                request,
+                400,
+                "com.microsoft:argument-error",
+                f"Bad '{operation}' request: {type(exc).__name__}: {exc}",
+            )
             return
-        self._reply(link, request, {"statusCode": status, "statusDescription": "OK" if status == 200 else
-                                    "No Content"}, result)
+        self._reply(
+            link, request, {"statusCode": status, "statusDescription": "OK" if status == 200 else "No Content"}, result
+        )
         for path in self._touched:
             self.pump(path)
         self._touched = []
 
     def _mgmt_error(self, link: Link, request: Message, status: int, condition: str, description: str) -> None:
         log.info("servicebus_emulator_mgmt_error", node=link.path, status=status, condition=condition)
-        self._reply(link, request, {"statusCode": status, "statusDescription": description,
-                                    "errorCondition": symbol(condition)}, None)
+        self._reply(
+            link,
+            request,
+            {"statusCode": status, "statusDescription": description, "errorCondition": symbol(condition)},
+            None,
+        )
 
     def _touch(self, path: str | None) -> None:
         if path:
@@ -664,8 +720,9 @@ class Broker(Handler):
     def op_receive_by_seq(self, node: str, body: dict[str, Any]) -> tuple[int, Any]:
         seqs = [int(s) for s in _elements(body["sequence-numbers"])]
         peek_lock = int(body.get("receiver-settle-mode", 1)) == 1
-        msgs: list[StoredMessage] = self.store.receive_deferred(node, seqs, peek_lock=peek_lock,
-                                                                session_id=_str(body.get("session-id")))
+        msgs: list[StoredMessage] = self.store.receive_deferred(
+            node, seqs, peek_lock=peek_lock, session_id=_str(body.get("session-id"))
+        )
         if not msgs:
             return 204, None
         out = []
@@ -687,12 +744,16 @@ class Broker(Handler):
             elif status == "defered":
                 path = self.store.defer(token)
             elif status == "suspended":
-                path = self.store.dead_letter(token, _str(body.get("deadletter-reason")),
-                                              _str(body.get("deadletter-description")))
+                path = self.store.dead_letter(
+                    token, _str(body.get("deadletter-reason")), _str(body.get("deadletter-description"))
+                )
                 self._touch(path + "/$DeadLetterQueue")
             else:
-                raise MgmtError(400, "com.microsoft:argument-error",
-                                f"disposition-status {status!r} is not one of completed, abandoned, defered, suspended")
+                raise MgmtError(
+                    400,
+                    "com.microsoft:argument-error",
+                    f"disposition-status {status!r} is not one of completed, abandoned, defered, suspended",
+                )
             self._touch(path)
         return 200, {}
 
@@ -713,7 +774,7 @@ class Broker(Handler):
     def op_list_sessions(self, node: str, body: dict[str, Any]) -> tuple[int, Any]:
         ids = self.store.list_sessions(node)
         skip, top = int(body.get("skip") or 0), int(body.get("top") or 100)
-        page = ids[skip:skip + top]
+        page = ids[skip : skip + top]
         if not page:
             return 204, None
         return 200, {"skip": skip + len(page), "sessions-ids": page}
@@ -728,6 +789,7 @@ def _uuid(value: Any) -> uuid.UUID:
         return uuid.UUID(str(value))
     except ValueError as exc:
         raise ArgumentError(f"lock token {value!r} is not a UUID") from exc
+
 
 _OPERATIONS: dict[str, Callable[[Broker, str, dict[str, Any]], tuple[int, Any]]] = {
     "com.microsoft:renew-lock": Broker.op_renew_lock,

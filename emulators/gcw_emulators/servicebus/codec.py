@@ -11,7 +11,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from proton import Data, Described, symbol, timestamp, uint, ulong
+from proton import UNDESCRIBED, Array, Data, Described, symbol, timestamp, uint, ulong
 
 from gcw_emulators.servicebus.store import Incoming, MessageState, StoredMessage
 
@@ -43,7 +43,97 @@ def plain(value: Any) -> Any:
     return value
 
 
+_SYMBOLIC_SECTIONS = {
+    "amqp:header:list": HEADER,
+    "amqp:delivery-annotations:map": DELIVERY_ANN,
+    "amqp:message-annotations:map": MESSAGE_ANN,
+    "amqp:properties:list": PROPERTIES,
+    "amqp:application-properties:map": APP_PROPERTIES,
+    "amqp:data:binary": DATA,
+    "amqp:amqp-sequence:list": SEQUENCE,
+    "amqp:amqp-value:*": VALUE,
+    "amqp:footer:map": FOOTER,
+}
+_SECTION_NAMES = {
+    HEADER: "header",
+    MESSAGE_ANN: "message-annotations",
+    PROPERTIES: "properties",
+    APP_PROPERTIES: "application-properties",
+}
+
+
+def read_value(data: Data) -> Any:
+    """The value at the cursor as Python objects, binaries copied to ``bytes`` (hashable, so a map may use them
+    as keys; proton's own ``get_object`` keys the dict with a writable memoryview and raises)."""
+    kind = data.type()
+    if kind == Data.BINARY:
+        return bytes(data.get_binary())
+    if kind == Data.LIST:
+        items: list[Any] = []
+        data.enter()
+        while data.next():
+            items.append(read_value(data))
+        data.exit()
+        return items
+    if kind == Data.MAP:
+        mapping: dict[Any, Any] = {}
+        data.enter()
+        while data.next():
+            key = read_value(data)
+            value = read_value(data) if data.next() else None
+            try:
+                mapping[key] = value
+            except TypeError as exc:
+                data.exit()
+                raise CodecError(f"a map key of type {type(key).__name__} cannot be used here") from exc
+        data.exit()
+        return mapping
+    if kind == Data.DESCRIBED:
+        data.enter()
+        data.next()
+        descriptor = read_value(data)
+        data.next()
+        described = read_value(data)
+        data.exit()
+        return Described(descriptor, described)
+    if kind == Data.ARRAY:
+        _, is_described, element_type = data.get_array()
+        data.enter()
+        descriptor: Any = UNDESCRIBED
+        if is_described:
+            data.next()
+            descriptor = read_value(data)
+        elements = []
+        while data.next():
+            elements.append(read_value(data))
+        data.exit()
+        return Array(descriptor, element_type, *elements)
+    return data.get_object()
+
+
+def _section_code(data: Data, pos: int) -> int:
+    if data.type() != Data.DESCRIBED:
+        raise CodecError(f"AMQP section at byte {pos} is not a described type")
+    data.enter()
+    data.next()
+    kind = data.type()
+    if kind in (Data.ULONG, Data.UINT, Data.UBYTE, Data.USHORT):
+        code = int(data.get_object())
+    elif kind == Data.SYMBOL:
+        code = _SYMBOLIC_SECTIONS.get(str(data.get_symbol()), -1)
+    else:
+        raise CodecError(f"AMQP section at byte {pos} has a descriptor that is neither a number nor a symbol")
+    if not HEADER <= code <= FOOTER:
+        raise CodecError(f"unknown AMQP message section descriptor 0x{code:x} at byte {pos}")
+    data.next()
+    return code
+
+
 def _sections(raw: bytes) -> list[tuple[int, Any, bytes]]:
+    """Split a message into ``(section code, value, encoded bytes)``. Only the sections the broker routes on
+    (header, message annotations, properties, application properties) are decoded; body sections and the
+    footer stay opaque bytes, so any AMQP value a client can encode passes through untouched. ``value`` of a
+    data section is its binary (batch detection needs it), of other opaque sections ``None``."""
     out: list[tuple[int, Any, bytes]] = []
     pos = 0
     data = Data()
@@ -54,16 +144,23 @@ def _sections(raw: bytes) -> list[tuple[int, Any, bytes]]:
             used = data.decode(rest)
         except Exception as exc:
             raise CodecError(f"undecodable AMQP section at byte {pos}: {exc}") from exc
+        if used <= 0:
+            raise CodecError(f"undecodable AMQP section at byte {pos}")
         data.rewind()
         data.next()
-        obj = data.get_object()
-        if not isinstance(obj, Described) or used <= 0:
-            raise CodecError(f"AMQP section at byte {pos} is not a described type")
-        try:
-            code = int(obj.descriptor)
-        except (TypeError, ValueError) as exc:
-            raise CodecError(f"AMQP section at byte {pos} has a non-numeric descriptor") from exc
-        out.append((code, plain(obj.value), rest[:used]))
+        code = _section_code(data, pos)
+        value: Any = None
+        if code in _SECTION_NAMES:
+            try:
+                value = read_value(data)
+            except CodecError as exc:
+                raise CodecError(f"the {_SECTION_NAMES[code]} section cannot be read: {exc}") from exc
+            expected = list if code in (HEADER, PROPERTIES) else dict
+            if value is not None and not isinstance(value, expected):
+                raise CodecError(f"the {_SECTION_NAMES[code]} section is not a {expected.__name__}")
+        elif code == DATA and data.type() == Data.BINARY:
+            value = bytes(data.get_binary())
+        out.append((code, value, rest[:used]))
         pos += used
     return out
 
@@ -77,7 +174,7 @@ class WireMessage:
     properties: list[Any]
     properties_raw: bytes
     app_properties_raw: bytes
-    rest_raw: bytes                       # body sections + footer
+    rest_raw: bytes  # body sections + footer
     app_properties: dict[Any, Any] | None = field(default=None)
 
     @property
@@ -105,9 +202,17 @@ class WireMessage:
             return bytes(value).decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
         app = {text(k): (text(v) if isinstance(v, bytes) else v) for k, v in (self.app_properties or {}).items()}
-        return {"message_id": text(props[0]), "to": text(props[2]), "subject": text(props[3]),
-                "reply_to": text(props[4]), "correlation_id": text(props[5]), "content_type": text(props[6]),
-                "session_id": text(props[10]), "reply_to_session_id": text(props[12]), "properties": app}
+        return {
+            "message_id": text(props[0]),
+            "to": text(props[2]),
+            "subject": text(props[3]),
+            "reply_to": text(props[4]),
+            "correlation_id": text(props[5]),
+            "content_type": text(props[6]),
+            "session_id": text(props[10]),
+            "reply_to_session_id": text(props[12]),
+            "properties": app,
+        }
 
     @property
     def scheduled_at(self) -> float | None:
@@ -159,15 +264,27 @@ def _batch_payloads(sections: list[tuple[int, Any, bytes]]) -> list[bytes] | Non
     if not datas or any(code in (SEQUENCE, VALUE) for code, _, _ in sections):
         return None
     for payload in datas:
-        if not isinstance(payload, bytes) or len(payload) < 3 or payload[0] != 0x00 or payload[1] != 0x53 \
-                or not HEADER <= payload[2] <= FOOTER:
+        if (
+            not isinstance(payload, bytes)
+            or len(payload) < 3
+            or payload[0] != 0x00
+            or payload[1] != 0x53
+            or not HEADER <= payload[2] <= FOOTER
+        ):
             return None
     return list(datas)
 
 
 def _incoming(raw: bytes, wire: WireMessage) -> Incoming:
-    return Incoming(payload=wire, raw=raw, message_id=wire.message_id, session_id=wire.session_id,
-                    ttl=wire.ttl, scheduled_at=wire.scheduled_at, attributes=wire.attributes())
+    return Incoming(
+        payload=wire,
+        raw=raw,
+        message_id=wire.message_id,
+        session_id=wire.session_id,
+        ttl=wire.ttl,
+        scheduled_at=wire.scheduled_at,
+        attributes=wire.attributes(),
+    )
 
 
 def to_incoming(raw: bytes) -> list[Incoming]:
@@ -203,8 +320,11 @@ def encode(msg: StoredMessage, *, locked_until: float | None = None, peek: bool 
         annotations[A_STATE] = int(MessageState.DEFERRED)
     if msg.dead_letter_source:
         annotations[A_DLQ_SOURCE] = msg.dead_letter_source
-    out = [_encode(Described(ulong(HEADER), header)), _encode(Described(ulong(MESSAGE_ANN), annotations)),
-           wire.properties_raw]
+    out = [
+        _encode(Described(ulong(HEADER), header)),
+        _encode(Described(ulong(MESSAGE_ANN), annotations)),
+        wire.properties_raw,
+    ]
     if msg.dead_letter_reason is not None or msg.dead_letter_description is not None:
         app = dict(wire.app_properties or {})
         app["DeadLetterReason"] = msg.dead_letter_reason or ""

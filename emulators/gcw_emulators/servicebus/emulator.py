@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -156,6 +157,11 @@ class ServiceBusEmulator:
                 f"SharedAccessKey={SAS_KEY_VALUE};UseDevelopmentEmulator=true")
 
     def stats(self) -> dict[str, Any]:
+        """Per-entity counts, plus ``wire``: transfers renumbered (clients that sent delivery-ids out of order)
+        and frames dropped because they came on a session the client had already ended."""
         if self.store is None:
             return {"entities": {}}
-        return self.store.stats()
+        stats = self.store.stats()
+        if self._broker is not None:
+            stats["wire"] = dataclasses.asdict(self._broker.wire)
+        return stats
