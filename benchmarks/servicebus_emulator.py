@@ -14,18 +14,14 @@ import argparse
 import os
 import statistics
 import subprocess
-import sys
 import time
 
 from azure.servicebus import ServiceBusClient, ServiceBusMessage
+from gcw_emulators.cluster import start_servicebus_process
 
 
-def start_emulator() -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen([sys.executable, "-c", "from worker.cli import main; main()", "emulator", "servicebus",
-                             "--port", "0", "--queue", "bench", "--queue", "single", "--lock-duration", "60"],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    assert proc.stdout is not None
-    return proc, proc.stdout.readline().strip()
+def start_emulator() -> tuple[subprocess.Popen[str], str]:
+    return start_servicebus_process(["bench", "single"], lock_duration=60)
 
 
 def one_round(client: ServiceBusClient, args: argparse.Namespace, body: bytes) -> tuple[float, float, float]:

@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.unit.test_batching_fake import FakeCatalog, live_copy, make_item
+from tests.support.fakes import FakeCatalog, live_copy, make_item
 from worker.adapters.geocatalog.retry import Cancelled
 from worker.domain.errors import ErrorKind
 from worker.domain.stored import with_digest
