@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from gcw_emulators.builders import UNIT_SQUARE, stac_item
+from gcw_emulators.cluster import wait_until
 from gcw_emulators.geocatalog import GeoCatalogEmulator
 
 
@@ -53,15 +54,14 @@ def make_stac_item(
 
 def wait_operation(location: str, headers: dict[str, str], timeout: float = 20.0) -> dict[str, Any]:
     """Poll an operation URL until it is terminal; returns its JSON (raises on timeout)."""
-    import time
-
     import requests
 
-    deadline = time.monotonic() + timeout
-    while True:
-        body = requests.get(location, headers=headers, timeout=5).json()
-        if body.get("status") not in {"Pending", "Running", "Canceling"}:
-            return body
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"operation still {body.get('status')} after {timeout} s: {location}")
-        time.sleep(0.03)
+    last: list[dict[str, Any]] = []
+
+    def terminal() -> bool:
+        last[:] = [requests.get(location, headers=headers, timeout=5).json()]
+        return last[0].get("status") not in {"Pending", "Running", "Canceling"}
+
+    if not wait_until(terminal, timeout, interval=0.03):
+        raise TimeoutError(f"operation still {last[0].get('status')} after {timeout} s: {location}")
+    return last[0]

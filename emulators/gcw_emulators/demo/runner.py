@@ -82,7 +82,7 @@ def _wait_phase(
         if finished or time.monotonic() > deadline:
             progress.done()
             return finished
-        time.sleep(0.25)
+        time.sleep(0.25)  # the progress line refreshes 4 times a second
 
 
 def run_demo(opts: DemoOptions, echo: Callable[[str], None] = click.echo, interactive: bool = False) -> int:
