@@ -18,6 +18,7 @@ import time
 from typing import Any
 
 import requests
+from gcw_emulators.builders import point, stac_item
 
 C = "bench"
 V = {"api-version": "2026-04-15"}
@@ -33,15 +34,7 @@ def _serve(port_queue: Any, stop: Any, data_dir: str | None) -> None:
 
 
 def _item(i: int) -> dict[str, Any]:
-    return {
-        "type": "Feature",
-        "id": f"it-{i}",
-        "collection": C,
-        "geometry": {"type": "Point", "coordinates": [1.0, 2.0]},
-        "bbox": [1.0, 2.0, 1.0, 2.0],
-        "properties": {"datetime": "2023-01-01T00:00:00Z"},
-        "assets": {"data": {"href": f"https://public.example.com/{i}.tif"}},
-    }
+    return stac_item(f"it-{i}", C, href=f"https://public.example.com/{i}.tif", geometry=point(1.0, 2.0))
 
 
 def _plan(n: int, op_url: str, base: str) -> tuple[str, str, dict[str, Any] | None]:

@@ -14,23 +14,19 @@ import argparse
 import os
 import statistics
 import subprocess
-import sys
 import time
 
 from azure.servicebus import ServiceBusClient, ServiceBusMessage
+from gcw_emulators.cluster import start_servicebus_process
 
 
-def start_emulator() -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen([sys.executable, "-c", "from worker.cli import main; main()", "emulator", "servicebus",
-                             "--port", "0", "--queue", "bench", "--queue", "single", "--lock-duration", "60"],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    assert proc.stdout is not None
-    return proc, proc.stdout.readline().strip()
+def start_emulator() -> tuple[subprocess.Popen[str], str]:
+    return start_servicebus_process(["bench", "single"], lock_duration=60)
 
 
 def one_round(client: ServiceBusClient, args: argparse.Namespace, body: bytes) -> tuple[float, float, float]:
     with client.get_queue_sender("bench") as sender:
-        sender.send_messages(ServiceBusMessage(body))        # warm up the link
+        sender.send_messages(ServiceBusMessage(body))  # warm up the link
         start = time.perf_counter()
         sent = 0
         while sent < args.messages:
@@ -81,14 +77,18 @@ def main() -> None:
             for i in range(args.rounds):
                 rates = one_round(client, args, body)
                 rounds.append(rates)
-                print(f"round {i + 1}: send(batch {args.batch}) {rates[0]:,.0f}/s  send(single) {rates[1]:,.0f}/s  "
-                      f"receive+complete(max {args.receive_batch}, prefetch {prefetch}) {rates[2]:,.0f}/s")
+                print(
+                    f"round {i + 1}: send(batch {args.batch}) {rates[0]:,.0f}/s  send(single) {rates[1]:,.0f}/s  "
+                    f"receive+complete(max {args.receive_batch}, prefetch {prefetch}) {rates[2]:,.0f}/s"
+                )
     finally:
         proc.terminate()
         proc.wait(10)
     med = [statistics.median(r[i] for r in rounds) for i in range(3)]
-    print(f"median: send(batch {args.batch}) {med[0]:,.0f} msg/s  send(single) {med[1]:,.0f} msg/s  "
-          f"receive+complete {med[2]:,.0f} msg/s")
+    print(
+        f"median: send(batch {args.batch}) {med[0]:,.0f} msg/s  send(single) {med[1]:,.0f} msg/s  "
+        f"receive+complete {med[2]:,.0f} msg/s"
+    )
 
 
 if __name__ == "__main__":

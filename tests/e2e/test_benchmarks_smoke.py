@@ -138,7 +138,7 @@ def test_rate_limiter_delay_estimates_without_reserving() -> None:
 def test_batch_stays_open_while_the_budget_is_backed_up() -> None:
     import threading
 
-    from tests.unit.test_batching_fake import FakeCatalog
+    from tests.support.fakes import FakeCatalog
     from worker.processing.batching import Batcher, BatchSettings
 
     class Limited(FakeCatalog):
@@ -167,7 +167,7 @@ def test_blocked_submit_is_woken_by_its_cancel_event() -> None:
     import threading
     import time
 
-    from tests.unit.test_batching_fake import FakeCatalog
+    from tests.support.fakes import FakeCatalog
     from worker.domain.errors import Cancelled
     from worker.processing.batching import Batcher, BatchSettings
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import copy
-import time
 
 import pytest
 import requests
 
 from tests.support.geocatalog import make_stac_item, wait_operation
+from tests.support.harness import wait_until
 
 pytestmark = pytest.mark.timeout(60)
 C = "col-a"
@@ -241,10 +241,15 @@ def test_operation_progresses_pending_running_finished(gc_emulator):
     assert accepted["status"] == "Pending" and accepted["type"] == "AddItem" and accepted["collectionId"] == C
     assert accepted["statusHistory"] == [{"status": "Pending", "timestamp": accepted["creationTime"]}]
     statuses = []
-    while not statuses or statuses[-1] in ("Pending", "Running"):
-        body = requests.get(r.headers["location"], headers=emu.headers, timeout=5).json()
-        statuses.append(body["status"])
-        time.sleep(0.02)
+    bodies = []
+
+    def finished() -> bool:
+        bodies.append(requests.get(r.headers["location"], headers=emu.headers, timeout=5).json())
+        statuses.append(bodies[-1]["status"])
+        return statuses[-1] not in ("Pending", "Running")
+
+    assert wait_until(finished, 20, interval=0.02), statuses[-5:]
+    body = bodies[-1]
     assert statuses[0] == "Pending" and "Running" in statuses and statuses[-1] == "Succeeded"
     assert [h["status"] for h in body["statusHistory"]] == ["Pending", "Running", "Finished"]
     assert body["finishTime"] >= body["startTime"] >= body["creationTime"]

@@ -148,7 +148,7 @@ def test_outage_answers_503_then_recovers(gc_emulator):
     assert float(r.headers["Retry-After"]) >= 1
     assert requests.get(f"{emu.url}/api/sas/v1/token/a/b", timeout=5).status_code == 503
     assert requests.get(f"{emu.url}/_emulator/stats", timeout=5).status_code == 200  # admin is never faulted
-    time.sleep(1.1)
+    time.sleep(1.1)  # the 1 s outage passes
     assert get_items(emu).status_code == 200
 
 
@@ -157,7 +157,7 @@ def test_bearer_token_expiry_window(gc_emulator):
     r = get_items(emu)
     assert (r.status_code, r.headers["x-ms-error-code"]) == (401, "ExpiredAuthenticationToken")
     assert requests.get(f"{emu.url}/api/sas/v1/token/a/b", timeout=5).status_code == 200  # anonymous API
-    time.sleep(1.1)
+    time.sleep(1.1)  # the 1 s window of expired bearer tokens passes
     assert get_items(emu).status_code == 200
 
 
@@ -186,7 +186,7 @@ def test_request_budget(gc_emulator, how):
         assert limited[0].headers["x-ms-error-code"] == "TooManyRequests"
         # Not budgeted: the blob store and the admin API.
         assert all(s.get(f"{emu.url}/_emulator/stats", timeout=5).status_code == 200 for _ in range(10))
-        time.sleep(1.0)
+        time.sleep(1.0)  # a second passes: the budget refills
         assert get_items(emu, s).status_code == 200
     assert emu.stats()["faults_injected"]["budget"] == len(limited)
 

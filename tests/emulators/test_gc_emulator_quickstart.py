@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 import requests
 
 from tests.support.geocatalog import make_stac_item as make_item
 from tests.support.geocatalog import wait_operation as poll
+from tests.support.harness import wait_until
 
 API = "2025-04-30-preview"
 pytestmark = pytest.mark.timeout(60)
@@ -42,15 +41,17 @@ def test_quickstart_flow(gc_emulator):
     assert "additionalInformation" not in response.json()  # a Pending body carries no counters (recordings)
 
     seen = []
+    bodies: list[dict] = []
     location = response.headers["location"]
-    while True:
-        body = requests.get(location, headers=headers, timeout=5).json()
-        seen.append(body["status"])
-        if body["status"] not in {"Pending", "Running"}:
-            break
-        time.sleep(0.02)
+
+    def finished() -> bool:
+        bodies.append(requests.get(location, headers=headers, timeout=5).json())
+        seen.append(bodies[-1]["status"])
+        return seen[-1] not in {"Pending", "Running"}
+
+    assert wait_until(finished, 30, interval=0.02), seen[-5:]
     assert seen[-1] == "Succeeded"
-    assert body["additionalInformation"]["TotalItems"] == "4"
+    assert bodies[-1]["additionalInformation"]["TotalItems"] == "4"
     assert "Running" in seen or "Pending" in seen
 
     items_response = requests.get(

@@ -126,7 +126,7 @@ def test_sas_expiry(gc_emulator):
     body = requests.get(f"{emu.url}/api/sas/v1/token/privatedemo/data", timeout=5).json()
     token, expiry = body["token"], datetime.fromisoformat(body["msft:expiry"].replace("Z", "+00:00")).timestamp()
     assert expiry - time.time() <= 2.0
-    time.sleep(max(0.0, expiry - time.time()) + 0.05)
+    time.sleep(max(0.0, expiry - time.time()) + 0.05)  # the token's lifetime passes
     op = ingest(emu, make_stac_item("late", C, href=f"https://{PRIVATE}/data/late.tif?{token}"))
     assert op["error"]["error"]["code"] == "IngestionAuthenticationFailed"
     assert "SAS token expired" in op["error"]["error"]["message"]

@@ -24,6 +24,8 @@ from azure.servicebus import (
 from azure.servicebus.exceptions import MessageLockLostError, MessagingEntityNotFoundError
 from gcw_emulators.servicebus import QueueConfig
 
+from tests.support.harness import wait_until
+
 pytestmark = pytest.mark.timeout(60)
 
 
@@ -156,7 +158,7 @@ def test_lock_expiry_redelivers_with_count_plus_one_and_settling_late_raises_loc
         with c.get_queue_receiver("q") as r:
             (first,) = receive(r, 1)
             assert first.delivery_count == 0
-            time.sleep(2.3)
+            time.sleep(2.3)  # past the 2 s lock
             with pytest.raises(MessageLockLostError):
                 r.complete_message(first)
             (again,) = receive(r, 1)
@@ -185,12 +187,12 @@ def test_renew_lock_and_auto_lock_renewer_keep_the_message(emu):
         with c.get_queue_receiver("q") as r:
             a, b = receive(r, 2)
             before = a.locked_until_utc
-            time.sleep(0.3)
+            time.sleep(0.3)  # time passes, so that a renewed lock ends later
             new_until = r.renew_message_lock(a)
             assert new_until > before
             renewer = AutoLockRenewer(max_lock_renewal_duration=10)
             renewer.register(r, b)
-            time.sleep(1.5)
+            time.sleep(1.5)  # time passes: the renewer must renew b meanwhile
             r.renew_message_lock(a)
             time.sleep(1.5)      # past the original 2 s lock of both
             r.complete_message(a)
@@ -293,9 +295,7 @@ def test_prefetched_messages_are_released_on_close_without_count_increment(emu):
         with c.get_queue_receiver("q", prefetch_count=10) as r:
             (m,) = r.receive_messages(max_message_count=1, max_wait_time=3)
             r.complete_message(m)
-        deadline = time.monotonic() + 5
-        while emu.stats()["entities"]["q"]["active"] < 4 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        assert wait_until(lambda: emu.stats()["entities"]["q"]["active"] >= 4, 5, interval=0.05)
         with c.get_queue_receiver("q") as r:
             rest = receive(r, 4)
             assert sorted(str(x) for x in rest) == ["p1", "p2", "p3", "p4"]
@@ -308,7 +308,8 @@ def test_ttl_expiry_dead_letters_when_configured(emu):
     with client(emu) as c:
         with c.get_queue_sender("ttl") as s:
             s.send_messages(ServiceBusMessage("short-lived", message_id="t1"))
-        time.sleep(0.8)
+        # the 0.5 s time to live runs out: the broker dead-letters the message
+        assert wait_until(lambda: emu.stats()["entities"]["ttl"]["dead_letter"] == 1, 5)
         with c.get_queue_receiver("ttl") as r:
             assert r.receive_messages(max_wait_time=0.5) == []
         with c.get_queue_receiver("ttl", sub_queue=ServiceBusSubQueue.DEAD_LETTER) as d:

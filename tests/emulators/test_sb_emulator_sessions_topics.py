@@ -59,7 +59,7 @@ def test_session_receiver_gets_only_its_session_in_order_with_state(emu):
             r.session.set_state(b"checkpoint-2")
             assert r.session.get_state() == b"checkpoint-2"
             before = r.session.locked_until_utc
-            time.sleep(0.2)
+            time.sleep(0.2)  # time passes, so that a renewed lock ends later
             r.session.renew_lock()
             assert r.session.locked_until_utc > before
             for m in got:
@@ -119,7 +119,7 @@ def test_session_lock_expiry_is_reported_and_auto_lock_renewer_prevents_it(emu):
             r.complete_message(m)
             renewer.close()
         with c.get_queue_receiver("sq", session_id="idle") as r:
-            time.sleep(3.5)
+            time.sleep(3.5)                                 # past the 3 s session lock, unrenewed
             with pytest.raises(SessionLockLostError):
                 r.receive_messages(max_message_count=1, max_wait_time=2)
         with c.get_queue_receiver("sq", session_id="idle") as r:   # the session is free again

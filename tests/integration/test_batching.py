@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.unit.test_batching_fake import FakeCatalog, live_copy, make_item
+from tests.support.fakes import FakeCatalog, live_copy, make_item
 from worker.domain.errors import Cancelled, ErrorKind
 from worker.domain.stored import with_digest
 from worker.processing.batching import (

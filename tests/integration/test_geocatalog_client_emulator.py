@@ -10,6 +10,7 @@ import pytest
 import requests
 from structlog.testing import capture_logs
 
+from tests.support.harness import stac_item
 from worker.adapters.geocatalog.client import (
     SCOPE,
     USER_AGENT,
@@ -46,17 +47,9 @@ FAST_RETRY = RetryPolicy(max_attempts=5, total_timeout=20, backoff_base=0.05, ba
 
 
 def make_item(item_id: str, collection: str, href: str = "https://example.com/data/a.tif") -> dict:
-    return {
-        "type": "Feature",
-        "stac_version": "1.0.0",
-        "id": item_id,
-        "collection": collection,
-        "geometry": {"type": "Point", "coordinates": [10.0, 50.0]},
-        "bbox": [10.0, 50.0, 10.0, 50.0],
-        "properties": {"datetime": "2024-01-01T00:00:00Z"},
-        "assets": {"data": {"href": href, "type": "image/tiff; application=geotiff"}},
-        "links": [],
-    }
+    return stac_item(
+        item_id, collection, href=href, asset_type="image/tiff; application=geotiff", datetime="2024-01-01T00:00:00Z"
+    )
 
 
 def client_for(emu, **kw) -> GeoCatalogClient:

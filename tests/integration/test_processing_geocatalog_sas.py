@@ -11,8 +11,8 @@ from datetime import UTC, datetime
 import pytest
 import structlog
 
+from tests.support.fakes import make_item
 from tests.support.processing import processing_settings
-from tests.unit.test_batching_fake import make_item
 from worker.adapters.geocatalog.client import GeoCatalogClient
 from worker.adapters.geocatalog.retry import RetryPolicy
 from worker.domain import contract

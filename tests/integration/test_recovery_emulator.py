@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
@@ -22,6 +21,7 @@ from azure.servicebus import ServiceBusClient, ServiceBusMessage, ServiceBusSubQ
 from click.testing import CliRunner
 from gcw_emulators.servicebus import QueueConfig, SubscriptionConfig, TopicConfig
 
+from tests.support.harness import wait_until
 from worker.cli import main
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("restore_logging")]
@@ -393,19 +393,14 @@ def test_replay_killed_half_way_loses_nothing(emu):
     ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "NO_COLOR": "1"})
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            active = emu.stats()["entities"]["requests"]["active"]
-            if active >= 4:
-                break
-            time.sleep(0.05)
-        else:
+        if not wait_until(lambda: emu.stats()["entities"]["requests"]["active"] >= 4, 60, interval=0.05):
             pytest.fail("the replay never started sending")
         proc.send_signal(signal.SIGKILL)
     finally:
         proc.wait(10)
     # nothing lost at any moment: each request is in the DLQ, in the request queue, or both
-    time.sleep(2.5)  # the killed process's locks expire (lock_duration=2)
+    # the killed process's locks on the dead letters expire (lock_duration=2)
+    assert wait_until(lambda: emu.stats()["entities"]["requests"]["dead_letter_locked"] == 0, 10)
     in_dlq = {m.message_id for m in peek_dlq(cs, "requests")}
     assert 0 < len(in_dlq) < len(ids), "the kill should land half-way"
     report = json.loads(dlq(cs, "replay", "--json").stdout)

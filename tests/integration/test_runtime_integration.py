@@ -9,12 +9,15 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import TypeVar
 
 import pytest
 from azure.servicebus import NEXT_AVAILABLE_SESSION, ServiceBusClient, ServiceBusMessage, ServiceBusSubQueue
 from gcw_emulators.servicebus import QueueConfig, SubscriptionConfig, TopicConfig
 
+from tests.support.harness import wait_until
 from worker.domain.contract import ItemOutcome, Limits, Result
 from worker.observability.health import HealthState
 from worker.observability.metrics import Metrics
@@ -23,6 +26,8 @@ from worker.servicebus.service import Consumer
 from worker.servicebus.settings import ConsumerSettings
 
 pytestmark = pytest.mark.timeout(120)
+
+T = TypeVar("T")
 
 
 class SimpleProcessor:
@@ -38,7 +43,7 @@ class SimpleProcessor:
             raise RuntimeError("processor bug")
         with self._lock:
             self.order.append((request.meta.session_id, request.item_ids[0]))
-        time.sleep(self.delay)
+        time.sleep(self.delay)  # a slow processor, on purpose
         items = [ItemOutcome(id=i, status="succeeded") for i in request.item_ids]
         received = received_at or datetime.now(UTC)
         result = Result.for_request(request, status="succeeded", items=items, received_at=received)
@@ -78,9 +83,23 @@ def receive_all(client: ServiceBusClient, queue: str, count: int, timeout: float
         except Exception as exc:
             if not session:
                 raise
-            time.sleep(0.2)
+            time.sleep(0.2)  # a pause before asking for a session again ("no session available" is an answer)
             del exc
     return got
+
+
+def settled(read: Callable[[], T], timeout: float = 5.0) -> T:
+    """``read()`` once two readings 0.1 s apart agree (closes that are still under way have landed)."""
+    last = [read()]
+
+    def same() -> bool:
+        now = read()
+        agreed = now == last[0]
+        last[0] = now
+        return agreed
+
+    wait_until(same, timeout)
+    return last[0]
 
 
 def make_consumer(client, processor, session_client=None, **settings) -> Consumer:  # type: ignore[no-untyped-def]
@@ -137,7 +156,12 @@ def test_session_input_is_processed_in_order_per_session_and_replies_carry_the_s
             sender.send_messages(msgs)
         session_client = ServiceBusClient.from_connection_string(emu.connection_string, retry_total=0)
         consumer = make_consumer(
-            client, processor, request_queue="requests", sessions=True, max_sessions=3, session_idle_seconds=1,
+            client,
+            processor,
+            request_queue="requests",
+            sessions=True,
+            max_sessions=3,
+            session_idle_seconds=1,
             session_client=session_client,
         )
         with Running(consumer):
@@ -212,8 +236,12 @@ def test_reply_to_matching_an_allowed_entity_in_other_case_gets_its_reply_there(
             reply_queue="replies", request_queue="requests", concurrency=2, allowed_reply_to=frozenset({"replies-b"})
         )
         consumer = Consumer(
-            client, s, SimpleProcessor(), limits=Limits(allowed_reply_to=frozenset({"replies", "replies-b"})),
-            metrics=Metrics(), health=HealthState(),
+            client,
+            s,
+            SimpleProcessor(),
+            limits=Limits(allowed_reply_to=frozenset({"replies", "replies-b"})),
+            metrics=Metrics(),
+            health=HealthState(),
         )
         with client.get_queue_sender("requests") as sender:
             sender.send_messages(ServiceBusMessage(body("c1", "x"), message_id="cased", reply_to="Replies-B"))
@@ -280,14 +308,13 @@ def test_idle_session_owner_attempts_do_not_grow_connections_or_open_fds(sb_emul
             receiver_client=session_client,
         )
         assert owner._open() is False  # warm-up: the first attempt may open what later ones share
-        time.sleep(0.3)
-        before = (fds(), connections())
+        before = settled(lambda: (fds(), connections()))
         for _ in range(6):
             assert owner._open() is False
-        time.sleep(0.5)  # let the broker see any close
+        # the broker sees any close a moment later: wait for the counts to come back down, or fail
+        back_down = wait_until(lambda: fds() <= before[0] and connections() <= before[1], 5)
         after = (fds(), connections())
-    assert after[0] <= before[0], (before, after)
-    assert after[1] <= before[1], (before, after)
+    assert back_down, (before, after)
 
 
 class HugeFailureProcessor:
@@ -318,9 +345,7 @@ def test_a_result_too_large_for_the_reply_queue_is_shortened_and_delivered(sb_em
     default, like the Standard tier). It used to fail every send, so the request was abandoned and redelivered
     until MaxDeliveryCount without any result. Now it is shortened (every item id and status kept) and sent, and
     several such results finishing together are sent in batches that fit."""
-    emu = sb_emulator(
-        queues=[QueueConfig("requests", lock_duration=5, max_delivery_count=3), QueueConfig("replies")]
-    )
+    emu = sb_emulator(queues=[QueueConfig("requests", lock_duration=5, max_delivery_count=3), QueueConfig("replies")])
     with ServiceBusClient.from_connection_string(emu.connection_string) as client:
         consumer = make_consumer(client, HugeFailureProcessor(), request_queue="requests", concurrency=4)
         with client.get_queue_sender("requests") as sender:

@@ -10,6 +10,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from gcw_emulators.builders import UNIT_SQUARE, stac_item
+from gcw_emulators.cluster import wait_until
 from gcw_emulators.geocatalog import GeoCatalogEmulator
 
 
@@ -36,32 +38,30 @@ def make_stac_item(
     href: str = "https://public.example.com/data/x.tif",
     **extra: Any,
 ) -> dict[str, Any]:
-    """A small valid STAC Item (one asset) for ``collection``."""
-    item: dict[str, Any] = {
-        "type": "Feature",
-        "stac_version": "1.0.0",
-        "id": item_id,
-        "collection": collection,
-        "geometry": {"type": "Polygon", "coordinates": [[[0, 0], [1, 0], [1, 1], [0, 1], [0, 0]]]},
-        "bbox": [0, 0, 1, 1],
-        "properties": {"datetime": "2023-01-01T00:00:00Z"},
-        "assets": {"data": {"href": href, "type": "image/tiff"}},
-    }
-    item.update(extra)
-    return item
+    """``gcw_emulators.builders.stac_item`` in the shape the emulator's tests use: a unit-square polygon, one
+    ``image/tiff`` asset at a public href, no links; ``extra`` sets top-level fields."""
+    return stac_item(
+        item_id,
+        collection,
+        href=href,
+        asset_type="image/tiff",
+        geometry=UNIT_SQUARE,
+        datetime="2023-01-01T00:00:00Z",
+        links=None,
+        **extra,
+    )
 
 
 def wait_operation(location: str, headers: dict[str, str], timeout: float = 20.0) -> dict[str, Any]:
     """Poll an operation URL until it is terminal; returns its JSON (raises on timeout)."""
-    import time
-
     import requests
 
-    deadline = time.monotonic() + timeout
-    while True:
-        body = requests.get(location, headers=headers, timeout=5).json()
-        if body.get("status") not in {"Pending", "Running", "Canceling"}:
-            return body
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"operation still {body.get('status')} after {timeout} s: {location}")
-        time.sleep(0.03)
+    last: list[dict[str, Any]] = []
+
+    def terminal() -> bool:
+        last[:] = [requests.get(location, headers=headers, timeout=5).json()]
+        return last[0].get("status") not in {"Pending", "Running", "Canceling"}
+
+    if not wait_until(terminal, timeout, interval=0.03):
+        raise TimeoutError(f"operation still {last[0].get('status')} after {timeout} s: {location}")
+    return last[0]

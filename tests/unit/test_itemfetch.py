@@ -256,7 +256,7 @@ def test_host_names_resolving_to_internal_addresses_are_refused(session):
 
 def test_slow_server_times_out_as_transient(server, session):
     def slow(h):
-        time.sleep(1.5)
+        time.sleep(1.5)  # a server slower than the client's 0.3 s read timeout, on purpose
         send(200, json.dumps(ITEM).encode())(h)
 
     server.routes["/slow"] = slow
@@ -272,7 +272,7 @@ def test_dripping_server_is_cut_off_at_the_deadline(server, session):
         for _ in range(100):
             h.wfile.write(b" ")
             h.wfile.flush()
-            time.sleep(0.05)
+            time.sleep(0.05)  # one byte every 50 ms: a server that drips, on purpose
 
     server.routes["/drip"] = drip
     started = time.monotonic()

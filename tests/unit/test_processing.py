@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 
 import pytest
 
+from tests.support.fakes import FakeCatalog, make_item
 from tests.support.processing import processing_settings
-from tests.unit.test_batching_fake import FakeCatalog, make_item
 from worker.adapters.geocatalog.client import AuthError, ServerError
 from worker.domain import contract
 from worker.domain.errors import FaultCause, InvalidError, PermanentError, TransientError, WorkerError

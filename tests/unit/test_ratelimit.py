@@ -120,10 +120,22 @@ def test_cancel_interrupts_wait_and_refunds_the_token() -> None:
     assert rl.reserve() == pytest.approx(1.0)
 
 
+class _WatchedEvent(threading.Event):
+    """An Event that says when somebody starts waiting on it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waited_on = threading.Event()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.waited_on.set()
+        return super().wait(timeout)
+
+
 def test_cancel_from_another_thread_wakes_the_waiter() -> None:
     rl = RateLimiter(0.2, burst=1)  # 5 s between calls
     rl.acquire()
-    cancel = threading.Event()
+    cancel = _WatchedEvent()
     errors: list[BaseException] = []
 
     def run() -> None:
@@ -134,7 +146,7 @@ def test_cancel_from_another_thread_wakes_the_waiter() -> None:
 
     t = threading.Thread(target=run)
     t.start()
-    time.sleep(0.05)
+    assert cancel.waited_on.wait(5), "the caller never started waiting"
     cancel.set()
     t.join(timeout=2)
     assert not t.is_alive()

@@ -56,7 +56,7 @@ class RecordingProvider:
             self.calls.append((account, container))
             n = len(self.calls)
         if self.delay:
-            time.sleep(self.delay)
+            time.sleep(self.delay)  # a slow SAS API, on purpose
         if self.fail_with is not None:
             raise self.fail_with
         return SasToken(

@@ -11,10 +11,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import click
-from azure.servicebus import ServiceBusClient
 
+from gcw_emulators.cluster import DEMO_WORKER_FLAGS, REPLY_QUEUE, REQUEST_QUEUE, Cluster, wait_until
 from gcw_emulators.demo import workload as wl
-from gcw_emulators.demo.cluster import REPLY_QUEUE, REQUEST_QUEUE, ClusterSettings, LocalCluster
 from gcw_emulators.demo.traffic import Collected, Outgoing, ResultCollector, send_requests
 
 
@@ -61,7 +60,7 @@ def _wait_phase(
     name: str,
     ids: list[str],
     collector: ResultCollector,
-    cluster: LocalCluster,
+    cluster: Cluster,
     started: float,
     timeout: float,
     progress: Progress,
@@ -83,7 +82,7 @@ def _wait_phase(
         if finished or time.monotonic() > deadline:
             progress.done()
             return finished
-        time.sleep(0.25)
+        time.sleep(0.25)  # the progress line refreshes 4 times a second
 
 
 def run_demo(opts: DemoOptions, echo: Callable[[str], None] = click.echo, interactive: bool = False) -> int:
@@ -92,25 +91,28 @@ def run_demo(opts: DemoOptions, echo: Callable[[str], None] = click.echo, intera
     faults = []
     if opts.fault_rate > 0:
         faults = [f"status=503,rate={opts.fault_rate / 2:g}", f"status=429,rate={opts.fault_rate / 2:g}"]
-    settings = ClusterSettings(
+    cluster = Cluster(
         workers=opts.workers,
-        concurrency=opts.concurrency,
+        lock_duration=30.0,
         operation_seconds=opts.operation_seconds,
         private_hosts=[wl.PRIVATE_STORAGE, wl.UNSIGNABLE_STORAGE],
         collections=list(wl.COLLECTIONS),
         faults=faults,
         seed=opts.seed,
+        worker_flags={**DEMO_WORKER_FLAGS, "concurrency": opts.concurrency},
+        sas_api=True,
+        stop_timeout=15,
     )
     echo(click.style("geocatalog-worker demo", bold=True))
     echo(f"  {len(phase1) + len(phase2)} requests, {opts.workers} worker processes x concurrency {opts.concurrency},")
     echo(f"  GeoCatalog operations take {opts.operation_seconds:g} s, injected fault rate {opts.fault_rate:.0%}")
-    with LocalCluster(settings) as cluster:
+    with cluster:
         assert cluster.servicebus is not None and cluster.geocatalog is not None
         echo(f"  Service Bus emulator  {cluster.servicebus.connection_string.split(';')[0]}")
         echo(f"  GeoCatalog emulator   {cluster.geocatalog.url}  (private storage: {wl.PRIVATE_STORAGE})")
         echo(f"  workers               pids {', '.join(map(str, cluster.worker_pids()))}  logs in {cluster.log_dir}")
-        client = ServiceBusClient.from_connection_string(cluster.servicebus.connection_string)
-        with client, ResultCollector(client, REPLY_QUEUE) as collector:
+        client = cluster.client
+        with ResultCollector(client, REPLY_QUEUE) as collector:
             started = time.monotonic()
             progress = Progress(echo, interactive)
             echo(
@@ -188,7 +190,7 @@ def _expected_item_counts(phase1: list[wl.DemoRequest], phase2: list[wl.DemoRequ
     return {collection: len(ids) for collection, ids in present.items()}
 
 
-def _dlq(cluster: LocalCluster, *args: str) -> str:
+def _dlq(cluster: Cluster, *args: str) -> str:
     """Run a real ``geocatalog-worker dlq`` command, as an operator would, and return what it printed."""
     assert cluster.servicebus is not None
     env = {**os.environ, "GCW_SERVICEBUS_CONNECTION_STRING": cluster.servicebus.connection_string}
@@ -199,7 +201,7 @@ def _dlq(cluster: LocalCluster, *args: str) -> str:
 
 
 def _dead_letters_and_replay(
-    cluster: LocalCluster,
+    cluster: Cluster,
     collector: ResultCollector,
     echo: Callable[[str], None],
     timeout: float,
@@ -222,9 +224,7 @@ def _dead_letters_and_replay(
                 return got
         return None
 
-    deadline = time.monotonic() + timeout
-    while replayed() is None and time.monotonic() < deadline:
-        time.sleep(0.2)
+    wait_until(lambda: replayed() is not None, timeout, interval=0.2)
     got = replayed()
     status = got.result.get("status") if got else "missing"
     echo(f"  replayed request {got.result.get('request_id') if got else '?'}: {status}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,48 +23,72 @@ class Outgoing:
     application_properties: dict[str, Any] | None = None
 
 
-def send_requests(
-    client: ServiceBusClient, queue: str, requests: Iterable[Outgoing], batch_size: int = 50
-) -> dict[str, float]:
-    """Send in batches of at most ``batch_size`` messages that also fit the broker's batch size limit.
-
-    Returns message_id → monotonic send time (for end-to-end latency).
-    """
-    sent_at: dict[str, float] = {}
+def send_batched(
+    client: ServiceBusClient,
+    queue: str,
+    messages: Iterable[ServiceBusMessage],
+    batch_size: int = 50,
+    on_sent: Callable[[list[ServiceBusMessage]], None] | None = None,
+) -> None:
+    """Send in batches of at most ``batch_size`` messages that also fit the broker's batch size limit; a message
+    larger than a batch may be goes alone (and the SDK refuses it when the broker would). ``on_sent`` is called
+    with each batch's messages once the broker has accepted them."""
     with client.get_queue_sender(queue) as sender:
         batch = sender.create_message_batch()
-        ids: list[str] = []
+        pending: list[ServiceBusMessage] = []
 
         def flush() -> None:
             nonlocal batch
             sender.send_messages(batch)
-            now = time.monotonic()
-            sent_at.update(dict.fromkeys(ids, now))
-            ids.clear()
+            if on_sent is not None:
+                on_sent(list(pending))
+            pending.clear()
             batch = sender.create_message_batch()
 
-        for r in requests:
-            message = ServiceBusMessage(
-                r.body,
-                message_id=r.message_id,
-                correlation_id=r.correlation_id,
-                reply_to=r.reply_to,
-                session_id=r.session_id,
-                content_type="application/json",
-                application_properties=r.application_properties,
-            )
-            if len(ids) >= batch_size:
+        for message in messages:
+            if len(pending) >= batch_size:
                 flush()
             try:
                 batch.add_message(message)
             except MessageSizeExceededError:
-                if not ids:
-                    raise  # a single message larger than a batch may be: the broker would refuse it too
-                flush()
-                batch.add_message(message)
-            ids.append(r.message_id)
-        if ids:
+                if pending:
+                    flush()
+                try:
+                    batch.add_message(message)
+                except MessageSizeExceededError:
+                    sender.send_messages(message)
+                    if on_sent is not None:
+                        on_sent([message])
+                    continue
+            pending.append(message)
+        if pending:
             flush()
+
+
+def send_requests(
+    client: ServiceBusClient, queue: str, requests: Iterable[Outgoing], batch_size: int = 50
+) -> dict[str, float]:
+    """Send ``requests`` with :func:`send_batched`; returns message_id → monotonic send time (for end-to-end
+    latency)."""
+    sent_at: dict[str, float] = {}
+
+    def sent(batch: list[ServiceBusMessage]) -> None:
+        now = time.monotonic()
+        sent_at.update((str(m.message_id), now) for m in batch)
+
+    messages = (
+        ServiceBusMessage(
+            r.body,
+            message_id=r.message_id,
+            correlation_id=r.correlation_id,
+            reply_to=r.reply_to,
+            session_id=r.session_id,
+            content_type="application/json",
+            application_properties=r.application_properties,
+        )
+        for r in requests
+    )
+    send_batched(client, queue, messages, batch_size=batch_size, on_sent=sent)
     return sent_at
 
 

@@ -789,6 +789,9 @@ class Store:
                 assert entity.dlq is not None
                 counts["dead_letter"] = len(entity.dlq.messages)
                 counts["dead_letter_completed"] = entity.dlq.stats.completed
+                counts["dead_letter_locked"] = sum(
+                    1 for m in entity.dlq.messages.values() if m.state is MessageState.LOCKED
+                )
                 entities[entity.path] = counts
             for topic in self._topics.values():
                 entities[topic.path] = {"active": 0, "dead_letter": 0, "scheduled": len(topic.messages),

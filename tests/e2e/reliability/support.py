@@ -1,7 +1,8 @@
 """Shared pieces of the reliability suite: a harness with a durable, restartable Service Bus emulator and a
 secret bearer token of its own, a secret scanner, and the checks every scenario ends with.
 
-Built on ``tests.support.harness.Harness`` (both emulators in process, real ``geocatalog-worker run`` subprocesses).
+Built on ``tests.support.harness.Harness``, i.e. ``gcw_emulators.cluster.Cluster`` (both emulators in process, real
+``geocatalog-worker run`` subprocesses).
 """
 
 from __future__ import annotations
@@ -10,19 +11,13 @@ import json
 import os
 import re
 import secrets
-import tempfile
-import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 from typing import Any
 
-from azure.servicebus import ServiceBusMessage
-from azure.servicebus.exceptions import MessageSizeExceededError
-from gcw_emulators.servicebus import QueueConfig, ServiceBusEmulator
 from gcw_emulators.servicebus.emulator import SAS_KEY_VALUE
 
-from tests.support.harness import REPLY_QUEUE, REQUEST_QUEUE, Harness, Reply, WorkerProcess
+from tests.support.harness import Harness, Reply, WorkerProcess
 
 SOAK = os.environ.get("GCW_SOAK") == "1"
 
@@ -62,119 +57,26 @@ class SecretScanner:
 
 
 class ReliabilityHarness(Harness):
-    """``Harness`` plus: a random GeoCatalog bearer token (so a leak is detectable), a Service Bus emulator with a
-    ``data_dir`` that can be restarted on the same port, an optional missing reply queue, private storage hosts."""
+    """``Harness`` with a random GeoCatalog bearer token (so a leak is detectable) and a ``SecretScanner`` that
+    knows it, the Service Bus key and the connection string. Durability (``durable=True``, ``restart_servicebus``),
+    a missing reply queue (``reply_queue=False``, ``add_reply_queue``), private hosts and SAS lifetimes are the
+    ``Cluster``'s own keywords; the fault seed defaults to 3 and no storage host is private."""
 
-    def __init__(
-        self,
-        *,
-        durable: bool = False,
-        reply_queue: bool = True,
-        private_hosts: Sequence[str] = (),
-        sas_expiry_seconds: float = 3600,
-        seed: int = 3,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**kwargs)
-        self.durable = durable
-        self.with_reply_queue = reply_queue
-        self.private_hosts = list(private_hosts)
-        self.sas_expiry_seconds = sas_expiry_seconds
-        self.seed = seed
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("seed", 3)
+        kwargs.setdefault("private_hosts", ())
         self.bearer = "gcw-bearer-" + secrets.token_urlsafe(24)
-        self._data_dir = Path(tempfile.mkdtemp(prefix="gcw-rel-sb-")) if durable else None
-        self._sb_port = 0
+        super().__init__(token=self.bearer, **kwargs)
         self.scanner = SecretScanner([self.bearer, SAS_KEY_VALUE])
+
+    def __enter__(self) -> ReliabilityHarness:
+        self.start()
+        return self
 
     def start(self) -> ReliabilityHarness:
         super().start()
         self.scanner.add(self.connection_string)
         return self
-
-    def _geocatalog_options(self) -> dict[str, Any]:
-        return {
-            **super()._geocatalog_options(),
-            "token": self.bearer,
-            "private_hosts": self.private_hosts,
-            "sas_expiry_seconds": self.sas_expiry_seconds,
-            "seed": self.seed,
-        }
-
-    def _queues(self) -> list[QueueConfig]:
-        queues = super()._queues()
-        return queues if self.with_reply_queue else [q for q in queues if q.name != REPLY_QUEUE]
-
-    def _start_servicebus(self) -> None:
-        self.servicebus = ServiceBusEmulator(
-            host="127.0.0.1", port=self._sb_port, queues=self._queues(), data_dir=self._data_dir
-        ).start()
-        self._sb_port = self.servicebus.port
-        self.connection_string = self.servicebus.connection_string
-
-    def add_reply_queue(self) -> None:
-        """The reply queue appears (it was missing): as an operator creating it would."""
-        assert self.servicebus is not None and not self.with_reply_queue
-        self.with_reply_queue = True
-        self.servicebus.store.add_queue(
-            QueueConfig(REPLY_QUEUE, requires_duplicate_detection=self.reply_duplicate_detection)
-        )
-
-    def restart_servicebus(self, down_seconds: float = 1.0) -> None:
-        """Stop the Service Bus emulator (every connection drops, locks are lost) and start it again on the same
-        port from its data_dir: accepted messages survive, in-flight locks do not."""
-        assert self.durable and self.servicebus is not None
-        self.servicebus.stop()
-        time.sleep(down_seconds)
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                self._start_servicebus()
-                return
-            except Exception:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.5)
-
-    def send_messages(self, messages: Sequence[ServiceBusMessage]) -> None:
-        with self.client.get_queue_sender(REQUEST_QUEUE) as sender:
-            batch = sender.create_message_batch()
-            for message in messages:
-                try:
-                    batch.add_message(message)
-                except MessageSizeExceededError:
-                    if len(batch):
-                        sender.send_messages(batch)
-                        batch = sender.create_message_batch()
-                    try:
-                        batch.add_message(message)
-                    except MessageSizeExceededError:  # larger than a batch may be: alone
-                        sender.send_messages(message)
-            if len(batch):
-                sender.send_messages(batch)
-
-    def dead_letter_records(self, max_count: int = 5000) -> list[dict[str, Any]]:
-        """Every dead-lettered request: message id, reason, description, body (peeked, not removed)."""
-        out = []
-        for msg in self.dead_letters(max_count=max_count):
-            out.append(
-                {
-                    "message_id": msg.message_id,
-                    "reason": msg.dead_letter_reason,
-                    "description": msg.dead_letter_error_description,
-                    "properties": {
-                        (k.decode() if isinstance(k, bytes) else k): v
-                        for k, v in (msg.application_properties or {}).items()
-                    },
-                }
-            )
-        return out
-
-    def stop(self) -> None:
-        super().stop()
-        if self._data_dir is not None:
-            import shutil
-
-            shutil.rmtree(self._data_dir, ignore_errors=True)
 
 
 def replies_by_request(replies: Sequence[Reply]) -> dict[str, Reply]:

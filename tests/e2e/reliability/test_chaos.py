@@ -65,7 +65,7 @@ def test_sigkill_workers_and_restart_servicebus_nothing_lost_nothing_twice() -> 
         assert wait_until(lambda: h.queue_stats()["locked"] > 0, 30)
         interrupted = 0  # requests in flight in the killed processes
         for k in range(kills):
-            time.sleep(rng.uniform(1.0, 3.0))
+            time.sleep(rng.uniform(1.0, 3.0))  # chaos at random moments: the time between kills is the point
             victim = live.pop(rng.randrange(len(live)))
             with contextlib.suppress(Exception):  # a just-restarted worker may not serve metrics yet
                 interrupted += int(h.metric(victim, "gcw_requests_in_flight"))

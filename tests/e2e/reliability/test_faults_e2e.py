@@ -19,7 +19,7 @@ from tests.e2e.reliability.support import (
     assert_exactly_once,
     assert_no_secrets,
 )
-from tests.support.harness import ingest_request, stac_item, wait_until
+from tests.support.harness import REPLY_QUEUE, ingest_request, stac_item, wait_until
 
 pytestmark = [pytest.mark.timeout(600 if SOAK else 240), pytest.mark.slow]
 
@@ -52,9 +52,7 @@ def test_throttling_storm_and_connection_resets() -> None:
     ]
     n = 200 if SOAK else 60
     with ReliabilityHarness(lock_duration=5, operation_seconds=0.2, collections=[C], faults=faults) as h:
-        workers = [
-            h.start_worker(concurrency=8, breaker_threshold=1000, batch_linger_ms=1, **FAST) for _ in range(2)
-        ]
+        workers = [h.start_worker(concurrency=8, breaker_threshold=1000, batch_linger_ms=1, **FAST) for _ in range(2)]
         for w in workers:
             h.wait_ready(w)
         ids = h.send(_requests("storm", n))
@@ -116,7 +114,7 @@ def test_expiring_sas_tokens_are_refreshed() -> None:
         ids: list[str] = []
         for wave in range(n // 4):  # a wave every second: longer than a token's life
             ids += h.send(_requests(f"sas{wave}", 4, href=f"https://{private}/data/w{wave}-{{i}}.tif"))
-            time.sleep(1.0)
+            time.sleep(1.0)  # the passage of time is the point: tokens expire between waves
         _all_succeeded(h, ids, 180, [w])
         assert h.geocatalog.stats()["items"][C] == len(ids)  # type: ignore[union-attr]
 
@@ -137,7 +135,13 @@ def test_reply_queue_missing_for_a_while() -> None:
     with ReliabilityHarness(lock_duration=5, operation_seconds=0.1, collections=[C], reply_queue=False) as h:
         w = h.start_worker(concurrency=4, **FAST)
         ids = h.send(_requests("noreply", 5))
-        time.sleep(6)  # results cannot be published: nothing may be completed, lost or dead-lettered meanwhile
+
+        def reply_sender_failures() -> int:
+            return sum(e.get("entity") == REPLY_QUEUE for e in w.events("sender_open_failed"))
+
+        # results cannot be published: the worker tries (and backs off) three times, holding intake meanwhile;
+        # nothing may be completed, lost or dead-lettered
+        assert wait_until(lambda: reply_sender_failures() >= 3, 60), w.output()[-3000:]
         assert h.queue_stats()["dead_letter"] == 0
         assert h.queue_stats()["completed"] == 0
         h.add_reply_queue()

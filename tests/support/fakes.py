@@ -1,4 +1,5 @@
-"""An in-memory stand-in for GeoCatalogClient's write/read interface, for pure-logic unit tests (no network).
+"""Fakes shared by the unit and integration tests: an in-memory stand-in for GeoCatalogClient's write/read
+interface (``FakeCatalog``) for pure-logic tests (no network), and ``make_item``.
 
 Semantics follow the GeoCatalog emulator's documented choices: a POSTed ItemCollection is ONE operation whose
 items are applied individually (partial apply); the operation fails when any item failed, with
@@ -19,6 +20,8 @@ import threading
 import uuid
 from collections import Counter
 from collections.abc import Sequence
+
+from gcw_emulators.builders import point, stac_item
 
 from worker.adapters.geocatalog.client import Conflict, Operation, ValidationError
 
@@ -144,15 +147,15 @@ class FakeCatalog:
 
 
 def make_item(item_id: str, collection: str = "c1", value: int = 1) -> dict:
-    return {
-        "type": "Feature",
-        "stac_version": "1.0.0",
-        "id": item_id,
-        "collection": collection,
-        "geometry": {"type": "Point", "coordinates": [0.0, 0.0]},
-        "bbox": [0.0, 0.0, 0.0, 0.0],
-        "properties": {"datetime": "2024-01-01T00:00:00Z", "value": value},
-        "assets": {"data": {"href": f"https://acct.blob.core.windows.net/ctr/{item_id}.tif", "type": "image/tiff"}},
-        "stac_extensions": ["https://stac-extensions.github.io/projection/v1.0.0/schema.json"],
-        "links": [],
-    }
+    """``stac_item`` as the batching tests write it: a blob-hosted asset (so a live copy rewrites it), a
+    ``value`` property to tell versions apart, the projection v1.0.0 extension (upgraded by the live service)."""
+    return stac_item(
+        item_id,
+        collection,
+        href=f"https://acct.blob.core.windows.net/ctr/{item_id}.tif",
+        asset_type="image/tiff",
+        geometry=point(0.0, 0.0),
+        datetime="2024-01-01T00:00:00Z",
+        properties={"value": value},
+        stac_extensions=["https://stac-extensions.github.io/projection/v1.0.0/schema.json"],
+    )
