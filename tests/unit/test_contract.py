@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from worker.adapters.hosts import HostAllowList
+from worker.adapters.hosts import HostAllowList, item_url_problem
 from worker.domain.contract import (
     CONTRACT_VERSION,
     DEFAULT_LIMITS,
@@ -20,7 +20,6 @@ from worker.domain.contract import (
     Result,
     format_time,
     invalid_result,
-    item_url_problem,
     parse_request,
     parse_rfc3339,
     validate_item,

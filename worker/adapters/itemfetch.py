@@ -1,6 +1,6 @@
 """Claim-check fetching: read item JSON from allow-listed hosts only, with a size cap and bounded time.
 
-Policy (docs/messages.md "Claim check"): the URL must pass :func:`worker.domain.contract.item_url_problem` (allow-listed
+Policy (docs/messages.md "Claim check"): the URL must pass :func:`worker.adapters.hosts.item_url_problem` (allow-listed
 host, https unless the host is named exactly, no internal addresses unless named exactly); a host name must not
 resolve to an internal address unless named exactly; redirects are followed by hand (at most 3) and every hop is
 checked again; the body is streamed and cut off at ``max_bytes``; the whole fetch has a deadline.
@@ -28,14 +28,12 @@ import requests
 import structlog
 import urllib3
 
-from worker.adapters.hosts import HostAllowList
+from worker.adapters.hosts import HostAllowList, is_explicitly_allowed, item_url_problem
 from worker.domain.contract import (
     DEFAULT_LIMITS,
     InvalidRequest,
     Limits,
     decode_json,
-    is_explicitly_allowed,
-    item_url_problem,
     validate_item,
 )
 from worker.domain.errors import InvalidError, TransientError, WorkerError

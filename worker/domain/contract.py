@@ -11,7 +11,6 @@ one line, names the reason, and never contains a secret (URLs are passed through
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import math
 import re
@@ -20,9 +19,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal
-from urllib.parse import urlsplit
 
-from worker.adapters.hosts import HostAllowList
+from worker.adapters.hosts import HostAllowList, item_url_problem
 from worker.domain.errors import InvalidError
 from worker.domain.retry_policy import attempt_number
 from worker.domain.secrets import redact
@@ -49,11 +47,8 @@ _RFC3339_RE = re.compile(
     re.ASCII,
 )
 _LONE_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
-_IPISH_HOST = re.compile(r"[0-9a-fA-Fx.]+", re.ASCII)  # decimal/hex/octal IPv4 spellings like 0x7f.1 or 2130706433
-_HOST_CHARS = re.compile(r"[a-z0-9.\-_]+|[0-9a-f:.]+", re.ASCII)  # urlsplit lower-cases; IPv6 without brackets
 _SIMPLE_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_:\-]*", re.ASCII)
 
-MAX_URL_CHARS = 2048
 MAX_HREF_CHARS = 4096
 MAX_PROPERTY_ID_CHARS = 128  # Service Bus limit for message_id / session ids
 MAX_MESSAGE_CHARS = 500  # error messages are truncated to this
@@ -593,71 +588,6 @@ def check_collection_id(value: Any, path: str) -> str:
             field=path,
         )
     return value
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Item URLs (claim check)
-
-
-def is_internal_host(host: str) -> bool:
-    """True for loopback/private/link-local/reserved IP literals (incl. IPv4-mapped IPv6) and localhost names."""
-    host = host.lower().rstrip(".")
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    mapped = getattr(ip, "ipv4_mapped", None)
-    return not (mapped or ip).is_global
-
-
-def is_explicitly_allowed(allow: HostAllowList | None, host: str, port: int | None) -> bool:
-    """True when a pattern names this exact host (and port, if the pattern has one), without wildcards."""
-    if allow is None:
-        return False
-    host = host.lower().rstrip(".")
-    return host in allow.patterns or (port is not None and f"{host}:{port}" in allow.patterns)
-
-
-def item_url_problem(url: str, allow: HostAllowList | None) -> str | None:
-    """Why ``url`` may not be fetched as a claim check, or ``None`` if it may.
-
-    Rules: an ASCII http(s) URL of at most 2048 characters without user-info; IP literals must be canonical;
-    internal hosts (loopback, private, link-local, metadata, ``localhost``) and plain ``http`` are allowed only
-    when the allow-list names the host exactly (no wildcard); and when ``allow`` is given, the host must match it.
-    """
-    if len(url) > MAX_URL_CHARS:
-        return f"URL longer than {MAX_URL_CHARS} characters"
-    if not url.isascii() or any(c <= " " or c == "\x7f" for c in url):
-        return "URL must be ASCII without spaces or control characters (percent-encode them)"
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError:
-        return "not a valid URL"
-    if parts.scheme not in ("https", "http"):
-        return "URL scheme must be https"
-    host = parts.hostname
-    if not host:
-        return "URL has no host"
-    if "@" in parts.netloc:
-        return "URL must not contain user-info"
-    if not _HOST_CHARS.fullmatch(host):
-        return "URL host contains characters a host name cannot have"
-    if _IPISH_HOST.fullmatch(host) and any(c.isdigit() for c in host):
-        try:
-            ipaddress.IPv4Address(host)
-        except ValueError:
-            return "host is a non-canonical IP address"
-    explicit = is_explicitly_allowed(allow, host, port)
-    if is_internal_host(host) and not explicit:
-        return "host is an internal address (loopback, private, link-local or localhost)"
-    if allow is not None and not allow.allows_host(host, port):
-        return "host is not on the item URL allow-list"
-    if parts.scheme == "http" and allow is not None and not explicit:
-        return "URL scheme must be https (plain http only for hosts named exactly in the allow-list)"
-    return None
 
 
 # ----------------------------------------------------------------------------------------------------------------

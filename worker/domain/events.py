@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
+from worker.adapters.hosts import item_url_problem
 from worker.domain.contract import (
     DEFAULT_LIMITS,
     ITEM_ID_RE,
@@ -39,7 +40,6 @@ from worker.domain.contract import (
     MessageMeta,
     Request,
     check_collection_id,
-    item_url_problem,
     parse_rfc3339,
     show,
 )
