@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 from gcw_emulators.azurite import ACCOUNT, Azurite, AzuriteUnavailable, TokenEndpoint
+from gcw_emulators.eventgrid import blob_event, eventgrid_properties, next_sequencer
 from gcw_emulators.geocatalog.catalog import ApiError
 
 from tests.support.harness import REQUEST_QUEUE, Harness, Reply, stac_item, wait_until
-from tests.support.storage import blob_event, eventgrid_properties, next_sequencer
 
 pytestmark = pytest.mark.timeout(240)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from gcw_emulators.eventgrid import blob_event
 
-from tests.support.storage import blob_event
 from worker.adapters.hosts import HostAllowList
 from worker.domain.contract import InvalidRequest, Limits, MessageMeta, invalid_result, parse_request
 from worker.domain.events import (

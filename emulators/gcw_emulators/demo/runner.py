@@ -14,6 +14,7 @@ import click
 
 from gcw_emulators.cluster import DEMO_WORKER_FLAGS, REPLY_QUEUE, REQUEST_QUEUE, Cluster, wait_until
 from gcw_emulators.demo import workload as wl
+from gcw_emulators.demo.storage import storage_stage
 from gcw_emulators.demo.traffic import Collected, Outgoing, ResultCollector, send_requests
 
 
@@ -165,7 +166,9 @@ def run_demo(opts: DemoOptions, echo: Callable[[str], None] = click.echo, intera
             counts_ok = all(stats.get("items", {}).get(c, 0) == n for c, n in expected.items())
             echo(f"  expected {dict(sorted(expected.items()))}: {'matches' if counts_ok else 'MISMATCH'}")
 
-        ok = ok1 and ok2 and counts_ok and not mismatches and not collector.duplicates and replay_ok
+            storage_ok = storage_stage(cluster, collector, echo, opts.timeout)
+
+        ok = ok1 and ok2 and counts_ok and not mismatches and not collector.duplicates and replay_ok and storage_ok
         for message_id, expected, got_status in mismatches:
             echo(click.style(f"  unexpected: {message_id} expected {expected}, got {got_status}", fg="red"))
         echo(

@@ -1,4 +1,4 @@
-"""Blob Storage for tests: events shaped exactly as Event Grid delivers them to Service Bus, and Azurite.
+"""Blob Storage events shaped exactly as Event Grid delivers them to Service Bus (for the tests and the demo).
 
 Event shapes follow Microsoft's "Azure Blob Storage as an Event Grid source" schema page (docs/messages.md
 "Events from Blob Storage"): one event per Service Bus message, the event JSON as the body.
