@@ -254,14 +254,21 @@ def parallel_map(fn: Callable[[T], R], xs: Sequence[T], max_workers: int) -> lis
 class _Resolution:
     """Resolving one closed batch: submit, wait, and on failure split/probe until every entry has a result."""
 
-    def __init__(self, batcher: Batcher, batch: _Batch) -> None:
-        self.b = batcher
-        self.client = batcher.client
-        self.settings = batcher.settings
+    def __init__(
+        self,
+        client: CatalogClient,
+        settings: BatchSettings,
+        batch: _Batch,
+        *,
+        ops_lock: threading.Lock,
+        stop: threading.Event,
+    ) -> None:
+        self.client = client
+        self.settings = settings
         self.collection = batch.collection
         self.mode = batch.mode
-        self.lock = batcher._ops_lock  # shared: a large submission's entries may be resolved by several batches
-        self.cancel = batcher._stop
+        self.lock = ops_lock  # shared: a large submission's entries may be resolved by several batches
+        self.cancel = stop  # the batcher closing: every call of the resolution gives up
         self.posts = 0
 
     # -- recording
@@ -606,7 +613,7 @@ class Batcher:
             entries = list(batch.entries)
         if not entries:
             return
-        res = _Resolution(self, batch)
+        res = _Resolution(self.client, self.settings, batch, ops_lock=self._ops_lock, stop=self._stop)
         try:
             if self._stop.is_set():
                 raise Cancelled("batcher closed before the batch was sent")
