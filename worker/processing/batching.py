@@ -46,7 +46,7 @@ from typing import Any, Literal, Protocol, TypeVar
 import structlog
 
 from worker import tracing
-from worker.adapters.geocatalog.client import Conflict
+from worker.adapters.geocatalog.client import Conflict, Operation
 from worker.domain.errors import Cancelled, ErrorKind, PermanentError, TransientError, WorkerError
 from worker.domain.secrets import redact
 from worker.domain.stored import same_content
@@ -117,10 +117,14 @@ def classify_operation_code(code: str | None) -> ErrorKind:
 class CatalogClient(Protocol):
     """The part of ``worker.adapters.geocatalog.client.GeoCatalogClient`` the batcher uses."""
 
-    def create_items(self, collection: str, items: Sequence[dict], *, cancel: threading.Event | None = None) -> Any: ...
-    def replace_item(self, collection: str, item: dict, *, cancel: threading.Event | None = None) -> Any: ...
+    def create_items(
+        self, collection: str, items: Sequence[dict], *, cancel: threading.Event | None = None
+    ) -> Operation: ...
+    def replace_item(self, collection: str, item: dict, *, cancel: threading.Event | None = None) -> Operation: ...
     def get_item(self, collection: str, item_id: str, *, cancel: threading.Event | None = None) -> dict | None: ...
-    def wait_for_operation(self, op: Any, *, deadline: float, cancel: threading.Event | None = None) -> Any: ...
+    def wait_for_operation(
+        self, op: Operation, *, deadline: float, cancel: threading.Event | None = None
+    ) -> Operation: ...
 
 
 @dataclass(frozen=True)
@@ -209,8 +213,8 @@ class _Counts:
     pending: int
 
 
-def _counts(op: Any) -> _Counts | None:
-    info = getattr(op, "additional_information", None) or {}
+def _counts(op: Operation) -> _Counts | None:
+    info = op.additional_information or {}
     try:
         return _Counts(
             int(info["TotalItems"]),
@@ -222,13 +226,13 @@ def _counts(op: Any) -> _Counts | None:
         return None
 
 
-def _named_failures(op: Any, entries: list[_Entry], counts: _Counts | None) -> dict[str, str] | None:
+def _named_failures(op: Operation, entries: list[_Entry], counts: _Counts | None) -> dict[str, str] | None:
     """``{item id: code}`` when the failed operation's message names exactly ``TotalFailedItems`` of our items.
 
     The emulator lists ``id: Code`` pairs in its ``ErrorsInBatchOperation`` message; the real service's format is
     not documented, so this is only a shortcut: whenever the names do not add up, the caller probes instead.
     """
-    message = getattr(op, "error_message", None) or ""
+    message = op.error_message or ""
     if counts is None or counts.pending or counts.total != len(entries) or not counts.failed or not message:
         return None
     found: dict[str, str] = {}
@@ -273,7 +277,7 @@ class _Resolution:
 
     # -- recording
 
-    def _record_op(self, entries: Iterable[_Entry], op: Any) -> None:
+    def _record_op(self, entries: Iterable[_Entry], op: Operation) -> None:
         with self.lock:
             for e in entries:
                 e.sub.ops[op.id] = op.status
@@ -290,12 +294,12 @@ class _Resolution:
     def _deadline(self) -> float:
         return time.monotonic() + self.settings.operation_timeout
 
-    def _wait(self, op: Any) -> Any:
+    def _wait(self, op: Operation) -> Operation:
         if op.terminal:
             return op
         return self.client.wait_for_operation(op, deadline=self._deadline(), cancel=self.cancel)
 
-    def _post(self, entries: list[_Entry]) -> Any:
+    def _post(self, entries: list[_Entry]) -> Operation:
         with self.lock:
             self.posts += 1
         op = self.client.create_items(self.collection, [e.item for e in entries], cancel=self.cancel)
@@ -633,9 +637,7 @@ class Batcher:
                 self.stats["posts"] += res.posts
                 for x in entries:
                     if x.result is None:  # defensive: every entry gets an answer
-                        x.result = ItemResult(
-                            x.id, False, TransientError("no outcome", code="InternalError")
-                        )
+                        x.result = ItemResult(x.id, False, TransientError("no outcome", code="InternalError"))
                     x.sub.remaining -= 1
                     if x.sub.remaining == 0:
                         finished.append(x.sub)
