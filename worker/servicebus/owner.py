@@ -285,14 +285,20 @@ class ReceiverOwner(threading.Thread):
         return self._clock() - self._last_message_at >= self.settings.session_idle_seconds
 
     # ---- lost, abandoned -------------------------------------------------------------------------------
-    def _lose(self, rec: InFlight, why: str) -> None:
-        """The lock is gone: stop the work, publish nothing, let the redelivery take over."""
+    def _forget(self, rec: InFlight) -> bool:
+        """Stop ``rec``'s work and drop it from the books; False when it was gone already."""
         rec.cancel.set()
         if self._inflight.pop(rec.key, None) is None:
-            return
+            return False
         self._abandon_at.pop(rec.key, None)
         if rec.probe:
             self._breaker.record_neutral()
+        return True
+
+    def _lose(self, rec: InFlight, why: str) -> None:
+        """The lock is gone: stop the work, publish nothing, let the redelivery take over."""
+        if not self._forget(rec):
+            return
         self._metrics.locks_lost.inc()
         self._metrics.in_flight.set(self._total_inflight())
         log.warning("lock_lost", message_id=rec.meta.message_id, attempt=rec.meta.attempt, reason=why)
@@ -303,12 +309,8 @@ class ReceiverOwner(threading.Thread):
             self._lose(rec, why)
 
     def _abandon(self, rec: InFlight, why: str) -> None:
-        rec.cancel.set()
-        if self._inflight.pop(rec.key, None) is None:
+        if not self._forget(rec):
             return
-        self._abandon_at.pop(rec.key, None)
-        if rec.probe:
-            self._breaker.record_neutral()
         try:
             with tracing.settle_span(rec.trace, "abandon"):
                 self._link.receiver.abandon_message(rec.message)
