@@ -150,3 +150,13 @@ def test_duplicate_detection_history_survives_restart(sb_emulator, tmp_path: Pat
                          ServiceBusMessage("other", message_id="req-2")])
     counts = second.stats()["entities"]["replies"]
     assert counts["active"] == 2 and counts["sent"] == 1
+
+
+def test_every_command_flag_is_documented():
+    from pathlib import Path
+
+    from gcw_emulators.servicebus.cli import servicebus_command
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "emulator-servicebus.md").read_text()
+    for param in servicebus_command.params:
+        assert f"{param.opts[0]} " in doc or f"`{param.opts[0]}`" in doc, f"{param.opts[0]} missing from the doc"

@@ -31,9 +31,18 @@ from gcw_emulators.servicebus.config import ConfigError, QueueConfig
               help="Largest message accepted, in bytes (Standard tier: 262144; Premium: up to 104857600).")
 @click.option("--status-port", type=click.IntRange(0, 65535), default=None,
               help="Serve JSON counts per entity over HTTP on this port (0 = pick one).")
+@click.option("--management-port", type=click.IntRange(0, 65535), default=None,
+              help="Serve the ServiceBusAdministrationClient API over HTTPS on this port (Microsoft's emulator: "
+                   "5300; 0 = pick one). Prints its connection string and the CA certificate to trust.")
+@click.option("--amqps-port", type=click.IntRange(0, 65535), default=None,
+              help="Also accept AMQP over TLS here, for clients without UseDevelopmentEmulator (they dial 5671).")
+@click.option("--tls-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where the local CA (ca.pem) and server certificate are kept and reused "
+                   "[default: DATA_DIR/tls, else a temporary folder].")
 def servicebus_command(host: str, port: int, config_file: Path | None, queues: tuple[str, ...],
                        lock_duration: float, max_delivery_count: int, data_dir: Path | None,
-                       max_message_size: int, status_port: int | None) -> None:
+                       max_message_size: int, status_port: int | None, management_port: int | None,
+                       amqps_port: int | None, tls_dir: Path | None) -> None:
     """An AMQP 1.0 broker that the unmodified azure-servicebus SDK connects to.
 
     Prints the connection string (with the actual port) on the first line, then runs until SIGINT/SIGTERM.
@@ -43,13 +52,15 @@ def servicebus_command(host: str, port: int, config_file: Path | None, queues: t
     if not structlog.is_configured():      # stdout is for the connection string; logs go to stderr
         structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
 
-    if not queues and config_file is None:
-        raise click.UsageError("declare entities with --queue NAME (repeatable) and/or --config Config.json")
+    if not queues and config_file is None and management_port is None:
+        raise click.UsageError("declare entities with --queue NAME (repeatable) and/or --config Config.json, "
+                               "or create them through --management-port")
     try:
         declared = [QueueConfig(name, lock_duration=lock_duration, max_delivery_count=max_delivery_count)
                     for name in queues]
         emu = ServiceBusEmulator(host=host, port=port, queues=declared, config_file=config_file,
-                                 data_dir=data_dir, status_port=status_port, max_message_size=max_message_size)
+                                 data_dir=data_dir, status_port=status_port, max_message_size=max_message_size,
+                                 management_port=management_port, amqps_port=amqps_port, tls_dir=tls_dir)
         emu.start()
     except (ConfigError, EmulatorError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
@@ -64,6 +75,12 @@ def servicebus_command(host: str, port: int, config_file: Path | None, queues: t
     if emu.status_url:
         click.echo(f"status: {emu.status_url}")
     click.echo(f"entities: {', '.join(emu.store.entity_paths()) if emu.store else ''}")
+    if emu.management_port is not None:
+        click.echo(f"management: {emu.management_connection_string}")
+    if emu.amqps_port is not None:
+        click.echo(f"amqps: {emu.host}:{emu.amqps_port}")
+    if emu.ca_cert is not None:
+        click.echo(f"ca: {emu.ca_cert}")
     sys.stdout.flush()
     try:
         while not stop.wait(0.5):

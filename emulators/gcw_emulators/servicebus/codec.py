@@ -8,7 +8,7 @@ dead-letter details are added.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from proton import UNDESCRIBED, Array, Data, Described, symbol, timestamp, uint, ulong
@@ -334,6 +334,16 @@ def encode(msg: StoredMessage, *, locked_until: float | None = None, peek: bool 
         out.append(wire.app_properties_raw)
     out.append(wire.rest_raw)
     return b"".join(out)
+
+
+def with_app_properties(wire: WireMessage, properties: dict[str, Any]) -> tuple[WireMessage, bytes]:
+    """The message with new application properties (a subscription rule's SQL action), and its bytes."""
+    app_raw = _encode(Described(ulong(APP_PROPERTIES), dict(properties))) if properties else b""
+    changed = replace(wire, app_properties_raw=app_raw, app_properties=dict(properties))
+    sections = [_encode(Described(ulong(HEADER), list(wire.header)))]
+    if wire.annotations:
+        sections.append(_encode(Described(ulong(MESSAGE_ANN), dict(wire.annotations))))
+    return changed, b"".join([*sections, wire.properties_raw, app_raw, wire.rest_raw])
 
 
 def lock_token_tag(token: uuid.UUID) -> bytes:

@@ -33,13 +33,29 @@ class ServiceBusEmulator:
     status endpoint (``emu.status_url``). ``data_dir`` keeps accepted messages in SQLite across restarts.
     ``max_message_size`` is advertised on sender links (256 KiB like the Standard tier; the SDK then caps
     batches at 256 KiB too, or at 1 MiB when this is 1 MiB or more).
+
+    ``management_port`` (0 picks one) serves the ``ServiceBusAdministrationClient`` API over HTTPS
+    (``emu.management_connection_string``); ``amqps_port`` adds an AMQP-over-TLS listener for clients that do not
+    use ``UseDevelopmentEmulator`` (5671 is the port the SDK dials then). Both use a certificate signed by a local
+    CA written to ``tls_dir`` (default: ``data_dir``/tls, else a temporary folder); trust ``emu.ca_cert``.
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, queues: Sequence[QueueConfig] = (),
                  topics: Sequence[TopicConfig] = (), config_file: str | Path | None = None,
                  data_dir: str | Path | None = None, status_port: int | None = None,
-                 tick_interval: float = 0.05, max_message_size: int = 256 * 1024) -> None:
+                 tick_interval: float = 0.05, max_message_size: int = 256 * 1024,
+                 management_port: int | None = None, amqps_port: int | None = None,
+                 tls_dir: str | Path | None = None) -> None:
         self.host = host
+        self._management_port = management_port
+        self._amqps_port = amqps_port
+        self._tls_dir = Path(tls_dir) if tls_dir is not None else None
+        self._management: Any = None
+        self.management_port: int | None = None
+        self.amqps_port: int | None = None
+        self.ca_cert: Path | None = None
+        self._tls: Any = None
+        self._tmp: Any = None
         self.port = port
         self._requested_port = port
         self._status_port = status_port
@@ -74,14 +90,34 @@ class ServiceBusEmulator:
             from gcw_emulators.servicebus.persistence import SqliteJournal
 
             self._journal = SqliteJournal(self._data_dir / "servicebus.sqlite3")
-        store = Store(journal=self._journal)
+        from gcw_emulators.servicebus.codec import with_app_properties
+        from gcw_emulators.servicebus.management import ManagementApi
+
+        store = Store(journal=self._journal, rewrite=with_app_properties)
         for q in self._queues:
             store.add_queue(q)
         for t in self._topics:
             store.add_topic(t)
+        persist = self._journal.save_definition if self._journal is not None else None
+        self._api = ManagementApi(store, namespace=self.host, persist=persist)
         if self._journal is not None:
+            for path, kind, xml in self._journal.definitions():
+                self._api.restore(path, kind, xml)
             self._journal.load_into(store)
         return store
+
+    def _certificates(self) -> Any:
+        from gcw_emulators.servicebus.tls import ensure_certificates
+
+        folder = self._tls_dir
+        if folder is None and self._data_dir is not None:
+            folder = self._data_dir / "tls"
+        if folder is None:
+            import tempfile
+
+            self._tmp = tempfile.TemporaryDirectory(prefix="sb-emulator-tls-")
+            folder = Path(self._tmp.name)
+        return ensure_certificates(folder, (self.host,))
 
     def start(self, timeout: float = 15.0) -> ServiceBusEmulator:
         if self._thread is not None:
@@ -99,8 +135,12 @@ class ServiceBusEmulator:
             self._ready.set()
 
         commit = self._journal.commit if self._journal is not None else None
+        if self._management_port is not None or self._amqps_port is not None:
+            self._tls = self._certificates()
+            self.ca_cert = self._tls.ca
         self._broker = Broker(self.store, self.host, self._requested_port, on_ready=ready, on_commit=commit,
-                              tick_interval=self._tick_interval, max_message_size=self._max_message_size)
+                              tick_interval=self._tick_interval, max_message_size=self._max_message_size,
+                              amqps_port=self._amqps_port, tls=self._tls)
         self._thread = threading.Thread(target=self._run, name="servicebus-emulator", daemon=True)
         self._thread.start()
         if not self._ready.wait(timeout):
@@ -108,6 +148,14 @@ class ServiceBusEmulator:
         if self._failure is not None:
             raise EmulatorError(f"the emulator failed to start on {self.host}:{self._requested_port}: "
                                 f"{self._failure}") from self._failure
+        self.amqps_port = self._broker.amqps_port
+        if self._management_port is not None:
+            from gcw_emulators.servicebus.management import ManagementServer
+
+            self._management = ManagementServer(self._api, self.host, self._management_port,
+                                                certfile=str(self._tls.cert), keyfile=str(self._tls.key)).start()
+            self.management_port = self._management.port
+            self._api.namespace = f"{self.host}:{self.management_port}"
         if self._status_port is not None:
             from gcw_emulators.servicebus.status import StatusServer
 
@@ -128,6 +176,9 @@ class ServiceBusEmulator:
             self._ready.set()
 
     def stop(self, timeout: float = 10.0) -> None:
+        if self._management is not None:
+            self._management.stop()
+            self._management = None
         if self._status is not None:
             self._status.stop()
             self._status = None
@@ -138,6 +189,9 @@ class ServiceBusEmulator:
             self._thread = None
         if self._journal is not None:
             self._journal.close()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
             self._journal = None
         log.info("servicebus_emulator_stopped", port=self.port)
 
@@ -154,6 +208,14 @@ class ServiceBusEmulator:
     @property
     def connection_string(self) -> str:
         return (f"Endpoint=sb://{self.host}:{self.port};SharedAccessKeyName={SAS_KEY_NAME};"
+                f"SharedAccessKey={SAS_KEY_VALUE};UseDevelopmentEmulator=true")
+
+    @property
+    def management_connection_string(self) -> str:
+        """For ``ServiceBusAdministrationClient.from_connection_string`` (HTTPS to the management port)."""
+        if self.management_port is None:
+            raise EmulatorError("the management API is off: start the emulator with management_port")
+        return (f"Endpoint=sb://{self.host}:{self.management_port};SharedAccessKeyName={SAS_KEY_NAME};"
                 f"SharedAccessKey={SAS_KEY_VALUE};UseDevelopmentEmulator=true")
 
     def stats(self) -> dict[str, Any]:

@@ -7,6 +7,7 @@ The duplicate-detection history (message ids within the window) is kept too.
 from __future__ import annotations
 
 import sqlite3
+import threading
 from pathlib import Path
 
 from gcw_emulators.servicebus import codec
@@ -23,7 +24,10 @@ CREATE TABLE IF NOT EXISTS message_ids (path TEXT NOT NULL, message_id TEXT NOT 
     PRIMARY KEY (path, message_id));
 CREATE TABLE IF NOT EXISTS sessions (path TEXT NOT NULL, session_id TEXT NOT NULL, state BLOB,
     PRIMARY KEY (path, session_id));
+CREATE TABLE IF NOT EXISTS definitions (path TEXT PRIMARY KEY, kind TEXT NOT NULL, xml TEXT NOT NULL);
 """
+# restore order: entities before the subscriptions and rules that live in them
+_KIND_ORDER = {"QueueDescription": 0, "TopicDescription": 0, "SubscriptionDescription": 1, "RuleDescription": 2}
 
 
 class SqliteJournal:
@@ -34,6 +38,7 @@ class SqliteJournal:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
         self._dirty = False
+        self._mutex = threading.RLock()  # the management API writes definitions from its own thread
         self._db.execute("BEGIN")
 
     def _begin(self) -> None:
@@ -66,10 +71,29 @@ class SqliteJournal:
         self._db.execute("INSERT OR REPLACE INTO message_ids VALUES (?,?,?)", (path.lower(), message_id, at))
 
     def commit(self) -> None:
-        if self._dirty:
-            self._db.execute("COMMIT")
-            self._db.execute("BEGIN")
-            self._dirty = False
+        with self._mutex:
+            if self._dirty:
+                self._db.execute("COMMIT")
+                self._db.execute("BEGIN")
+                self._dirty = False
+
+    def save_definition(self, path: str, kind: str, xml: str | None) -> None:
+        """An entity or rule created through the management API (``xml`` None: deleted, with what it held)."""
+        with self._mutex:
+            key, under = path.lower(), path.lower() + "/"
+            args = (key, len(under), under)
+            if xml is None:
+                self._db.execute("DELETE FROM definitions WHERE lower(path) = ? OR substr(lower(path), 1, ?) = ?", args)
+                self._db.execute("DELETE FROM messages WHERE lower(path) = ? OR substr(lower(path), 1, ?) = ?", args)
+            else:
+                self._db.execute("DELETE FROM definitions WHERE lower(path) = ?", (key,))
+                self._db.execute("INSERT INTO definitions VALUES (?,?,?)", (path, kind, xml))
+            self._dirty = True
+            self.commit()
+
+    def definitions(self) -> list[tuple[str, str, str]]:
+        rows = self._db.execute("SELECT path, kind, xml FROM definitions").fetchall()
+        return sorted(rows, key=lambda row: (_KIND_ORDER.get(row[1], 9), row[0]))
 
     def load_into(self, store: Store) -> int:
         rows = self._db.execute("SELECT * FROM messages ORDER BY path, seq").fetchall()

@@ -9,7 +9,36 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 
-class StatusServer:
+class BackgroundHTTPServer:
+    """A threading HTTP server on a daemon thread: ``start()``, ``url``, ``port``, ``stop()``."""
+
+    scheme = "http"
+
+    def __init__(self, host: str, port: int, handler: type[BaseHTTPRequestHandler], name: str) -> None:
+        self._server = ThreadingHTTPServer((host, port), handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, name=name, daemon=True)
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    @property
+    def url(self) -> str:
+        host = self._server.server_address[0]
+        return f"{self.scheme}://{host}:{self.port}/"
+
+    def start(self) -> BackgroundHTTPServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(5)
+
+
+class StatusServer(BackgroundHTTPServer):
     def __init__(self, host: str, port: int, stats: Callable[[], dict[str, Any]]) -> None:
         self._stats = stats
         outer = self
@@ -35,20 +64,4 @@ class StatusServer:
             def log_message(self, format: str, *args: Any) -> None:   # quiet
                 return
 
-        self._server = ThreadingHTTPServer((host, port), _Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="servicebus-status", daemon=True)
-
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}/"
-
-    def start(self) -> StatusServer:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(5)
+        super().__init__(host, port, _Handler, "servicebus-status")

@@ -19,6 +19,10 @@ from enum import IntEnum
 from typing import Any, Protocol
 
 from gcw_emulators.servicebus.config import QueueConfig, SubscriptionConfig, TopicConfig
+from gcw_emulators.servicebus.rules import Rule, initial_rules
+
+# (payload, new application properties) -> (payload, raw): the codec's, injected so the store stays AMQP-free
+Rewrite = Callable[[Any, dict[str, Any]], tuple[Any, bytes]]
 
 DLQ_SUFFIX = "$deadletterqueue"
 MAX_DELIVERY_REASON = "MaxDeliveryCountExceeded"
@@ -148,10 +152,16 @@ class Entity:
         self.dlq: Entity | None = None if is_dlq else Entity(f"{path}/$DeadLetterQueue", config, is_dlq=True)
         self.seq = 0
         self.dup_window: OrderedDict[str, float] = OrderedDict()
+        self.rules: dict[str, Rule] = {}
+        if isinstance(config, SubscriptionConfig) and not is_dlq:
+            self.rules = initial_rules(config.filters)
 
-    def accepts(self, attributes: dict[str, Any] | None) -> bool:
-        accepts = getattr(self.config, "accepts", None)
-        return True if accepts is None else bool(accepts(attributes))
+    def match(self, attributes: dict[str, Any] | None) -> Rule | None:
+        """The first rule that takes the message (a subscription with no rules takes nothing, as in Azure)."""
+        for rule in self.rules.values():
+            if rule.matches(attributes or {}):
+                return rule
+        return None
 
     def key(self, msg: StoredMessage) -> str | None:
         return msg.session_id if self.requires_session else None
@@ -200,8 +210,10 @@ class TickResult:
 class Store:
     """All broker state. Paths are case-insensitive; ``q/$DeadLetterQueue`` and ``t/Subscriptions/s`` work."""
 
-    def __init__(self, clock: Callable[[], float] = time.time, journal: Journal | None = None) -> None:
+    def __init__(self, clock: Callable[[], float] = time.time, journal: Journal | None = None,
+                 rewrite: Rewrite | None = None) -> None:
         self._clock = clock
+        self._rewrite = rewrite
         self._lock = threading.RLock()
         self._journal = journal
         self._entities: dict[str, Entity] = {}
@@ -228,6 +240,106 @@ class Store:
             topic = Topic(config, lambda s: Entity(f"{config.name}/Subscriptions/{s.name}", s))
             self._topics[key] = topic
             return topic
+
+    def add_subscription(self, topic_name: str, config: SubscriptionConfig) -> Entity:
+        with self._lock:
+            topic = self._topics.get(topic_name.lower())
+            if topic is None:
+                raise EntityNotFound(f"The messaging entity '{topic_name}' could not be found.")
+            if config.name.lower() in topic.subscriptions:
+                raise ArgumentError(f"subscription {config.name!r} already exists on topic {topic_name!r}")
+            entity = Entity(f"{topic.path}/Subscriptions/{config.name}", config)
+            topic.subscriptions[config.name.lower()] = entity
+            return entity
+
+    def remove(self, path: str) -> None:
+        """Delete a queue, topic (with its subscriptions) or subscription, and every message in it."""
+        with self._lock:
+            target = self.resolve_any(path)
+            if isinstance(target, Topic):
+                del self._topics[target.path.lower()]
+                gone = list(target.subscriptions.values())
+            elif target.path.lower() in self._entities:
+                del self._entities[target.path.lower()]
+                gone = [target]
+            else:
+                topic_name, _, sub_name = target.path.partition("/Subscriptions/")
+                del self._topics[topic_name.lower()].subscriptions[sub_name.lower()]
+                gone = [target]
+            doomed = {id(e) for e in gone} | {id(e.dlq) for e in gone if e.dlq is not None}
+            for token, (entity, _msg) in list(self._locks.items()):
+                if id(entity) in doomed:
+                    del self._locks[token]
+            for entity in gone + [e.dlq for e in gone if e.dlq is not None]:
+                for seq in list(entity.messages):
+                    self._delete(entity.path, seq)
+                entity.messages.clear()
+
+    def reconfigure(self, path: str, config: QueueConfig | SubscriptionConfig | TopicConfig) -> None:
+        """New settings for an existing entity; they apply from the next lock, delivery or send."""
+        with self._lock:
+            target = self.resolve_any(path)
+            if isinstance(target, Topic):
+                assert isinstance(config, TopicConfig)
+                target.config = config
+                return
+            assert isinstance(config, QueueConfig)
+            target.config = config
+            if target.dlq is not None:
+                target.dlq.config = config
+
+    def set_rule(self, path: str, rule: Rule) -> None:
+        with self._lock:
+            self._subscription(path).rules[rule.name.lower()] = rule
+
+    def delete_rule(self, path: str, name: str) -> None:
+        with self._lock:
+            rules = self._subscription(path).rules
+            if name.lower() not in rules:
+                raise EntityNotFound(f"The rule '{name}' could not be found on '{path}'.")
+            del rules[name.lower()]
+
+    def rules_of(self, path: str) -> list[Rule]:
+        with self._lock:
+            return list(self._subscription(path).rules.values())
+
+    def _subscription(self, path: str) -> Entity:
+        entity = self.resolve(path)
+        if entity.is_dlq or not isinstance(entity.config, SubscriptionConfig):
+            raise EntityNotFound(f"The subscription '{path}' could not be found.")
+        return entity
+
+    def queues(self) -> list[Entity]:
+        with self._lock:
+            return list(self._entities.values())
+
+    def topics(self) -> list[Topic]:
+        with self._lock:
+            return list(self._topics.values())
+
+    def runtime(self, path: str) -> dict[str, int]:
+        """Counts as Azure's runtime properties report them (``CountDetails``), plus the total and size."""
+        with self._lock:
+            target = self.resolve_any(path)
+            entities = list(target.subscriptions.values()) if isinstance(target, Topic) else [target]
+            counts = {"active": 0, "dead_letter": 0, "scheduled": 0, "transfer": 0, "transfer_dead_letter": 0,
+                      "total": 0, "size": 0}
+            pools = [target.messages.values()] if isinstance(target, Topic) else []
+            for entity in entities:
+                pools.append(entity.messages.values())
+                assert entity.dlq is not None
+                counts["dead_letter"] += len(entity.dlq.messages)
+                counts["size"] += sum(len(m.raw) for m in entity.dlq.messages.values())
+            for pool in pools:
+                for msg in pool:
+                    if msg.state in (MessageState.ACTIVE, MessageState.LOCKED):
+                        counts["active"] += 1
+                    elif msg.state is MessageState.SCHEDULED:
+                        counts["scheduled"] += 1
+                    counts["total"] += 1
+                    counts["size"] += len(msg.raw)
+            counts["total"] += counts["dead_letter"]
+            return counts
 
     @property
     def lock(self) -> threading.RLock:
@@ -347,13 +459,29 @@ class Store:
             self._timer(item.scheduled_at, "schedule", topic, msg.seq)
             self._save(topic.path, msg)
             return msg.seq
+        self._fan_out(topic, Incoming(item.payload, item.raw, item.message_id, item.session_id,
+                                      item.ttl or topic.config.default_ttl, None, item.attributes), now)
+        return topic.seq
+
+    def _fan_out(self, topic: Topic, item: Incoming, now: float) -> list[str]:
+        """A copy for every subscription with a matching rule; returns their paths."""
+        reached = []
         for sub in topic.subscriptions.values():
-            if not sub.accepts(item.attributes):
+            rule = sub.match(item.attributes)
+            if rule is None:
                 continue
             sub.stats.sent += 1
-            self._append(sub, Incoming(item.payload, item.raw, item.message_id, item.session_id, item.ttl or
-                                       topic.config.default_ttl, None, item.attributes), now)
-        return topic.seq
+            self._append(sub, self._apply_action(rule, item), now)
+            reached.append(sub.path)
+        return reached
+
+    def _apply_action(self, rule: Rule, item: Incoming) -> Incoming:
+        """A rule's SQL action changes the subscription's copy (its application properties)."""
+        if rule.action is None or self._rewrite is None:
+            return item
+        attributes = rule.action.apply(item.attributes or {})
+        payload, raw = self._rewrite(item.payload, attributes["properties"])
+        return Incoming(payload, raw, item.message_id, item.session_id, item.ttl, item.scheduled_at, attributes)
 
     def _append(self, entity: Entity, item: Incoming, now: float) -> StoredMessage:
         entity.seq += 1
@@ -762,13 +890,8 @@ class Store:
         if isinstance(target, Topic):
             del target.messages[seq]
             self._delete(target.path, seq)
-            for sub in target.subscriptions.values():
-                if not sub.accepts(msg.attributes):
-                    continue
-                sub.stats.sent += 1
-                self._append(sub, Incoming(msg.payload, msg.raw, msg.message_id, msg.session_id, msg.ttl, None,
-                                           msg.attributes), now)
-                result.changed.add(sub.path)
+            item = Incoming(msg.payload, msg.raw, msg.message_id, msg.session_id, msg.ttl, None, msg.attributes)
+            result.changed.update(self._fan_out(target, item, now))
             return
         self._activate_new(target, msg, now)
         target.push_available(msg)

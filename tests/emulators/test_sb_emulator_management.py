@@ -1,0 +1,242 @@
+"""The management API over HTTPS, driven by the SDK's own ``ServiceBusAdministrationClient`` (sync and aio):
+entities, runtime counts, subscriptions, rules with SQL filters and actions, persistence with ``data_dir``."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import random
+import time
+
+import pytest
+from azure.core.credentials import AzureNamedKeyCredential
+from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
+from azure.servicebus import ServiceBusClient, ServiceBusMessage
+from azure.servicebus.aio.management import ServiceBusAdministrationClient as AsyncAdministrationClient
+from azure.servicebus.management import (
+    CorrelationRuleFilter,
+    ServiceBusAdministrationClient,
+    SqlRuleAction,
+    SqlRuleFilter,
+    TrueRuleFilter,
+)
+from gcw_emulators.servicebus import QueueConfig
+from gcw_emulators.servicebus.management import ManagementApi, iso_duration
+from gcw_emulators.servicebus.store import Store
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+def emu(sb_emulator):
+    return sb_emulator(queues=[QueueConfig("configured", lock_duration=5)], management_port=0)
+
+
+def admin(emu) -> ServiceBusAdministrationClient:
+    return ServiceBusAdministrationClient.from_connection_string(
+        emu.management_connection_string, connection_verify=str(emu.ca_cert)
+    )
+
+
+def receive_all(receiver, count: int) -> list:
+    out: list = []
+    deadline = time.monotonic() + 10
+    while len(out) < count and time.monotonic() < deadline:
+        out += receiver.receive_messages(max_message_count=count - len(out), max_wait_time=1)
+    return out
+
+
+def test_queue_lifecycle_and_runtime_counts(emu):
+    with admin(emu) as m:
+        assert [q.name for q in m.list_queues()] == ["configured"]
+        assert m.get_queue("configured").lock_duration == dt.timedelta(seconds=5)
+        m.create_queue(
+            "made",
+            max_delivery_count=2,
+            lock_duration=dt.timedelta(seconds=45),
+            user_metadata="kept as sent",
+            dead_lettering_on_message_expiration=True,
+        )
+        made = m.get_queue("made")
+        assert (made.max_delivery_count, made.lock_duration, made.user_metadata) == (
+            2,
+            dt.timedelta(seconds=45),
+            "kept as sent",
+        )
+        assert made.dead_lettering_on_message_expiration is True
+        made.max_delivery_count = 4
+        m.update_queue(made)
+        assert m.get_queue("made").max_delivery_count == 4
+        with pytest.raises(ResourceExistsError):
+            m.create_queue("made")
+        with ServiceBusClient.from_connection_string(emu.connection_string) as c:
+            with c.get_queue_sender("made") as s:
+                s.send_messages([ServiceBusMessage("a"), ServiceBusMessage("b")])
+                s.schedule_messages(ServiceBusMessage("later"), dt.datetime.now(dt.UTC) + dt.timedelta(hours=1))
+            with c.get_queue_receiver("made") as r:
+                (first,) = receive_all(r, 1)
+                r.dead_letter_message(first, reason="test")
+        runtime = m.get_queue_runtime_properties("made")
+        assert (
+            runtime.active_message_count,
+            runtime.dead_letter_message_count,
+            runtime.scheduled_message_count,
+            runtime.total_message_count,
+        ) == (1, 1, 1, 3)
+        assert runtime.size_in_bytes > 0
+        m.delete_queue("made")
+        with pytest.raises(ResourceNotFoundError):
+            m.get_queue("made")
+        with pytest.raises(ResourceNotFoundError):
+            m.delete_queue("made")
+
+
+def test_entity_created_through_the_api_works_over_amqp_at_once(emu):
+    with admin(emu) as m:
+        m.create_queue("fresh", requires_session=True)
+    with ServiceBusClient.from_connection_string(emu.connection_string) as c:
+        with c.get_queue_sender("fresh") as s:
+            s.send_messages(ServiceBusMessage("in a session", session_id="s1"))
+        with c.get_queue_receiver("fresh", session_id="s1") as r:
+            (msg,) = receive_all(r, 1)
+            r.complete_message(msg)
+
+
+def test_sql_filters_actions_and_correlation_rules_route_topic_messages(emu):
+    with admin(emu) as m:
+        m.create_topic("t")
+        m.create_subscription("t", "all")
+        m.create_subscription("t", "blue")
+        m.create_rule(
+            "t",
+            "blue",
+            "big-blue",
+            filter=SqlRuleFilter("color = 'blue' AND n > @min", parameters={"@min": 1}),
+            action=SqlRuleAction("SET seen = 'yes'; REMOVE n"),
+        )
+        m.delete_rule("t", "blue", "$Default")
+        m.create_subscription("t", "corr")
+        m.create_rule(
+            "t", "corr", "by-subject", filter=CorrelationRuleFilter(label="invoice", properties={"tenant": "a"})
+        )
+        m.delete_rule("t", "corr", "$Default")
+        assert [r.name for r in m.list_rules("t", "blue")] == ["big-blue"]
+        rule = m.get_rule("t", "blue", "big-blue")
+        assert rule.filter.sql_expression == "color = 'blue' AND n > @min"
+        assert rule.action.sql_expression == "SET seen = 'yes'; REMOVE n"
+        assert sorted(s.name for s in m.list_subscriptions("t")) == ["all", "blue", "corr"]
+        with ServiceBusClient.from_connection_string(emu.connection_string) as c:
+            with c.get_topic_sender("t") as s:
+                s.send_messages(
+                    [
+                        ServiceBusMessage("blue-2", application_properties={"color": "blue", "n": 2}),
+                        ServiceBusMessage("blue-1", application_properties={"color": "blue", "n": 1}),
+                        ServiceBusMessage("red", application_properties={"color": "red", "n": 5}),
+                        ServiceBusMessage("inv", subject="invoice", application_properties={"tenant": "a"}),
+                    ]
+                )
+            with c.get_subscription_receiver("t", "blue") as r:
+                (msg,) = receive_all(r, 1)
+                assert str(msg) == "blue-2"
+                assert msg.application_properties == {b"color": b"blue", b"seen": b"yes"}
+                r.complete_message(msg)
+            with c.get_subscription_receiver("t", "corr") as r:
+                assert [str(x) for x in receive_all(r, 1)] == ["inv"]
+        assert m.get_subscription_runtime_properties("t", "all").active_message_count == 4
+        assert m.get_subscription_runtime_properties("t", "blue").active_message_count == 0
+        assert m.get_topic_runtime_properties("t").subscription_count == 3
+        m.update_rule("t", "blue", m.get_rule("t", "blue", "big-blue"), filter=TrueRuleFilter())
+        assert m.get_rule("t", "blue", "big-blue").filter.sql_expression == "1=1"
+
+
+@pytest.mark.parametrize(
+    ("expression", "reason"),
+    [
+        ("color ==", "expected a property name"),
+        ("sys.DeliveryCount > 1", "sys.DeliveryCount is not supported"),
+        ("n = @missing", "parameter @missing is not given"),
+    ],
+)
+def test_unsupported_sql_is_refused_with_the_reason(emu, expression, reason):
+    with admin(emu) as m:
+        m.create_topic("t")
+        m.create_subscription("t", "s")
+        with pytest.raises(HttpResponseError, match=reason) as info:
+            m.create_rule("t", "s", "bad", filter=SqlRuleFilter(expression))
+        assert info.value.status_code == 400
+
+
+def test_api_entities_and_rules_persist_with_data_dir(sb_emulator, tmp_path):
+    first = sb_emulator(management_port=0, data_dir=tmp_path)
+    with admin(first) as m:
+        m.create_queue("durable", max_delivery_count=7)
+        m.create_topic("t")
+        m.create_subscription("t", "s", lock_duration=dt.timedelta(seconds=20))
+        m.create_rule("t", "s", "only-a", filter=SqlRuleFilter("k = 'a'"))
+        m.delete_rule("t", "s", "$Default")
+        m.create_queue("dropped")
+        m.delete_queue("dropped")
+    with ServiceBusClient.from_connection_string(first.connection_string) as c, c.get_queue_sender("durable") as s:
+        s.send_messages(ServiceBusMessage("kept"))
+    first.stop()
+    second = sb_emulator(management_port=0, data_dir=tmp_path)
+    with admin(second) as m:
+        assert sorted(q.name for q in m.list_queues()) == ["durable"]
+        assert m.get_queue("durable").max_delivery_count == 7
+        assert m.get_subscription("t", "s").lock_duration == dt.timedelta(seconds=20)
+        assert [r.name for r in m.list_rules("t", "s")] == ["only-a"]
+        assert m.get_queue_runtime_properties("durable").active_message_count == 1
+
+
+def test_async_administration_client(emu):
+    async def scenario() -> list[str]:
+        async with AsyncAdministrationClient.from_connection_string(
+            emu.management_connection_string, connection_verify=str(emu.ca_cert)
+        ) as m:
+            await m.create_topic("at")
+            await m.create_subscription("at", "s1")
+            names = [s.name async for s in m.list_subscriptions("at")]
+            await m.delete_topic("at")
+            return names
+
+    assert asyncio.run(scenario()) == ["s1"]
+
+
+def test_feeds_page_with_a_next_link():
+    store = Store()
+    for i in range(5):
+        store.add_queue(QueueConfig(f"q{i}"))
+    api = ManagementApi(store, namespace="example:1")
+    status, body = api.handle("GET", "/$Resources/queues", {"$skip": "1", "$top": "2"}, {}, b"")
+    assert status == 200
+    assert body.count(b"<entry") == 2 and b"q1" in body and b"q2" in body
+    assert b'rel="next"' in body and b"$skip=3&amp;$top=2" in body
+    status, body = api.handle("GET", "/$Resources/queues", {"$skip": "4"}, {}, b"")
+    assert body.count(b"<entry") == 1 and b'rel="next"' not in body
+    assert api.handle("GET", "/$Resources/sessions", {}, {}, b"")[0] == 400
+    assert api.handle("PUT", "/q9", {}, {}, b"not xml")[0] == 400
+
+
+def test_iso_durations_round_trip_what_azure_writes():
+    assert [iso_duration(s) for s in (30, 60, 600, 90061, None)] == [
+        "PT30S",
+        "PT1M",
+        "PT10M",
+        "P1DT1H1M1S",
+        "P10675199DT2H48M5.4775807S",
+    ]
+
+
+@pytest.mark.xdist_group("sb-amqps-5671")
+def test_amqps_listener_serves_clients_without_the_emulator_flag(sb_emulator):
+    """Without ``UseDevelopmentEmulator`` the SDK dials TLS on 5671; a loopback address of its own avoids clashes."""
+    host = f"127.{random.randint(1, 254)}.{random.randint(1, 254)}.{random.randint(2, 254)}"
+    emu = sb_emulator(host=host, queues=[QueueConfig("q")], amqps_port=5671)
+    credential = AzureNamedKeyCredential("RootManageSharedAccessKey", "any key")
+    with ServiceBusClient(host, credential, connection_verify=str(emu.ca_cert), retry_total=0) as c:
+        with c.get_queue_sender("q") as s:
+            s.send_messages(ServiceBusMessage("over tls"))
+        with c.get_queue_receiver("q") as r:
+            (msg,) = receive_all(r, 1)
+            assert str(msg) == "over tls"
+            r.complete_message(msg)
