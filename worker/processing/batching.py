@@ -104,6 +104,13 @@ def classify_operation_code(code: str | None) -> ErrorKind:
     return ErrorKind.PERMANENT
 
 
+class OperationWaiter(Protocol):
+    """Waits for an operation to end: ``GeoCatalogClient`` (one GET per operation per poll) or
+    ``worker.adapters.geocatalog.watcher.OperationWatcher`` (one list read per collection per tick)."""
+
+    def wait_for_operation(self, op: Any, *, deadline: float, cancel: threading.Event | None = None) -> Any: ...
+
+
 class CatalogClient(Protocol):
     """The part of ``worker.adapters.geocatalog.client.GeoCatalogClient`` the batcher uses."""
 
@@ -276,7 +283,7 @@ class _Resolution:
     def _wait(self, op: Any) -> Any:
         if op.terminal:
             return op
-        return self.client.wait_for_operation(op, deadline=self._deadline(), cancel=self.cancel)
+        return self.b.operations.wait_for_operation(op, deadline=self._deadline(), cancel=self.cancel)
 
     def _post(self, entries: list[_Entry]) -> Any:
         with self.lock:
@@ -452,8 +459,11 @@ class _Resolution:
 class Batcher:
     """Merges concurrent ``submit`` calls per (collection, mode) into shared POSTs; thread-safe."""
 
-    def __init__(self, client: CatalogClient, settings: BatchSettings | None = None) -> None:
+    def __init__(
+        self, client: CatalogClient, settings: BatchSettings | None = None, *, operations: OperationWaiter | None = None
+    ) -> None:
         self.client = client
+        self.operations: OperationWaiter = operations or client
         self.settings = settings or BatchSettings()
         self._lock = threading.Lock()
         self._ops_lock = threading.Lock()

@@ -84,18 +84,34 @@ def _secret(value: str | None) -> Secret | None:
     "although the service rewrites asset hrefs and upgrades stac_extensions.",
 )
 @option("--item-url-host", multiple=True, help="Host pattern item_urls may be fetched from (repeatable allow-list).")
-@option("--event-mapping", multiple=True,
-        help="Blob Storage events to accept (repeatable, first match wins): "
-        "'container=items,prefix=stac/,suffix=.json,collection=NAME' (collection=@item: the item's collection "
-        "field; account=NAME optional). Event blob URLs must pass --item-url-host too.")
-@option("--event-unmatched", type=click.Choice(["invalid", "ignore"]), default="invalid", show_default=True,
-        help="An event no --event-mapping matches: answered 'invalid' and dead-lettered, or completed silently.")
-@option("--storage-host", multiple=True,
-        help="Host pattern of private storage (repeatable): item_urls and event blobs there are read with "
-        "azure-storage-blob and --storage-credential.")
-@option("--storage-credential", type=click.Choice(["identity", "sas"]), default="identity", show_default=True,
-        help="How --storage-host blobs are read: identity = DefaultAzureCredential (workload identity); "
-        "sas = a token from --static-sas / --sas-api-url for the blob's account/container.")
+@option(
+    "--event-mapping",
+    multiple=True,
+    help="Blob Storage events to accept (repeatable, first match wins): "
+    "'container=items,prefix=stac/,suffix=.json,collection=NAME' (collection=@item: the item's collection "
+    "field; account=NAME optional). Event blob URLs must pass --item-url-host too.",
+)
+@option(
+    "--event-unmatched",
+    type=click.Choice(["invalid", "ignore"]),
+    default="invalid",
+    show_default=True,
+    help="An event no --event-mapping matches: answered 'invalid' and dead-lettered, or completed silently.",
+)
+@option(
+    "--storage-host",
+    multiple=True,
+    help="Host pattern of private storage (repeatable): item_urls and event blobs there are read with "
+    "azure-storage-blob and --storage-credential.",
+)
+@option(
+    "--storage-credential",
+    type=click.Choice(["identity", "sas"]),
+    default="identity",
+    show_default=True,
+    help="How --storage-host blobs are read: identity = DefaultAzureCredential (workload identity); "
+    "sas = a token from --static-sas / --sas-api-url for the blob's account/container.",
+)
 @option("--concurrency", type=int, default=64, show_default=True, help="Requests in flight per process.")
 @option("--max-receive-batch", type=int, default=32, show_default=True, help="Messages per receive call.")
 @option("--max-attempts", type=int, default=5, show_default=True, help="Attempts before RetriesExhausted.")
@@ -131,6 +147,14 @@ def _secret(value: str | None) -> Secret | None:
     help="How long an ingest batch waits for more requests to merge.",
 )
 @option("--batch-max-items", type=int, default=100, show_default=True, help="Items per merged ingest POST.")
+@option(
+    "--operation-watch",
+    type=click.Choice(["list", "each"]),
+    default="list",
+    show_default=True,
+    help="How operations are polled: 'list' reads each collection's operation list once per tick for all of this "
+    "process's operations; 'each' GETs every operation on its own.",
+)
 @option(
     "--breaker-threshold",
     type=int,
@@ -206,6 +230,7 @@ def run_command(**kwargs: Any) -> None:
         operation_timeout_seconds=kwargs["operation_timeout_seconds"],
         batch_linger_ms=kwargs["batch_linger_ms"],
         batch_max_items=kwargs["batch_max_items"],
+        operation_watch=kwargs["operation_watch"],
         breaker_threshold=kwargs["breaker_threshold"],
         breaker_open_seconds=kwargs["breaker_open_seconds"],
         breaker_max_open_seconds=kwargs["breaker_max_open_seconds"],
@@ -297,7 +322,8 @@ def run(cfg: RunConfig) -> int:
         if not consumer.run(stop):
             status = 1  # a receiver loop crashed: let the orchestrator restart the pod
     finally:
-        for closer in (getattr(processor, "batcher", None), client, session_client, server):
+        closers = (getattr(processor, "batcher", None), getattr(processor, "operations", None))
+        for closer in (*closers, client, session_client, server):
             try:
                 if closer is server:
                     server.stop()

@@ -62,6 +62,7 @@ class RunConfig:
     operation_timeout_seconds: float = 600.0
     batch_linger_ms: float = 30.0
     batch_max_items: int = 100
+    operation_watch: str = "list"  # "list": one operation list read per collection per tick; "each": a GET each
     breaker_threshold: int = 5
     breaker_open_seconds: float = 10.0
     breaker_max_open_seconds: float = 120.0
@@ -173,6 +174,8 @@ class RunConfig:
                 raise ConfigError(f"{_flag_env('--event-mapping')} {spec!r}: {exc}") from None
         if self.event_unmatched not in ("invalid", "ignore"):
             raise ConfigError(f"{_flag_env('--event-unmatched')} must be 'invalid' or 'ignore'")
+        if self.operation_watch not in ("list", "each"):
+            raise ConfigError(f"{_flag_env('--operation-watch')} must be 'list' or 'each'")
         if self.storage_credential not in ("identity", "sas"):
             raise ConfigError(f"{_flag_env('--storage-credential')} must be 'identity' or 'sas'")
         if self.storage_hosts and self.storage_credential == "sas" and not (self.static_sas or self.sas_api_url):
