@@ -148,6 +148,13 @@ def _secret(value: str | None) -> Secret | None:
 )
 @option("--batch-max-items", type=int, default=100, show_default=True, help="Items per merged ingest POST.")
 @option(
+    "--batch-max-items-backlog",
+    type=int,
+    default=1000,
+    show_default=True,
+    help="Items per merged ingest POST while the GeoCatalog budget is the bottleneck (POSTs wait for budget).",
+)
+@option(
     "--operation-watch",
     type=click.Choice(["list", "each"]),
     default="list",
@@ -230,6 +237,7 @@ def run_command(**kwargs: Any) -> None:
         operation_timeout_seconds=kwargs["operation_timeout_seconds"],
         batch_linger_ms=kwargs["batch_linger_ms"],
         batch_max_items=kwargs["batch_max_items"],
+        batch_max_items_backlog=kwargs["batch_max_items_backlog"],
         operation_watch=kwargs["operation_watch"],
         breaker_threshold=kwargs["breaker_threshold"],
         breaker_open_seconds=kwargs["breaker_open_seconds"],

@@ -62,6 +62,7 @@ class RunConfig:
     operation_timeout_seconds: float = 600.0
     batch_linger_ms: float = 30.0
     batch_max_items: int = 100
+    batch_max_items_backlog: int = 1000  # items per POST while the GeoCatalog budget is the bottleneck
     operation_watch: str = "list"  # "list": one operation list read per collection per tick; "each": a GET each
     breaker_threshold: int = 5
     breaker_open_seconds: float = 10.0
@@ -189,6 +190,7 @@ class RunConfig:
             "--breaker-threshold": self.breaker_threshold,
             "--max-receive-batch": self.max_receive_batch,
             "--batch-max-items": self.batch_max_items,
+            "--batch-max-items-backlog": self.batch_max_items_backlog,
         }
         for flag, value in positive_ints.items():
             if value < 1:

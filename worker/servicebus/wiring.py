@@ -135,6 +135,7 @@ def build_processor(cfg: RunConfig, metrics: Metrics, limits: Limits) -> Any:
         geocatalog,
         BatchSettings(
             max_items=cfg.batch_max_items,
+            max_items_backlog=cfg.batch_max_items_backlog,
             linger=cfg.batch_linger_ms / 1000.0,
             operation_timeout=cfg.operation_timeout_seconds,
         ),
