@@ -9,6 +9,7 @@ import pytest
 
 from worker.adapters.geocatalog.client import GeoCatalogError, NotFound, Operation
 from worker.adapters.geocatalog.watcher import SCHEDULES, OperationWatcher, PollSchedule
+from worker.adapters.ratelimit import RateLimiter
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -73,3 +74,28 @@ def test_refused_list_falls_back_to_reads_by_id_for_good() -> None:
             w.wait_for_operation(
                 Operation("broken", "Pending", type="AddItem", collection_id="c"), deadline=time.monotonic() + 5
             )
+
+
+def test_ticks_of_all_collections_stay_within_the_read_share_of_the_budget() -> None:
+    src = RefusingList()
+    limiter = RateLimiter(20.0)
+    w = OperationWatcher(src, min_interval=0.5, rate_limiter=limiter, read_share=0.1)  # 2 reads/s in all
+    assert w._interval() == 0.5  # no collection watched yet
+    fast = {"AddItem": PollSchedule((0.05, 0.1))}
+    w.schedules = fast
+    done = [
+        threading.Thread(
+            target=w.wait_for_operation,
+            args=(Operation(f"{c}-op", "Pending", type="AddItem", collection_id=c),),
+            kwargs={"deadline": time.monotonic() + 5},
+        )
+        for c in ("a", "b", "c", "d", "e", "f")
+    ]
+    for t in done:
+        t.start()
+    for t in done:
+        t.join(timeout=10)
+    assert w._interval() == pytest.approx(6 / 2.0)  # six collection loops share 2 reads/s
+    w.close()
+    with pytest.raises(ValueError, match="read_share"):
+        OperationWatcher(src, read_share=0)

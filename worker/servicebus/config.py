@@ -19,6 +19,9 @@ def _flag_env(flag: str) -> str:
     return f"{flag} ({envvar(flag)})"
 
 
+# threads per process (docs/benchmarks.md: 3 processes x 2,048 at 151 MB peak RSS each)
+MAX_CONCURRENCY = 4096
+
 @dataclass(frozen=True)
 class RunConfig:
     # Service Bus
@@ -200,8 +203,8 @@ class RunConfig:
                 f"{_flag_env('--max-result-bytes')} must be >= 65536 (room for a shortened result), "
                 f"got {self.max_result_bytes}"
             )
-        if self.concurrency > 1024:
-            raise ConfigError(f"{_flag_env('--concurrency')} must be <= 1024, got {self.concurrency}")
+        if self.concurrency > MAX_CONCURRENCY:
+            raise ConfigError(f"{_flag_env('--concurrency')} must be <= {MAX_CONCURRENCY}, got {self.concurrency}")
         non_negative = {
             "--drain-seconds": self.drain_seconds,
             "--retry-base-seconds": self.retry_base_seconds,

@@ -123,7 +123,9 @@ def build_processor(cfg: RunConfig, metrics: Metrics, limits: Limits) -> Any:
     from worker.processing.processor import ProcessingSettings, Processor
 
     geocatalog = build_geocatalog_client(cfg, metrics)
-    operations = OperationWatcher(geocatalog, metrics=metrics) if cfg.operation_watch == "list" else geocatalog
+    operations = geocatalog
+    if cfg.operation_watch == "list":
+        operations = OperationWatcher(geocatalog, rate_limiter=geocatalog.rate_limiter, metrics=metrics)
     session = requests.Session()
     adapter = requests.adapters.HTTPAdapter(pool_maxsize=max(16, min(cfg.concurrency, 256)))
     session.mount("http://", adapter)

@@ -10,7 +10,10 @@ a collection once per tick and resolves every operation of its own it finds ther
 - **One loop thread per collection** with waiters, started on the first wait and ended after ``idle_exit``
   seconds without one. A tick happens when the earliest waiter is due, never sooner than ``min_interval`` after
   the collection's previous tick: under load a collection costs at most 1 / ``min_interval`` calls per second
-  however many operations are in flight, and every operation is seen within ``min_interval`` of ending.
+  however many operations are in flight, and every operation is seen within ``min_interval`` of ending. With a
+  ``rate_limiter`` (this process's share of the budget) the interval also stays at or above
+  collections / (``read_share`` x its rate): the reads of all collections together take at most ``read_share``
+  of the budget, next to the ingest POSTs' ``write_share`` (``worker.processing.batching``).
 - **Due times** follow the recorded durations per operation type (``SCHEDULES``; item 14 of the recordings:
   AddItem ~6.9 s of which Pending 2.3 s, UpdateItem ~2.5 s, DeleteItem ~0.8 s, failures back in 0.7-1.6 s),
   clamped to each waiter's deadline. A ``Retry-After`` on an operation pushes its due time back.
@@ -46,6 +49,7 @@ from worker.adapters.geocatalog.client import (
     operation_finished,
 )
 from worker.adapters.geocatalog.retry import Cancelled
+from worker.adapters.ratelimit import RateLimiter
 from worker.domain.errors import ErrorKind
 from worker.observability.metrics import Metrics
 
@@ -131,19 +135,25 @@ class OperationWatcher:
         page_max: int = 1000,
         max_pages: int = 3,
         schedules: Mapping[str, PollSchedule] = SCHEDULES,
+        rate_limiter: RateLimiter | None = None,
+        read_share: float = 0.15,
         metrics: Metrics | None = None,
         cancel_check: float = 0.1,
         idle_exit: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if min_interval < 0 or page_min < 1 or page_max < page_min or max_pages < 1:
-            raise ValueError("OperationWatcher: min_interval ≥ 0, 1 ≤ page_min ≤ page_max, max_pages ≥ 1")
+        if min_interval < 0 or page_min < 1 or page_max < page_min or max_pages < 1 or not 0 < read_share <= 1:
+            raise ValueError(
+                "OperationWatcher: min_interval ≥ 0, 1 ≤ page_min ≤ page_max, max_pages ≥ 1, 0 < read_share ≤ 1"
+            )
         self.client = client
         self.min_interval = min_interval
         self.page_min = page_min
         self.page_max = page_max
         self.max_pages = max_pages
         self.schedules = schedules
+        self.rate_limiter = rate_limiter
+        self.read_share = read_share
         self.metrics = metrics
         self.cancel_check = cancel_check
         self.idle_exit = idle_exit
@@ -207,6 +217,12 @@ class OperationWatcher:
             due = max(due, now + op.retry_after)
         return min(due, deadline)
 
+    def _interval(self) -> float:
+        """The least time between two ticks of one collection."""
+        if self.rate_limiter is None:
+            return self.min_interval
+        return max(self.min_interval, len(self._loops) / (self.read_share * self.rate_limiter.rate))
+
     def _forget(self, loop: _CollectionLoop) -> bool:
         """Called by an idle loop: remove it unless a waiter arrived meanwhile (then it keeps running)."""
         with self._lock, loop.cond:
@@ -257,9 +273,7 @@ class _CollectionLoop(threading.Thread):
                         continue
                 else:
                     idle_since = now
-                    due_at = max(
-                        min(x.due for xs in self.waiters.values() for x in xs), self.last_tick + w.min_interval
-                    )
+                    due_at = max(min(x.due for xs in self.waiters.values() for x in xs), self.last_tick + w._interval())
                     if now < due_at:
                         self.cond.wait(min(due_at - now, w.cancel_check))
                         continue
