@@ -52,6 +52,7 @@ _LONE_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 _IPISH_HOST = re.compile(r"[0-9a-fA-Fx.]+", re.ASCII)  # decimal/hex/octal IPv4 spellings like 0x7f.1 or 2130706433
 _HOST_CHARS = re.compile(r"[a-z0-9.\-_]+|[0-9a-f:.]+", re.ASCII)  # urlsplit lower-cases; IPv6 without brackets
 _SIMPLE_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_:\-]*", re.ASCII)
+_CONTROL_CHAR = re.compile(r"[\x00-\x1f\x7f]")  # one regex scan, not a Python loop per character
 
 MAX_URL_CHARS = 2048
 MAX_HREF_CHARS = 4096
@@ -766,7 +767,7 @@ def _check_href(href: Any, path: str) -> None:
         raise InvalidRequest(
             "required string" if href is None else f"must be a string, got {_type_name(href)}", field=path
         )
-    if not href or len(href) > MAX_HREF_CHARS or any(c < " " or c == "\x7f" for c in href):
+    if not href or len(href) > MAX_HREF_CHARS or _CONTROL_CHAR.search(href):
         raise InvalidRequest(
             f"must be a non-empty URL of at most {MAX_HREF_CHARS} characters without control characters", field=path
         )
