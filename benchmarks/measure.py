@@ -75,6 +75,7 @@ CALL_KINDS = {
     "PATCH /stac/collections/{collectionId}/items/{itemId}": "put",
     "DELETE /stac/collections/{collectionId}/items/{itemId}": "delete",
     "GET /inma/operations/{operationId}": "poll_get",
+    "GET /inma/operations": "poll_get",  # the operation watcher's list read (worker/adapters/geocatalog/watcher.py)
     "GET /stac/collections/{collectionId}/items/{itemId}": "item_get",
 }
 

@@ -48,6 +48,7 @@ COLUMNS = [
     ("pub p99", "published_p99"),
     ("CPU ms/req", "cpu_ms_per_request"),
     ("RSS MB", "peak_rss_mb_max"),
+    ("in flight", "in_flight_max"),
     ("calls/item", "calls_per_item"),
     ("POST", "post"),
     ("PUT", "put"),
@@ -77,6 +78,8 @@ def table(results: list[ScenarioResult]) -> str:
                 row.append(f"{_fmt(ratio, 1)}{tag}" if ratio else "-")
             elif key in ("post", "put", "delete", "poll_get", "item_get"):
                 row.append(_fmt(r.calls.get(key)))
+            elif key == "in_flight_max":
+                row.append(_fmt(f.get(key)))
             elif key.startswith("vs_peer_"):
                 row.append(_fmt(f.get(key), 2) if f.get(key) else "-")
             elif key in ("calls_per_item", "poll_gets_per_op_second"):

@@ -92,6 +92,20 @@ def _phases(got: dict, sent_at: dict[str, float], wall: float) -> dict[str, floa
     return out
 
 
+def _max_in_flight(got: dict) -> int:
+    """The most requests between ``received_at`` and ``completed_at`` at once, over every worker process."""
+    events: list[tuple[float, int]] = []
+    for c in got.values():
+        rec, done = _epoch(c.result.get("received_at")), _epoch(c.result.get("completed_at"))
+        if rec is not None and done is not None:
+            events += [(rec, 1), (done, -1)]
+    peak = now = 0
+    for _, step in sorted(events):  # an end sorts before a start at the same instant
+        now += step
+        peak = max(peak, now)
+    return peak
+
+
 def _steady_throughput(times: list[float]) -> float | None:
     """Results/s between the 10th and 90th percentile of receive times (ramp-up and tail excluded)."""
     if len(times) < 50:
@@ -333,6 +347,8 @@ class Run:
             "operations": calls["accepted_writes"],
             "items_per_operation": items / calls["accepted_writes"] if calls["accepted_writes"] else None,
             "poll_gets_per_op_second": calls["poll_get"] / op_seconds if op_seconds > 0 else None,
+            "in_flight_max": _max_in_flight(got),
+            "in_flight_per_process_max": _max_in_flight(got) / max(1, s.processes),
         }
         return ScenarioResult(s, figures=f, processes=processes, calls=calls)
 

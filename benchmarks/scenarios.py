@@ -209,7 +209,6 @@ def full() -> list[Scenario]:
                 Target("≥ 300 single-item requests/s across 3 processes", "throughput", ">=", 300.0),
                 Target("≤ 0.15 GeoCatalog calls per item", "calls_per_item", "<=", 0.15),
                 Target("no request failed by throttling", "failed", "<=", 0.0),
-                *_budget_targets(),
             ),
         ),
         Scenario(
@@ -229,6 +228,22 @@ def full() -> list[Scenario]:
                 ),
                 Target("≤ 0.15 GeoCatalog calls per item", "calls_per_item", "<=", 0.15),
                 Target("no request failed by throttling", "failed", "<=", 0.0),
+            ),
+        ),
+        Scenario(
+            "budget50-op5-c2048-p3",
+            "50 calls/s GeoCatalog budget enforced (429), 5 s operations, 3 processes, concurrency 2048 (issue 15)",
+            operation_seconds=5.0,
+            requests=15000,
+            concurrency=2048,
+            processes=3,
+            emulator_budget=50.0,
+            peer_name="peer-budget50-op5-c512-p3",
+            targets=(
+                Target("no request failed by throttling", "failed", "<=", 0.0),
+                *_budget_targets(),
+                Target("≥ 2,048 in flight per process (issue 15)", "in_flight_per_process_max", ">=", 2048.0),
+                Target("≤ 200 MB RSS at that (issue 15)", "peak_rss_mb_max", "<=", 200.0),
             ),
         ),
     ]

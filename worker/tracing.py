@@ -69,6 +69,7 @@ __all__ = [
     "settle_span",
     "shutdown",
     "uninstall",
+    "watch_span",
 ]
 
 log = structlog.get_logger(__name__)
@@ -506,6 +507,20 @@ def http_span(method: str, route: str, url: str, attempt: int) -> SpanHandle:
 def batch_span(collection: str, mode: str, contexts: Iterable[Context | None]) -> SpanHandle:
     """The ``ingest`` span of a merged ItemCollection POST (flush thread): parented on the first request's
     context, linking every request in the batch."""
+    return _linked_span(
+        f"ingest {collection}", contexts, {"gcw.collection": collection, "gcw.mode": mode}, "gcw.batch.requests"
+    )
+
+
+def watch_span(collection: str, contexts: Iterable[Context | None]) -> SpanHandle:
+    """The operation watcher's tick (its own thread): the reads that serve several batches at once, parented on
+    the first waiting batch's context, linking every waiting batch."""
+    return _linked_span(f"watch {collection}", contexts, {"gcw.collection": collection}, "gcw.watch.waiters")
+
+
+def _linked_span(
+    name: str, contexts: Iterable[Context | None], attributes: dict[str, str | int], count_attribute: str
+) -> SpanHandle:
     state = _state
     if state is None:
         return _NOOP
@@ -518,10 +533,10 @@ def batch_span(collection: str, mode: str, contexts: Iterable[Context | None]) -
     links = [Link(trace.get_current_span(c).get_span_context()) for c in unique]
     links = [link for link in links if link.context.is_valid]
     span = state.tracer.start_span(
-        f"ingest {collection}",
+        name,
         context=unique[0] if unique else Context(),
         kind=SpanKind.INTERNAL,
         links=links,
-        attributes={"gcw.collection": collection, "gcw.mode": mode, "gcw.batch.requests": len(unique)},
+        attributes={**attributes, count_attribute: len(unique)},
     )
     return _Current(span)

@@ -438,6 +438,21 @@ def test_health_port_value_moves_port_and_config_together(helm: Path) -> None:
 
 
 @pytest.mark.parametrize(
+    ("sets", "budget"),
+    [
+        ([], "10"),  # budgetPerPod
+        (["geocatalog.subscriptionBudget=50", "replicaCount=3"], "16.667"),
+        (["geocatalog.subscriptionBudget=50", "replicaCount=3", "hpa.enabled=true", "hpa.maxReplicas=8"], "6.250"),
+        (["geocatalog.subscriptionBudget=50", "keda.enabled=true", "keda.maxReplicaCount=10"], "5.000"),
+    ],
+)
+def test_subscription_budget_is_split_over_the_most_pods_there_can_be(helm: Path, sets, budget) -> None:
+    args = [a for kv in sets for a in ("--set", kv)]
+    docs = template(helm, *args, values=CHART / "ci" / "minimal-values.yaml")
+    assert one(docs, "ConfigMap")["data"]["GCW_GEOCATALOG_BUDGET"] == budget
+
+
+@pytest.mark.parametrize(
     ("stem", "grace"),
     [("minimal", 60 + 15), ("keda", 120 + 15), ("hpa", 120)],
 )

@@ -142,7 +142,9 @@ def test_batch_stays_open_while_the_budget_is_backed_up() -> None:
     from worker.processing.batching import Batcher, BatchSettings
 
     class Limited(FakeCatalog):
-        class rate_limiter:  # quacks like RateLimiter.delay()
+        class rate_limiter:  # quacks like RateLimiter.delay() and .rate
+            rate = 1000.0  # no write-slot wait of its own: the 0.4 s is the limiter's
+
             @staticmethod
             def delay() -> float:
                 return 0.4

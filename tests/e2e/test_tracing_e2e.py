@@ -113,9 +113,14 @@ def test_a_traced_request_yields_one_trace_from_receive_through_geocatalog_to_th
     send = by_name["send replies"]
     settle = by_name["settle requests"]
     post = by_name["POST /stac/collections/{collectionId}/items"]
-    polls = [s for s in trace if s.name == "GET /inma/operations/{operationId}"]
+    # the operation is read by the watcher's list read (one for every batch waiting on c1), in a watch span
+    # parented on the waiting batch and linking it
+    polls = [s for s in trace if s.name in ("GET /inma/operations", "GET /inma/operations/{operationId}")]
     batch = by_name["ingest c1"]
+    watch = by_name["watch c1"]
     assert polls, names
+    assert watch.parent is not None and watch.parent.span_id == batch.context.span_id
+    assert [link.context.span_id for link in watch.links] == [batch.context.span_id]
     # the receive span continues the producer's span; everything else hangs under it
     assert receive.kind is SpanKind.CONSUMER and receive.parent is not None
     assert format(receive.parent.span_id, "016x") == PARENT_SPAN_ID
@@ -123,9 +128,9 @@ def test_a_traced_request_yields_one_trace_from_receive_through_geocatalog_to_th
     assert process.parent is not None and process.parent.span_id == receive.context.span_id
     assert batch.parent is not None and batch.parent.span_id == process.context.span_id
     assert [link.context.span_id for link in batch.links] == [process.context.span_id]
-    for call in [post, *polls]:
+    for call, parent in [(post, batch), *((poll, watch) for poll in polls)]:
         assert call.kind is SpanKind.CLIENT
-        assert call.parent is not None and call.parent.span_id == batch.context.span_id
+        assert call.parent is not None and call.parent.span_id == parent.context.span_id
         assert call.attributes["http.response.status_code"] in (200, 202)
         assert call.attributes["az.client_request_id"]
     assert post.attributes["az.service_request_id.x_request_id"]

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from tests.support.fakes import FakeCatalog, live_copy, make_item
+from worker.adapters.geocatalog.client import ValidationError
+from worker.adapters.ratelimit import RateLimiter
 from worker.domain.errors import Cancelled, ErrorKind
 from worker.domain.stored import with_digest
 from worker.processing.batching import (
@@ -362,3 +365,73 @@ def test_a_synchronous_409_is_handled_like_the_asynchronous_conflict(fake, mode)
     else:
         assert outcome["b"].succeeded and fake.calls["PUT"] == 1
         assert fake.items[("c1", "b")]["properties"]["value"] == 2
+
+
+class BudgetedCatalog(FakeCatalog):
+    """The fake catalog behind a client-side budget of ``rate`` calls/s; rejects POSTs above ``max_post``."""
+
+    def __init__(self, rate: float, max_post: int = 10_000) -> None:
+        super().__init__()
+        self.rate_limiter = RateLimiter(rate)
+        self.max_post = max_post
+
+    def create_items(self, collection: str, items, *, cancel=None):
+        if len(items) > self.max_post:
+            with self.lock:
+                self.calls["POST"] += 1
+            raise ValidationError("too large", status=400, code="PostItemCollectionSizeExceeded")
+        self.rate_limiter.acquire(cancel)  # as GeoCatalogClient.request does for every call
+        return super().create_items(collection, items, cancel=cancel)
+
+
+def sustained_submits(batcher: Batcher, rounds: int = 12, per_round: int = 5, items: int = 10, gap: float = 0.05):
+    """``rounds`` waves of ``per_round`` concurrent submissions, a wave every ``gap`` seconds (steady load)."""
+    with ThreadPoolExecutor(rounds * per_round) as pool:
+        futures = []
+        for r in range(rounds):
+            for k in range(per_round):
+                batch = [make_item(f"r{r}-{k}-{n}") for n in range(items)]
+                futures.append(pool.submit(batcher.submit, "c1", batch, request_id=f"r{r}-{k}"))
+            time.sleep(gap)  # the producer's pace, not a synchronisation
+        return [f.result(timeout=20) for f in futures]
+
+
+def test_batches_grow_past_max_items_while_posts_wait_for_the_budget():
+    fake = BudgetedCatalog(rate=10.0)  # write share 0.3: one ingest POST slot per 0.33 s
+    with batcher_for(fake, max_items=100, max_items_backlog=1000, linger=0.0) as b:
+        start = time.monotonic()
+        results = sustained_submits(b)  # 600 items in 0.6 s
+        elapsed = time.monotonic() - start
+    assert all(r.all_succeeded for r in results)
+    assert sum(fake.post_sizes) == 600
+    assert max(fake.post_sizes) > 100  # grown while the budget was the bottleneck
+    assert fake.calls["POST"] <= 5
+    assert elapsed < 5
+
+
+def test_without_a_budget_posts_stay_within_max_items(fake):
+    with batcher_for(fake, max_items=100, max_items_backlog=1000, linger=0.0) as b:
+        results = sustained_submits(b)
+    assert all(r.all_succeeded for r in results)
+    assert max(fake.post_sizes) <= 100
+
+
+def test_posts_start_at_the_write_share_of_the_budget():
+    fake = BudgetedCatalog(rate=20.0)  # 6 POSTs/s
+    with batcher_for(fake, linger=0.0, write_share=0.3) as b:
+        start = time.monotonic()
+        for n in range(4):  # one after the other: each waits for its slot
+            assert b.submit("c1", [make_item(f"s{n}")]).all_succeeded
+        elapsed = time.monotonic() - start
+    assert fake.calls["POST"] == 4
+    assert elapsed >= 3 / 6.0 - 0.05
+
+
+def test_a_size_rejection_halves_the_cap_and_the_items_still_land():
+    fake = BudgetedCatalog(rate=10.0, max_post=150)
+    with batcher_for(fake, max_items=100, max_items_backlog=1000, linger=0.0) as b:
+        results = sustained_submits(b)
+        assert b._cap < 1000
+    assert all(r.all_succeeded for r in results)
+    assert len(fake.items) == 600
+    assert max(fake.post_sizes) <= 150

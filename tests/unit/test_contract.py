@@ -255,3 +255,9 @@ def test_results():
     assert (inv.status, inv.action, inv.collection, inv.attempts, inv.items) == ("invalid", "ingest", COLL, 3, [])
     assert inv.error == {"code": "InvalidRequest", "message": "items: must not be empty"}
     assert inv.received_at == t and inv.completed_at >= t
+
+
+@pytest.mark.parametrize("bad", ["https://x/a\x01.tif", "https://x/a\x7f.tif", "https://x/\ta.tif", "https://x/a\n"])
+def test_href_with_a_control_character_is_rejected(bad):
+    err = reject_item(item(assets={"data": {"href": bad}}))
+    assert err.field == "items[0].assets.data.href" and "control characters" in err.message

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -402,3 +403,28 @@ def test_pc_provider_base_url_forms() -> None:
     ):
         assert PlanetaryComputerSasProvider(base).base_url == "https://pc.example"
     assert PlanetaryComputerSasProvider("https://pc.example", subscription_key="k").subscription_key == Secret("k")
+
+
+def test_sign_item_copies_only_what_it_changes_and_leaves_the_input_alone() -> None:
+    signer, *_ = make_signer()
+    href = "https://acct.blob.core.windows.net/ctr/a.tif"
+    item = {
+        "type": "Feature",
+        "id": "i1",
+        "collection": "c1",
+        "properties": {"datetime": "2024-01-01T00:00:00Z", "eo:bands": [{"name": "b1"}]},
+        "assets": {
+            "data": {"href": href, "roles": ["data"], "alternate": {"s3": {"href": href + "?x=1", "title": "t"}}},
+            "meta": {"title": "no href"},
+            "odd": "not an object",
+        },
+    }
+    before = json.dumps(item, sort_keys=True)
+    signed = signer.sign_item(item)
+    assert json.dumps(item, sort_keys=True) == before  # the input is not modified
+    data = signed["assets"]["data"]
+    assert "sig=acct-ctr" in data["href"] and "sig=acct-ctr" in data["alternate"]["s3"]["href"]
+    assert "x=1" in data["alternate"]["s3"]["href"] and data["alternate"]["s3"]["title"] == "t"
+    assert list(data) == ["href", "roles", "alternate"]  # key order kept
+    assert signed["assets"]["meta"] == {"title": "no href"} and signed["assets"]["odd"] == "not an object"
+    assert signed["properties"] is item["properties"]  # unchanged parts are shared, not copied

@@ -590,21 +590,31 @@ class HrefSigner:
 
         ``collection`` defaults to the item's ``collection`` field (``contract.validate_item`` fills it in and
         checks it equals the request's collection)."""
-        signed = copy.deepcopy(item)
-        if collection is None and isinstance(signed, dict) and isinstance(signed.get("collection"), str):
+        # Only the containers on the way to an href are copied (item, assets, each asset, its alternates): the
+        # rest is shared with the input, which neither side modifies. A deep copy was ~40 % of the signing cost.
+        if not isinstance(item, dict):
+            return copy.deepcopy(item)
+        signed = dict(item)
+        if collection is None and isinstance(signed.get("collection"), str):
             collection = signed["collection"]
-        item_id = signed.get("id") if isinstance(signed, dict) else None
-        assets = signed.get("assets") if isinstance(signed, dict) else None
+        item_id = signed.get("id")
+        assets = signed.get("assets")
         if not isinstance(assets, dict):
             return signed
-        for asset in assets.values():
-            if not isinstance(asset, dict):
+        signed["assets"] = assets = dict(assets)
+        for key, original in assets.items():
+            if not isinstance(original, dict):
                 continue
+            assets[key] = asset = dict(original)
             if isinstance(asset.get("href"), str):
                 asset["href"] = self.sign_href(asset["href"], collection, item_id)
             alternates = asset.get("alternate")
             if isinstance(alternates, dict):
-                for alternate in alternates.values():
+                asset["alternate"] = alternates = dict(alternates)
+                for name, alternate in alternates.items():
                     if isinstance(alternate, dict) and isinstance(alternate.get("href"), str):
-                        alternate["href"] = self.sign_href(alternate["href"], collection, item_id)
+                        alternates[name] = {
+                            **alternate,
+                            "href": self.sign_href(alternate["href"], collection, item_id),
+                        }
         return signed

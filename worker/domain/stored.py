@@ -60,6 +60,8 @@ _EXTENSION_VERSION = re.compile(r"/v\d+(?:\.\d+)*(?:-[0-9A-Za-z.]+)?/")
 
 def strip_sas(href: str) -> str:
     """``href`` without its SAS parameters; every other query parameter kept, in order."""
+    if "?" not in href:
+        return href
     parts = urlsplit(href)
     if not parts.query:
         return href

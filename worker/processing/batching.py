@@ -6,6 +6,12 @@ for the same ``(collection, mode)`` that arrive within ``linger`` seconds are me
 ``max_items`` and ``max_bytes``), and ONE poll loop waits for the merged operation on a flush thread. Callers
 block on a future and honour their ``cancel`` event.
 
+When the budget is the bottleneck, batches grow instead of POSTs queueing (docs/benchmarks.md): ingest POSTs
+start at most at ``write_share`` of the client's current rate-limiter rate (a batch that is not full waits for
+its slot with the batch still open), and while POSTs wait for a slot, or the limiter has a queue, a batch may
+grow from ``max_items`` up to ``max_items_backlog`` (the emulator's limit is 1,000 per POST; the service
+documents none, and a ``PostItemCollectionSizeExceeded`` lowers the cap to half the rejected size).
+
 When a merged operation fails, every submission must still get its own exact outcome. The emulator (and
 possibly the service) applies the items of an ItemCollection individually: a failed batch may have ingested
 some of its items, so blindly re-submitting would report "already exists" for items our own batch just wrote.
@@ -47,6 +53,7 @@ import structlog
 
 from worker import tracing
 from worker.adapters.geocatalog.client import Conflict, Operation
+from worker.adapters.ratelimit import RateLimiter
 from worker.domain.errors import Cancelled, ErrorKind, PermanentError, TransientError, WorkerError
 from worker.domain.secrets import redact
 from worker.domain.stored import same_content
@@ -59,6 +66,7 @@ R = TypeVar("R")
 
 ALREADY_EXISTS = "ItemAlreadyExistsInCollection"
 ERRORS_IN_BATCH = "ErrorsInBatchOperation"
+SIZE_EXCEEDED = "PostItemCollectionSizeExceeded"
 # Operation error codes that mean "try again later", not "this item is bad".
 TRANSIENT_OPERATION_CODES = frozenset(
     {
@@ -114,6 +122,15 @@ def classify_operation_code(code: str | None) -> ErrorKind:
     return ErrorKind.PERMANENT
 
 
+class OperationWaiter(Protocol):
+    """Waits for an operation to end: ``GeoCatalogClient`` (one GET per operation per poll) or
+    ``worker.adapters.geocatalog.watcher.OperationWatcher`` (one list read per collection per tick)."""
+
+    def wait_for_operation(
+        self, op: Operation, *, deadline: float, cancel: threading.Event | None = None
+    ) -> Operation: ...
+
+
 class CatalogClient(Protocol):
     """The part of ``worker.adapters.geocatalog.client.GeoCatalogClient`` the batcher uses."""
 
@@ -136,10 +153,14 @@ class BatchSettings:
     probe_concurrency: int = 8  # parallel GETs / single re-submits while resolving a failure
     max_flushes: int = 64  # flush threads (batches in flight at once; 32 capped 2 s operations at ~14 POSTs/s)
     budget_linger_max: float = 2.0  # while the client's rate limiter is backed up, keep a batch open up to this
+    max_items_backlog: int = 1000  # items per POST while the budget is the bottleneck (the emulator's limit)
+    write_share: float = 0.3  # share of the limiter's rate that ingest POSTs may start at (the rest: reads)
 
     def __post_init__(self) -> None:
         if self.max_items < 1 or self.max_bytes < 1 or self.linger < 0 or self.operation_timeout <= 0:
             raise ValueError("BatchSettings: max_items/max_bytes ≥ 1, linger ≥ 0, operation_timeout > 0")
+        if not 0 < self.write_share <= 1:
+            raise ValueError("BatchSettings: 0 < write_share ≤ 1")
 
 
 @dataclass(frozen=True)
@@ -264,10 +285,14 @@ class _Resolution:
         settings: BatchSettings,
         batch: _Batch,
         *,
+        operations: OperationWaiter,
         ops_lock: threading.Lock,
         stop: threading.Event,
+        lower_cap: Callable[[int], None],
     ) -> None:
         self.client = client
+        self.operations = operations
+        self.lower_cap = lower_cap  # a POST of this many items was too large for the service
         self.settings = settings
         self.collection = batch.collection
         self.mode = batch.mode
@@ -297,7 +322,7 @@ class _Resolution:
     def _wait(self, op: Operation) -> Operation:
         if op.terminal:
             return op
-        return self.client.wait_for_operation(op, deadline=self._deadline(), cancel=self.cancel)
+        return self.operations.wait_for_operation(op, deadline=self._deadline(), cancel=self.cancel)
 
     def _post(self, entries: list[_Entry]) -> Operation:
         with self.lock:
@@ -321,7 +346,13 @@ class _Resolution:
                 self._split(entries, depth)
             return
         except WorkerError as e:
-            if e.kind is ErrorKind.INVALID and len(entries) > 1:
+            if e.kind is ErrorKind.INVALID and len(entries) > 1 and e.code == SIZE_EXCEEDED:
+                # Too many items for one POST (nothing applied): halves, and later batches stay below this size.
+                self.lower_cap(len(entries))
+                mid = len(entries) // 2
+                halves = [entries[:mid], entries[mid:]]
+                parallel_map(lambda p: self.resolve(p, depth=depth + 1), halves, self.settings.probe_concurrency)
+            elif e.kind is ErrorKind.INVALID and len(entries) > 1:
                 # A synchronous rejection applied nothing: bisect to find the item(s) it is about.
                 self._split(entries, depth)
             else:
@@ -473,8 +504,11 @@ class _Resolution:
 class Batcher:
     """Merges concurrent ``submit`` calls per (collection, mode) into shared POSTs; thread-safe."""
 
-    def __init__(self, client: CatalogClient, settings: BatchSettings | None = None) -> None:
+    def __init__(
+        self, client: CatalogClient, settings: BatchSettings | None = None, *, operations: OperationWaiter | None = None
+    ) -> None:
         self.client = client
+        self.operations: OperationWaiter = operations or client
         self.settings = settings or BatchSettings()
         self._lock = threading.Lock()
         self._ops_lock = threading.Lock()
@@ -482,6 +516,9 @@ class Batcher:
         self._stop = threading.Event()
         self._pool = ThreadPoolExecutor(max_workers=self.settings.max_flushes, thread_name_prefix="gcw-batch")
         self.stats = {"batches": 0, "posts": 0, "submissions": 0}
+        self._limiter: RateLimiter | None = getattr(client, "rate_limiter", None)
+        self._next_write = 0.0  # monotonic time of the next ingest POST slot (guarded by _lock)
+        self._cap = max(self.settings.max_items, self.settings.max_items_backlog)  # learned from size errors
         self._waiters_lock = threading.Lock()
         self._waiters: dict[int, tuple[threading.Event, threading.Event]] = {}
         self._watcher = threading.Thread(target=self._watch_cancels, name="gcw-batch-cancel", daemon=True)
@@ -564,18 +601,42 @@ class Batcher:
                     batch.n_bytes -= sum(e.size for e in mine)
                     batch.ids.difference_update(e.id for e in mine)
 
+    def _lower_cap(self, rejected: int) -> None:
+        with self._lock:
+            if rejected // 2 < self._cap:
+                self._cap = max(1, rejected // 2)
+                log.warning("batch_size_cap_lowered", items=self._cap, rejected=rejected, code=SIZE_EXCEEDED)
+
+    def _item_limit_locked(self) -> int:
+        """Items per POST: ``max_items``, or up to ``max_items_backlog`` while the budget is the bottleneck."""
+        s = self.settings
+        backed_up = time.monotonic() < self._next_write or (self._limiter is not None and self._limiter.delay() > 0)
+        return min(self._cap, max(s.max_items, s.max_items_backlog) if backed_up else s.max_items)
+
+    def _write_slot(self) -> float:
+        """Reserve the next ingest POST slot at ``write_share`` of the limiter's rate; seconds until it."""
+        if self._limiter is None:
+            return 0.0
+        interval = 1.0 / (self._limiter.rate * self.settings.write_share)
+        with self._lock:
+            now = time.monotonic()
+            slot = max(now, self._next_write)
+            self._next_write = slot + interval
+        return slot - now
+
     def _enqueue(self, collection: str, mode: Mode, sub: _Submission) -> None:
         key = (collection, mode)
         s = self.settings
         with self._lock:
             self.stats["submissions"] += 1
+            max_items = self._item_limit_locked()
             for entry in sub.entries:
                 batch = self._open.get(key)
                 if (
                     batch is not None
                     and batch.entries
                     and (
-                        len(batch.entries) + 1 > s.max_items
+                        len(batch.entries) + 1 > max_items
                         or batch.n_bytes + entry.size > s.max_bytes
                         or entry.id in batch.ids
                     )
@@ -593,7 +654,7 @@ class Batcher:
                 batch.n_bytes += entry.size
                 if not sub.batches or sub.batches[-1] is not batch:
                     sub.batches.append(batch)
-                if len(batch.entries) >= s.max_items or batch.n_bytes >= s.max_bytes:
+                if len(batch.entries) >= max_items or batch.n_bytes >= s.max_bytes:
                     self._close_locked(batch)
 
     def _close_locked(self, batch: _Batch) -> None:
@@ -604,20 +665,32 @@ class Batcher:
 
     def _flush(self, batch: _Batch) -> None:
         batch.full.wait(self.settings.linger)
-        limiter = getattr(self.client, "rate_limiter", None)
-        if limiter is not None and not batch.full.is_set():
-            # Under the GeoCatalog budget the POST would only queue for a token: spend that time with the batch
-            # still open, so that it carries more items and calls per item fall as load rises.
-            delay = min(limiter.delay(), self.settings.budget_linger_max)
-            if delay > 0:
-                batch.full.wait(delay)
+        limiter = self._limiter
+        if limiter is not None:
+            # Under the GeoCatalog budget the POST would only queue for a token, or for its write slot: spend
+            # that time with the batch still open, so that it carries more items and calls per item fall as load
+            # rises. A batch that filled up goes at once, its slot taken all the same (it tells later batches
+            # that the budget is the bottleneck, so they may grow).
+            slot = self._write_slot()
+            if not batch.full.is_set():
+                delay = min(max(slot, limiter.delay()), self.settings.budget_linger_max)
+                if delay > 0:
+                    batch.full.wait(delay)
         with self._lock:
             if not batch.closed:
                 self._close_locked(batch)
             entries = list(batch.entries)
         if not entries:
             return
-        res = _Resolution(self.client, self.settings, batch, ops_lock=self._ops_lock, stop=self._stop)
+        res = _Resolution(
+            self.client,
+            self.settings,
+            batch,
+            operations=self.operations,
+            ops_lock=self._ops_lock,
+            stop=self._stop,
+            lower_cap=self._lower_cap,
+        )
         try:
             if self._stop.is_set():
                 raise Cancelled("batcher closed before the batch was sent")

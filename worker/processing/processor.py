@@ -45,7 +45,7 @@ from worker.domain.retry_policy import RequestRetryPolicy
 from worker.domain.secrets import redact
 from worker.domain.stored import with_digest
 from worker.processing import events
-from worker.processing.batching import Batcher, ItemResult, OpRecord, operation_failure, parallel_map
+from worker.processing.batching import Batcher, ItemResult, OperationWaiter, OpRecord, operation_failure, parallel_map
 
 log = structlog.get_logger(__name__)
 
@@ -118,8 +118,11 @@ class Processor:
         fetcher: Fetcher | None,
         batcher: Batcher,
         settings: ProcessingSettings | None = None,
+        *,
+        operations: OperationWaiter | None = None,
     ) -> None:
         self.geocatalog = geocatalog
+        self.operations: OperationWaiter = operations or geocatalog
         self.signer = signer
         self.fetcher = fetcher
         self.batcher = batcher
@@ -244,7 +247,7 @@ class Processor:
         try:
             op = self.geocatalog.delete_item(collection, item_id, cancel=cancel)
             if not op.terminal:
-                op = self.geocatalog.wait_for_operation(
+                op = self.operations.wait_for_operation(
                     op, deadline=time.monotonic() + self.settings.operation_timeout, cancel=cancel
                 )
         except WorkerError as e:

@@ -26,6 +26,9 @@ def _flag_env(flag: str) -> str:
     return f"{flag} ({envvar(flag)})"
 
 
+# threads per process (docs/benchmarks.md: 3 processes x 2,048 at 151 MB peak RSS each)
+MAX_CONCURRENCY = 4096
+
 @dataclass(frozen=True)
 class Setting:
     """How a ``RunConfig`` field appears on the command line."""
@@ -181,7 +184,7 @@ class RunConfig:
     # runtime
     concurrency: int = setting(
         64,
-        "Requests in flight per process.",
+        "Requests in flight per process (at most 4096).",
     )
     max_receive_batch: int = setting(
         32,
@@ -219,6 +222,16 @@ class RunConfig:
     batch_max_items: int = setting(
         100,
         "Items per merged ingest POST.",
+    )
+    batch_max_items_backlog: int = setting(
+        1000,
+        "Items per merged ingest POST while the GeoCatalog budget is the bottleneck (POSTs wait for budget).",
+    )
+    operation_watch: str = setting(
+        "list",
+        "How operations are polled: 'list' reads each collection's operation list once per tick for all of this "
+        "process's operations; 'each' GETs every operation on its own.",
+        choices=("list", "each"),
     )
     breaker_threshold: int = setting(
         5,
@@ -352,6 +365,8 @@ class RunConfig:
                 raise ConfigError(f"{_flag_env('--event-mapping')} {spec!r}: {exc}") from None
         if self.event_unmatched not in ("invalid", "ignore"):
             raise ConfigError(f"{_flag_env('--event-unmatched')} must be 'invalid' or 'ignore'")
+        if self.operation_watch not in ("list", "each"):
+            raise ConfigError(f"{_flag_env('--operation-watch')} must be 'list' or 'each'")
         if self.storage_credential not in ("identity", "sas"):
             raise ConfigError(f"{_flag_env('--storage-credential')} must be 'identity' or 'sas'")
         if self.storage_hosts and self.storage_credential == "sas" and not (self.static_sas or self.sas_api_url):
@@ -365,6 +380,7 @@ class RunConfig:
             "--breaker-threshold": self.breaker_threshold,
             "--max-receive-batch": self.max_receive_batch,
             "--batch-max-items": self.batch_max_items,
+            "--batch-max-items-backlog": self.batch_max_items_backlog,
         }
         for flag, value in positive_ints.items():
             if value < 1:
@@ -374,8 +390,8 @@ class RunConfig:
                 f"{_flag_env('--max-result-bytes')} must be >= 65536 (room for a shortened result), "
                 f"got {self.max_result_bytes}"
             )
-        if self.concurrency > 1024:
-            raise ConfigError(f"{_flag_env('--concurrency')} must be <= 1024, got {self.concurrency}")
+        if self.concurrency > MAX_CONCURRENCY:
+            raise ConfigError(f"{_flag_env('--concurrency')} must be <= {MAX_CONCURRENCY}, got {self.concurrency}")
         non_negative = {
             "--drain-seconds": self.drain_seconds,
             "--retry-base-seconds": self.retry_base_seconds,

@@ -161,11 +161,15 @@ def build_blob_reader(cfg: RunConfig, metrics: Metrics, session: requests.Sessio
 
 
 def build_processor(cfg: RunConfig, metrics: Metrics, limits: Limits) -> Any:
+    from worker.adapters.geocatalog.watcher import OperationWatcher
     from worker.adapters.itemfetch import ItemFetcher
     from worker.processing.batching import Batcher, BatchSettings
     from worker.processing.processor import ProcessingSettings, Processor
 
     geocatalog = build_geocatalog_client(cfg, metrics)
+    operations = geocatalog
+    if cfg.operation_watch == "list":
+        operations = OperationWatcher(geocatalog, rate_limiter=geocatalog.rate_limiter, metrics=metrics)
     session = requests.Session()
     adapter = requests.adapters.HTTPAdapter(pool_maxsize=max(16, min(cfg.concurrency, 256)))
     session.mount("http://", adapter)
@@ -177,9 +181,11 @@ def build_processor(cfg: RunConfig, metrics: Metrics, limits: Limits) -> Any:
         geocatalog,
         BatchSettings(
             max_items=cfg.batch_max_items,
+            max_items_backlog=cfg.batch_max_items_backlog,
             linger=cfg.batch_linger_ms / 1000.0,
             operation_timeout=cfg.operation_timeout_seconds,
         ),
+        operations=operations,
     )
     settings = ProcessingSettings(
         retry=cfg.retry_policy(),
@@ -187,4 +193,6 @@ def build_processor(cfg: RunConfig, metrics: Metrics, limits: Limits) -> Any:
         limits=limits,
         content_digest=cfg.content_digest,
     )
-    return Processor(geocatalog, build_signer(cfg, metrics, geocatalog), fetcher, batcher, settings)
+    return Processor(
+        geocatalog, build_signer(cfg, metrics, geocatalog), fetcher, batcher, settings, operations=operations
+    )

@@ -152,3 +152,23 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end -}}
 {{- end -}}
 {{- end -}}
+
+{{/*
+This pod's GeoCatalog budget (calls/s): geocatalog.subscriptionBudget split over the most pods there can be
+(KEDA or HPA maximum, else replicaCount), so that budget per pod x replicas never exceeds the subscription's;
+geocatalog.budgetPerPod when subscriptionBudget is not set.
+*/}}
+{{- define "gcw.budgetPerPod" -}}
+{{- $g := .Values.geocatalog -}}
+{{- if $g.subscriptionBudget -}}
+{{- $pods := .Values.replicaCount -}}
+{{- if .Values.keda.enabled -}}
+{{- $pods = .Values.keda.maxReplicaCount -}}
+{{- else if .Values.hpa.enabled -}}
+{{- $pods = .Values.hpa.maxReplicas -}}
+{{- end -}}
+{{- printf "%.3f" (divf $g.subscriptionBudget (max 1 $pods)) -}}
+{{- else -}}
+{{- $g.budgetPerPod -}}
+{{- end -}}
+{{- end -}}

@@ -62,6 +62,7 @@ __all__ = [
     "ValidationError",
     "auth_fault_cause",
     "bearer_challenge",
+    "operation_finished",
     "scope_for",
 ]
 
@@ -133,6 +134,7 @@ TERMINAL_STATUSES = frozenset({"succeeded", "failed", "canceled"})
 ROUTE_ITEMS = "/stac/collections/{collectionId}/items"
 ROUTE_ITEM = "/stac/collections/{collectionId}/items/{itemId}"
 ROUTE_OPERATION = "/inma/operations/{operationId}"
+ROUTE_OPERATIONS = "/inma/operations"
 _LOG_FIELDS = {"collectionId": "collection", "itemId": "item_id", "operationId": "operation_id"}
 ROUTE_COLLECTIONS = "/stac/collections"
 ROUTE_SAS_TOKEN = "/sas/token/{collectionId}"  # noqa: S105 - a route, not a secret
@@ -683,6 +685,26 @@ class GeoCatalogClient:
         resp = self.request("GET", ROUTE_OPERATION, path_params={"operationId": operation_id}, ok=(200,), cancel=cancel)
         return Operation.from_json(self._json(resp, "operation"), retry_after=parse_retry_after(resp.headers))
 
+    def list_operations(
+        self, collection: str, *, top: int, skip: int = 0, cancel: threading.Event | None = None
+    ) -> tuple[list[Operation], bool]:
+        """``GET /inma/operations?collectionId=&$top=&$skip=``: one page, newest first → (operations, more pages).
+
+        Entries that do not parse as an Operation are skipped (the caller reads those by id)."""
+        params = {"collectionId": collection, "$top": top, **({"$skip": skip} if skip else {})}
+        resp = self.request("GET", ROUTE_OPERATIONS, params=params, ok=(200,), cancel=cancel)
+        body = self._json(resp, "operation list")
+        entries = body.get("value") if isinstance(body, Mapping) else None
+        if not isinstance(entries, list):
+            raise ServerError("operation list has no 'value' array", status=resp.status_code, code="BadResponse")
+        ops = []
+        for entry in entries:
+            try:
+                ops.append(Operation.from_json(entry))
+            except GeoCatalogError:
+                continue
+        return ops, bool(body.get("nextLink"))
+
     def get_collection_sas_token(
         self, collection: str, *, duration_minutes: int | None = None, cancel: threading.Event | None = None
     ) -> dict:
@@ -739,18 +761,22 @@ class GeoCatalogClient:
                     f"operation {op.id} still {op.status} after {time.monotonic() - submitted:.1f}s ({polls} polls)",
                     retry_after=interval,
                 )
-        op = dataclasses.replace(op, submitted_at=submitted)
-        if self.metrics is not None:
-            self.metrics.operation_duration.labels(op.type or "unknown", op.status).observe(
-                time.monotonic() - submitted
-            )
-        log.info(
-            "geocatalog_operation_finished",
-            operation_id=op.id,
-            type=op.type,
-            status=op.status,
-            error_code=op.error_code,
-            polls=polls,
-            seconds=round(time.monotonic() - submitted, 3),
-        )
-        return op
+        return operation_finished(op, submitted, polls, self.metrics)
+
+
+def operation_finished(op: Operation, submitted: float, polls: int, metrics: Metrics | None) -> Operation:
+    """``op`` (terminal) stamped with ``submitted``; its duration observed and logged."""
+    op = dataclasses.replace(op, submitted_at=submitted)
+    seconds = time.monotonic() - submitted
+    if metrics is not None:
+        metrics.operation_duration.labels(op.type or "unknown", op.status).observe(seconds)
+    log.info(
+        "geocatalog_operation_finished",
+        operation_id=op.id,
+        type=op.type,
+        status=op.status,
+        error_code=op.error_code,
+        polls=polls,
+        seconds=round(seconds, 3),
+    )
+    return op
