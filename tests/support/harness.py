@@ -32,6 +32,7 @@ from typing import Any
 from azure.servicebus import ServiceBusClient, ServiceBusMessage, ServiceBusSubQueue
 from gcw_emulators.geocatalog import GeoCatalogEmulator
 from gcw_emulators.servicebus import QueueConfig, ServiceBusEmulator
+from gcw_emulators.servicebus.access import AccessPolicy
 
 REQUEST_QUEUE = "requests"
 REPLY_QUEUE = "replies"
@@ -119,9 +120,11 @@ class Harness:
         reply_duplicate_detection: bool = True,
         sessions: bool = False,
         servicebus_process: bool = False,
+        policies: Iterable[AccessPolicy] = (),
     ) -> None:
         """``servicebus_process=True`` runs the Service Bus emulator as a subprocess (``geocatalog-worker emulator
-        servicebus``) so a test can kill the broker outright; ``queue_stats`` is then unavailable."""
+        servicebus``) so a test can kill the broker outright; ``queue_stats`` is then unavailable. ``policies``:
+        shared access policies besides the root one (``servicebus.connection_string_for(name)``)."""
         self.lock_duration = lock_duration
         self.max_delivery_count = max_delivery_count
         self.operation_seconds = operation_seconds
@@ -131,6 +134,7 @@ class Harness:
         self.reply_duplicate_detection = reply_duplicate_detection
         self.sessions = sessions
         self.servicebus_process = servicebus_process
+        self.policies = list(policies)
         self.servicebus: ServiceBusEmulator | None = None
         self.servicebus_proc: subprocess.Popen[str] | None = None
         self.connection_string = ""
@@ -207,7 +211,9 @@ class Harness:
         self.servicebus_proc.wait(timeout=10)
 
     def _start_servicebus(self) -> None:
-        self.servicebus = ServiceBusEmulator(host="127.0.0.1", port=0, queues=self._queues()).start()
+        self.servicebus = ServiceBusEmulator(
+            host="127.0.0.1", port=0, queues=self._queues(), policies=self.policies
+        ).start()
         self.connection_string = self.servicebus.connection_string
 
     def stop(self) -> None:

@@ -11,7 +11,15 @@ from typing import Any
 import click
 import structlog
 
+from gcw_emulators.servicebus.access import AccessPolicy, parse_policy_flag
 from gcw_emulators.servicebus.config import ConfigError, QueueConfig
+
+
+def _policies(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> list[AccessPolicy]:
+    try:
+        return [parse_policy_flag(value) for value in values]
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from exc
 
 
 @click.command("servicebus")
@@ -31,9 +39,13 @@ from gcw_emulators.servicebus.config import ConfigError, QueueConfig
               help="Largest message accepted, in bytes (Standard tier: 262144; Premium: up to 104857600).")
 @click.option("--status-port", type=click.IntRange(0, 65535), default=None,
               help="Serve JSON counts per entity over HTTP on this port (0 = pick one).")
+@click.option("--policy", "policies", multiple=True, callback=_policies, metavar="[ENTITY/]NAME:RIGHTS:KEY",
+              help="A shared access policy besides RootManageSharedAccessKey (repeatable): RIGHTS is a comma list of "
+              "Listen, Send, Manage; 'ENTITY/' puts it on one queue or topic, else on the namespace. "
+              "Example: requests/worker:Listen:s3cret.")
 def servicebus_command(host: str, port: int, config_file: Path | None, queues: tuple[str, ...],
                        lock_duration: float, max_delivery_count: int, data_dir: Path | None,
-                       max_message_size: int, status_port: int | None) -> None:
+                       max_message_size: int, status_port: int | None, policies: list[AccessPolicy]) -> None:
     """An AMQP 1.0 broker that the unmodified azure-servicebus SDK connects to.
 
     Prints the connection string (with the actual port) on the first line, then runs until SIGINT/SIGTERM.
@@ -49,7 +61,8 @@ def servicebus_command(host: str, port: int, config_file: Path | None, queues: t
         declared = [QueueConfig(name, lock_duration=lock_duration, max_delivery_count=max_delivery_count)
                     for name in queues]
         emu = ServiceBusEmulator(host=host, port=port, queues=declared, config_file=config_file,
-                                 data_dir=data_dir, status_port=status_port, max_message_size=max_message_size)
+                                 data_dir=data_dir, status_port=status_port, max_message_size=max_message_size,
+                                 policies=policies)
         emu.start()
     except (ConfigError, EmulatorError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
@@ -64,6 +77,7 @@ def servicebus_command(host: str, port: int, config_file: Path | None, queues: t
     if emu.status_url:
         click.echo(f"status: {emu.status_url}")
     click.echo(f"entities: {', '.join(emu.store.entity_paths()) if emu.store else ''}")
+    click.echo("policies: " + ", ".join(p.describe() for p in emu.access.policies))
     sys.stdout.flush()
     try:
         while not stop.wait(0.5):
