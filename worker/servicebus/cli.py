@@ -144,6 +144,14 @@ _RUN_OPTIONS: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
         30.0,
         "On SIGTERM/SIGINT, how long in-flight requests may finish before they are abandoned.",
     ),
+    option(
+        "--burst",
+        type=click.FloatRange(min=0, min_open=True),
+        metavar="SECONDS",
+        help="Burst mode (backfills, a KEDA ScaledJob): once the request entity has stayed empty for SECONDS, "
+        "with nothing in flight and no retry this process scheduled still due, stop receiving and exit 0. "
+        "Off by default: run until SIGTERM.",
+    ),
     option("--health-host", default="0.0.0.0", show_default=True, help="Address of the health/metrics server."),
     _number("--health-port", int, 8080, "Port of /healthz, /readyz and /metrics (0 = any free port, logged at start)."),
     option("--log-level", default="INFO", show_default=True, help="DEBUG, INFO, WARNING or ERROR."),
@@ -163,7 +171,8 @@ def run_command(**kwargs: Any) -> None:
     """Consume request messages, process them against GeoCatalog, publish one result each, settle.
 
     Stops on SIGTERM or SIGINT: no new messages, readiness turns false, in-flight requests get
-    --drain-seconds to finish, the rest is abandoned for redelivery, exit status 0.
+    --drain-seconds to finish, the rest is abandoned for redelivery, exit status 0. With --burst SECONDS it
+    also stops, exit status 0, once the request entity has stayed empty for SECONDS.
     """
     sys.exit(run(config_from_options(kwargs)))
 
@@ -212,6 +221,7 @@ def config_from_options(kwargs: dict[str, Any]) -> RunConfig:
         breaker_open_seconds=kwargs["breaker_open_seconds"],
         breaker_max_open_seconds=kwargs["breaker_max_open_seconds"],
         drain_seconds=kwargs["drain_seconds"],
+        burst_seconds=kwargs["burst"],
         health_host=kwargs["health_host"],
         health_port=kwargs["health_port"],
         log_level=kwargs["log_level"],

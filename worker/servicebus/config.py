@@ -66,6 +66,7 @@ class RunConfig:
     breaker_open_seconds: float = 10.0
     breaker_max_open_seconds: float = 120.0
     drain_seconds: float = 30.0
+    burst_seconds: float | None = None  # exit 0 once the request entity stays empty this long (backfills)
     health_host: str = "0.0.0.0"
     health_port: int = 8080
     log_level: str = "INFO"
@@ -217,6 +218,8 @@ class RunConfig:
         for flag, value in positive.items():
             if value <= 0:
                 raise ConfigError(f"{_flag_env(flag)} must be > 0, got {value}")
+        if self.burst_seconds is not None and self.burst_seconds <= 0:
+            raise ConfigError(f"{_flag_env('--burst')} must be > 0 seconds, got {self.burst_seconds}")
         if not 0 <= self.health_port <= 65535:
             raise ConfigError(f"{_flag_env('--health-port')} must be 0..65535, got {self.health_port}")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
