@@ -24,8 +24,8 @@ def test_burst_drains_the_backlog_with_its_retries_then_exits_zero() -> None:
             max_attempts=10,
             breaker_threshold=50,
             geocatalog_retry_seconds=0.2,
-            retry_base_seconds=4,
-            retry_max_seconds=5,  # a retry due later than the burst wait
+            retry_base_seconds=8,
+            retry_max_seconds=9,  # a retry due later than the burst wait
         )
         assert w.proc.wait(timeout=90) == 0, w.output()[-4000:]
         stats = h.queue_stats()
