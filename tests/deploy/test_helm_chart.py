@@ -170,6 +170,7 @@ def test_ci_values_files_cover_the_required_scenarios() -> None:
         "keda-values.yaml",
         "sessions-values.yaml",
         "hpa-values.yaml",
+        "scaledjob-values.yaml",
     }
 
 
@@ -195,9 +196,16 @@ def test_helm_lint_fails_on_a_broken_template(helm: Path, tmp_path: Path) -> Non
 @pytest.mark.parametrize("kube_version", KUBE_VERSIONS)
 def test_rendered_manifests_are_valid_kubernetes(rendered, values: Path, kube_version: str) -> None:
     docs = rendered(values.stem.removesuffix("-values"))
-    crd_kinds = {"ScaledObject", "TriggerAuthentication", "ServiceMonitor", "PrometheusRule"}
+    crd_kinds = {"ScaledObject", "ScaledJob", "TriggerAuthentication", "ServiceMonitor", "PrometheusRule"}
     for doc in docs:
-        if doc["kind"] in crd_kinds:
+        if doc["kind"] == "ScaledJob":  # its jobTargetRef is a batch/v1 JobSpec: validate it as a Job
+            doc = {
+                "apiVersion": "batch/v1",
+                "kind": "Job",
+                "metadata": doc["metadata"],
+                "spec": doc["spec"]["jobTargetRef"],
+            }
+        elif doc["kind"] in crd_kinds:
             continue
         try:
             kubernetes_validate.validate(doc, kube_version, strict=True)
@@ -277,6 +285,7 @@ def test_schema_rejects_bad_values(helm: Path, args: list[str], message: str) ->
         (["--set", "keda.enabled=true,hpa.enabled=true"], "keda.enabled and hpa.enabled are mutually exclusive"),
         (["--set", "keda.enabled=true,keda.minReplicaCount=5,keda.maxReplicaCount=2"], "must not exceed"),
         (["--set", "keda.enabled=true,keda.cloud=Private"], "keda.cloud=Private needs keda.endpointSuffix"),
+        (["--set", "keda.scaledJob.enabled=true"], "keda.scaledJob.enabled needs keda.enabled=true"),
         (
             ["--set", "worker.drainSeconds=90,terminationGracePeriodSeconds=60"],
             "terminationGracePeriodSeconds (60) must be greater than worker.drainSeconds (90)",
@@ -290,6 +299,7 @@ def test_schema_rejects_bad_values(helm: Path, args: list[str], message: str) ->
         "keda-and-hpa",
         "keda-min-over-max",
         "private-cloud-no-suffix",
+        "scaled-job-without-keda",
         "grace-shorter-than-drain",
     ],
 )
@@ -326,6 +336,9 @@ def test_readme_documents_every_value() -> None:
 
 
 def _pod(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The worker's pod template: the Deployment's, or the Jobs' of the ScaledJob (keda.scaledJob)."""
+    if "ScaledJob" in kinds(docs):
+        return one(docs, "ScaledJob")["spec"]["jobTargetRef"]["template"]
     return one(docs, "Deployment")["spec"]["template"]
 
 
@@ -819,7 +832,7 @@ def _container_environment(docs: list[dict[str, Any]]) -> dict[str, str]:
     return env
 
 
-@pytest.mark.parametrize("stem", ["minimal", "keda", "sessions", "hpa"])
+@pytest.mark.parametrize("stem", ["minimal", "keda", "sessions", "hpa", "scaledjob"])
 def test_worker_command_line_accepts_the_rendered_configuration(rendered, monkeypatch, stem: str) -> None:
     """`geocatalog-worker run` parses and validates the chart's GCW_* environment (only the serving loop, which
     would connect to Azure, is replaced)."""
@@ -858,6 +871,7 @@ def test_worker_command_line_accepts_the_rendered_configuration(rendered, monkey
     if stem == "hpa":
         assert cfg.servicebus_connection_string is not None and cfg.servicebus_namespace is None
         assert cfg.geocatalog_token is not None
+    assert cfg.burst_seconds == (30.0 if stem == "scaledjob" else None)
 
 
 def test_worker_rejects_what_the_chart_must_never_render(rendered, monkeypatch) -> None:
@@ -1015,3 +1029,38 @@ def test_tracing_enabled_without_a_destination_fails_with_a_clear_message(helm: 
         values=CHART / "ci" / "minimal-values.yaml",
     )
     assert "otlpEndpoint" in error
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# KEDA ScaledJob (backfills: run --burst)
+
+
+def test_scaled_job_runs_burst_jobs_instead_of_a_deployment(rendered, helm: Path, tmp_path: Path) -> None:
+    docs = rendered("scaledjob")
+    assert kinds(docs) == {"ServiceAccount", "ConfigMap", "ScaledJob", "TriggerAuthentication"}  # no PDB either
+    job, auth = one(docs, "ScaledJob"), one(docs, "TriggerAuthentication")
+    errors = [e.message for e in _keda_validator("scaledjob.schema.json").iter_errors(job)]
+    assert not errors, errors
+    spec = job["spec"]
+    assert (spec["minReplicaCount"], spec["maxReplicaCount"], spec["pollingInterval"]) == (0, 8, 30)
+    assert spec["rollout"] == {"strategy": "gradual"}  # an upgrade does not kill Jobs mid-backfill
+    assert spec["scalingStrategy"] == {"strategy": "accurate"}
+    target = spec["jobTargetRef"]
+    assert (target["parallelism"], target["completions"], target["backoffLimit"]) == (1, 1, 2)
+    assert target["activeDeadlineSeconds"] == 21600
+    pod = target["template"]["spec"]
+    assert pod["restartPolicy"] == "Never"
+    assert pod["containers"][0]["args"] == ["run", "--burst", "30"]
+    assert pod["terminationGracePeriodSeconds"] > int(one(docs, "ConfigMap")["data"]["GCW_DRAIN_SECONDS"])
+    [trigger] = spec["triggers"]
+    assert trigger["metadata"]["queueName"] == "backfill-requests" and trigger["metadata"]["messageCount"] == "500"
+    assert check_azure_servicebus_trigger(trigger, auth) == []
+    broken = json.loads(json.dumps(job))
+    broken["spec"]["scaleTargetRef"] = {"name": "x"}  # a ScaledObject field on a ScaledJob
+    assert list(_keda_validator("scaledjob.schema.json").iter_errors(broken))
+
+    sessions = template(helm, "--set", "keda.scaledJob.enabled=true", values=CHART / "ci" / "sessions-values.yaml")
+    assert _pod(sessions)["spec"]["containers"][0]["args"] == ["run", "--sessions", "--burst", "60"]
+    notes = _render_notes(helm, tmp_path, CHART / "ci" / "scaledjob-values.yaml")
+    assert "KEDA ScaledJob, up to 8 Jobs, one per 500 queued messages" in notes
+    assert "run --burst 30" in notes and "get jobs" in notes

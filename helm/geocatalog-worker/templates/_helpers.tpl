@@ -129,6 +129,9 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- if and .Values.keda.enabled .Values.hpa.enabled -}}
 {{- fail "keda.enabled and hpa.enabled are mutually exclusive: KEDA creates its own HPA" -}}
 {{- end -}}
+{{- if and .Values.keda.scaledJob.enabled (not .Values.keda.enabled) -}}
+{{- fail "keda.scaledJob.enabled needs keda.enabled=true (the ScaledJob is KEDA's, with its trigger and authentication)" -}}
+{{- end -}}
 {{- if .Values.keda.enabled -}}
 {{- if gt (int .Values.keda.minReplicaCount) (int .Values.keda.maxReplicaCount) -}}
 {{- fail (printf "keda.minReplicaCount (%d) must not exceed keda.maxReplicaCount (%d)" (int .Values.keda.minReplicaCount) (int .Values.keda.maxReplicaCount)) -}}
