@@ -410,6 +410,7 @@ def test_configuration_reaches_the_container_as_gcw_variables(rendered) -> None:
         "GCW_CONCURRENCY": "16",
         "GCW_HEALTH_PORT": "8080",
         "GCW_DRAIN_SECONDS": "120",
+        "GCW_OPERATION_TIMEOUT_SECONDS": "600",
         "GCW_LOG_LEVEL": "INFO",
         "GCW_MAX_ATTEMPTS": "5",
     }
@@ -452,7 +453,7 @@ def test_health_port_value_moves_port_and_config_together(helm: Path) -> None:
 
 @pytest.mark.parametrize(
     ("stem", "grace"),
-    [("minimal", 60 + 15), ("keda", 120 + 15), ("hpa", 120)],
+    [("minimal", 600 + 15), ("keda", 120 + 15), ("hpa", 120)],
 )
 def test_termination_grace_period_covers_the_drain(rendered, stem: str, grace: int) -> None:
     docs = rendered(stem)
@@ -801,6 +802,8 @@ def test_notes_tell_what_was_installed(helm: Path, tmp_path: Path) -> None:
     assert "subject system:serviceaccount:default:rel-geocatalog-worker" in notes
     assert "keda-operator" in notes
     assert "request queue ingest-requests: retries are scheduled there" in notes  # its Data Sender role
+    assert "the drain is shorter than worker.operationTimeoutSeconds (600s)" in notes
+    assert "GeoCatalog budget: 2.5 calls/s per pod x 20 (keda.maxReplicaCount) <= 50 calls/s" in notes
     notes = _render_notes(helm, tmp_path / "hpa", CHART / "ci" / "hpa-values.yaml")
     assert "connection string from Secret servicebus-connection" in notes
     assert "federated credential" not in notes
@@ -857,6 +860,9 @@ def test_worker_command_line_accepts_the_rendered_configuration(rendered, monkey
     assert cfg.reply_queue == "ingest-results"
     assert cfg.drain_seconds == float(env["GCW_DRAIN_SECONDS"])
     assert cfg.health_port == int(env["GCW_HEALTH_PORT"])
+    assert cfg.operation_timeout_seconds == float(env["GCW_OPERATION_TIMEOUT_SECONDS"]) == 600
+    if stem == "minimal":  # the defaults: a drain long enough for an operation polled to its deadline
+        assert cfg.drain_seconds >= cfg.operation_timeout_seconds
     if stem == "keda":
         assert cfg.servicebus_namespace == "sb-geocatalog.servicebus.windows.net"
         assert cfg.sign_hosts == ("*.blob.core.windows.net", "landsateuwest.blob.core.windows.net")
@@ -1064,3 +1070,34 @@ def test_scaled_job_runs_burst_jobs_instead_of_a_deployment(rendered, helm: Path
     notes = _render_notes(helm, tmp_path, CHART / "ci" / "scaledjob-values.yaml")
     assert "KEDA ScaledJob, up to 8 Jobs, one per 500 queued messages" in notes
     assert "run --burst 30" in notes and "get jobs" in notes
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the GeoCatalog API budget
+
+
+@pytest.mark.parametrize(
+    ("args", "pods"),
+    [
+        (
+            ["--set", "keda.enabled=true,keda.maxReplicaCount=10,geocatalog.budgetPerPod=10"],
+            "10 (keda.maxReplicaCount)",
+        ),
+        (["--set", "hpa.enabled=true,hpa.maxReplicas=10,geocatalog.budgetPerPod=10"], "10 (hpa.maxReplicas)"),
+        (["--set", "replicaCount=11"], "11 (replicaCount)"),
+    ],
+    ids=["keda", "hpa", "fixed"],
+)
+def test_budget_per_pod_times_max_replicas_must_fit_the_catalog_budget(helm: Path, args: list[str], pods: str) -> None:
+    err = template_error(helm, *args, values=CHART / "ci" / "minimal-values.yaml")
+    assert f"x the most pods {pods} = " in err and "exceeds geocatalog.budget (50)" in err
+    docs = template(helm, *args, "--set", "geocatalog.budget=200", values=CHART / "ci" / "minimal-values.yaml")
+    assert one(docs, "ConfigMap")["data"]["GCW_GEOCATALOG_BUDGET"] in ("10", "5")
+
+
+def test_the_default_budget_fits_the_default_replica_maximum(helm: Path) -> None:
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert values["geocatalog"]["budgetPerPod"] * values["keda"]["maxReplicaCount"] <= values["geocatalog"]["budget"]
+    assert values["worker"]["drainSeconds"] >= values["worker"]["operationTimeoutSeconds"]
+    docs = template(helm, "--set", "keda.enabled=true", values=CHART / "ci" / "minimal-values.yaml")
+    assert one(docs, "ScaledObject")["spec"]["maxReplicaCount"] == 10

@@ -99,6 +99,26 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end -}}
 {{- end -}}
 
+{{/* The most pods that can run at once, and which value says so: "<n> (<value>)". */}}
+{{- define "gcw.maxPods" -}}
+{{- if .Values.keda.enabled -}}
+{{- include "gcw.kedaMaxReplicas" . }} (keda.maxReplicaCount)
+{{- else if .Values.hpa.enabled -}}
+{{- .Values.hpa.maxReplicas }} (hpa.maxReplicas)
+{{- else -}}
+{{- .Values.replicaCount }} (replicaCount)
+{{- end -}}
+{{- end -}}
+
+{{/* Every pod takes geocatalog.budgetPerPod calls/s: together they must stay within geocatalog.budget. */}}
+{{- define "gcw.validateBudget" -}}
+{{- $pods := int (first (splitList " " (include "gcw.maxPods" .))) -}}
+{{- $total := mulf .Values.geocatalog.budgetPerPod $pods -}}
+{{- if gt $total (float64 .Values.geocatalog.budget) -}}
+{{- fail (printf "geocatalog.budgetPerPod (%v) x the most pods %s = %v calls/s exceeds geocatalog.budget (%v): lower budgetPerPod or the replica maximum (or raise geocatalog.budget if the catalog allows more)" .Values.geocatalog.budgetPerPod (include "gcw.maxPods" .) $total .Values.geocatalog.budget) -}}
+{{- end -}}
+{{- end -}}
+
 {{/* Cross-field checks the JSON schema cannot express clearly. */}}
 {{- define "gcw.validate" -}}
 {{- $sb := .Values.serviceBus -}}
@@ -120,6 +140,7 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- if not .Values.geocatalog.url -}}
 {{- fail "set geocatalog.url (the GeoCatalog endpoint)" -}}
 {{- end -}}
+{{- include "gcw.validateBudget" . -}}
 {{- if and .Values.workloadIdentity.enabled $sb.namespace (not .Values.workloadIdentity.clientId) -}}
 {{- fail "set workloadIdentity.clientId (the managed identity federated with the ServiceAccount), or workloadIdentity.enabled=false" -}}
 {{- end -}}
