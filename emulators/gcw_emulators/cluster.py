@@ -50,6 +50,7 @@ from azure.servicebus import (
 from gcw_emulators.demo.traffic import send_batched
 from gcw_emulators.geocatalog import GeoCatalogEmulator
 from gcw_emulators.servicebus import QueueConfig, ServiceBusEmulator
+from gcw_emulators.servicebus.access import AccessPolicy
 
 REQUEST_QUEUE = "requests"
 REPLY_QUEUE = "replies"
@@ -180,6 +181,7 @@ class Cluster:
         env: Mapping[str, str] | None = None,
         log_dir: Path | None = None,
         stop_timeout: float | None = None,
+        policies: Iterable[AccessPolicy] = (),
     ) -> None:
         """Queues: ``lock_duration``, ``max_delivery_count`` and ``sessions`` of the request queue; the reply
         queue (absent with ``reply_queue=False`` until ``add_reply_queue``) with duplicate detection unless
@@ -212,6 +214,7 @@ class Cluster:
         self.extra_args = list(extra_args)
         self.env = dict(env or {})
         self.stop_timeout = stop_timeout
+        self.policies = list(policies)  # shared access policies besides the root one (connection_string_for(name))
         self._own_log_dir = log_dir is None
         self.log_dir = Path(log_dir) if log_dir is not None else Path(tempfile.mkdtemp(prefix="gcw-cluster-"))
         self.servicebus: ServiceBusEmulator | None = None
@@ -302,7 +305,11 @@ class Cluster:
 
     def _start_servicebus(self) -> None:
         self.servicebus = ServiceBusEmulator(
-            host="127.0.0.1", port=self._sb_port, queues=self._queues(), data_dir=self._data_dir
+            host="127.0.0.1",
+            port=self._sb_port,
+            queues=self._queues(),
+            data_dir=self._data_dir,
+            policies=self.policies,
         ).start()
         self._sb_port = self.servicebus.port
         self.connection_string = self.servicebus.connection_string

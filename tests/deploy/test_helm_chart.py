@@ -170,6 +170,7 @@ def test_ci_values_files_cover_the_required_scenarios() -> None:
         "keda-values.yaml",
         "sessions-values.yaml",
         "hpa-values.yaml",
+        "scaledjob-values.yaml",
     }
 
 
@@ -195,9 +196,16 @@ def test_helm_lint_fails_on_a_broken_template(helm: Path, tmp_path: Path) -> Non
 @pytest.mark.parametrize("kube_version", KUBE_VERSIONS)
 def test_rendered_manifests_are_valid_kubernetes(rendered, values: Path, kube_version: str) -> None:
     docs = rendered(values.stem.removesuffix("-values"))
-    crd_kinds = {"ScaledObject", "TriggerAuthentication", "ServiceMonitor", "PrometheusRule"}
+    crd_kinds = {"ScaledObject", "ScaledJob", "TriggerAuthentication", "ServiceMonitor", "PrometheusRule"}
     for doc in docs:
-        if doc["kind"] in crd_kinds:
+        if doc["kind"] == "ScaledJob":  # its jobTargetRef is a batch/v1 JobSpec: validate it as a Job
+            doc = {
+                "apiVersion": "batch/v1",
+                "kind": "Job",
+                "metadata": doc["metadata"],
+                "spec": doc["spec"]["jobTargetRef"],
+            }
+        elif doc["kind"] in crd_kinds:
             continue
         try:
             kubernetes_validate.validate(doc, kube_version, strict=True)
@@ -277,6 +285,7 @@ def test_schema_rejects_bad_values(helm: Path, args: list[str], message: str) ->
         (["--set", "keda.enabled=true,hpa.enabled=true"], "keda.enabled and hpa.enabled are mutually exclusive"),
         (["--set", "keda.enabled=true,keda.minReplicaCount=5,keda.maxReplicaCount=2"], "must not exceed"),
         (["--set", "keda.enabled=true,keda.cloud=Private"], "keda.cloud=Private needs keda.endpointSuffix"),
+        (["--set", "keda.scaledJob.enabled=true"], "keda.scaledJob.enabled needs keda.enabled=true"),
         (
             ["--set", "worker.drainSeconds=90,terminationGracePeriodSeconds=60"],
             "terminationGracePeriodSeconds (60) must be greater than worker.drainSeconds (90)",
@@ -290,6 +299,7 @@ def test_schema_rejects_bad_values(helm: Path, args: list[str], message: str) ->
         "keda-and-hpa",
         "keda-min-over-max",
         "private-cloud-no-suffix",
+        "scaled-job-without-keda",
         "grace-shorter-than-drain",
     ],
 )
@@ -326,6 +336,9 @@ def test_readme_documents_every_value() -> None:
 
 
 def _pod(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The worker's pod template: the Deployment's, or the Jobs' of the ScaledJob (keda.scaledJob)."""
+    if "ScaledJob" in kinds(docs):
+        return one(docs, "ScaledJob")["spec"]["jobTargetRef"]["template"]
     return one(docs, "Deployment")["spec"]["template"]
 
 
@@ -397,6 +410,7 @@ def test_configuration_reaches_the_container_as_gcw_variables(rendered) -> None:
         "GCW_CONCURRENCY": "16",
         "GCW_HEALTH_PORT": "8080",
         "GCW_DRAIN_SECONDS": "120",
+        "GCW_OPERATION_TIMEOUT_SECONDS": "600",
         "GCW_LOG_LEVEL": "INFO",
         "GCW_MAX_ATTEMPTS": "5",
     }
@@ -440,10 +454,11 @@ def test_health_port_value_moves_port_and_config_together(helm: Path) -> None:
 @pytest.mark.parametrize(
     ("sets", "budget"),
     [
-        ([], "10"),  # budgetPerPod
-        (["geocatalog.subscriptionBudget=50", "replicaCount=3"], "16.667"),
-        (["geocatalog.subscriptionBudget=50", "replicaCount=3", "hpa.enabled=true", "hpa.maxReplicas=8"], "6.250"),
-        (["geocatalog.subscriptionBudget=50", "keda.enabled=true", "keda.maxReplicaCount=10"], "5.000"),
+        ([], "50.000"),  # one pod: the whole budget
+        (["geocatalog.budgetPerPod=10"], "10"),  # explicit
+        (["replicaCount=3"], "16.667"),
+        (["replicaCount=3", "hpa.enabled=true", "hpa.maxReplicas=8"], "6.250"),
+        (["keda.enabled=true", "keda.maxReplicaCount=10"], "5.000"),
     ],
 )
 def test_subscription_budget_is_split_over_the_most_pods_there_can_be(helm: Path, sets, budget) -> None:
@@ -454,7 +469,7 @@ def test_subscription_budget_is_split_over_the_most_pods_there_can_be(helm: Path
 
 @pytest.mark.parametrize(
     ("stem", "grace"),
-    [("minimal", 60 + 15), ("keda", 120 + 15), ("hpa", 120)],
+    [("minimal", 600 + 15), ("keda", 120 + 15), ("hpa", 120)],
 )
 def test_termination_grace_period_covers_the_drain(rendered, stem: str, grace: int) -> None:
     docs = rendered(stem)
@@ -803,6 +818,8 @@ def test_notes_tell_what_was_installed(helm: Path, tmp_path: Path) -> None:
     assert "subject system:serviceaccount:default:rel-geocatalog-worker" in notes
     assert "keda-operator" in notes
     assert "request queue ingest-requests: retries are scheduled there" in notes  # its Data Sender role
+    assert "the drain is shorter than worker.operationTimeoutSeconds (600s)" in notes
+    assert "GeoCatalog budget: 2.5 calls/s per pod x 20 (keda.maxReplicaCount) <= 50 calls/s" in notes
     notes = _render_notes(helm, tmp_path / "hpa", CHART / "ci" / "hpa-values.yaml")
     assert "connection string from Secret servicebus-connection" in notes
     assert "federated credential" not in notes
@@ -834,7 +851,7 @@ def _container_environment(docs: list[dict[str, Any]]) -> dict[str, str]:
     return env
 
 
-@pytest.mark.parametrize("stem", ["minimal", "keda", "sessions", "hpa"])
+@pytest.mark.parametrize("stem", ["minimal", "keda", "sessions", "hpa", "scaledjob"])
 def test_worker_command_line_accepts_the_rendered_configuration(rendered, monkeypatch, stem: str) -> None:
     """`geocatalog-worker run` parses and validates the chart's GCW_* environment (only the serving loop, which
     would connect to Azure, is replaced)."""
@@ -859,6 +876,9 @@ def test_worker_command_line_accepts_the_rendered_configuration(rendered, monkey
     assert cfg.reply_queue == "ingest-results"
     assert cfg.drain_seconds == float(env["GCW_DRAIN_SECONDS"])
     assert cfg.health_port == int(env["GCW_HEALTH_PORT"])
+    assert cfg.operation_timeout_seconds == float(env["GCW_OPERATION_TIMEOUT_SECONDS"]) == 600
+    if stem == "minimal":  # the defaults: a drain long enough for an operation polled to its deadline
+        assert cfg.drain_seconds >= cfg.operation_timeout_seconds
     if stem == "keda":
         assert cfg.servicebus_namespace == "sb-geocatalog.servicebus.windows.net"
         assert cfg.sign_hosts == ("*.blob.core.windows.net", "landsateuwest.blob.core.windows.net")
@@ -873,6 +893,7 @@ def test_worker_command_line_accepts_the_rendered_configuration(rendered, monkey
     if stem == "hpa":
         assert cfg.servicebus_connection_string is not None and cfg.servicebus_namespace is None
         assert cfg.geocatalog_token is not None
+    assert cfg.burst_seconds == (30.0 if stem == "scaledjob" else None)
 
 
 def test_worker_rejects_what_the_chart_must_never_render(rendered, monkeypatch) -> None:
@@ -1030,3 +1051,70 @@ def test_tracing_enabled_without_a_destination_fails_with_a_clear_message(helm: 
         values=CHART / "ci" / "minimal-values.yaml",
     )
     assert "otlpEndpoint" in error
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# KEDA ScaledJob (backfills: run --burst)
+
+
+def test_scaled_job_runs_burst_jobs_instead_of_a_deployment(rendered, helm: Path, tmp_path: Path) -> None:
+    docs = rendered("scaledjob")
+    assert kinds(docs) == {"ServiceAccount", "ConfigMap", "ScaledJob", "TriggerAuthentication"}  # no PDB either
+    job, auth = one(docs, "ScaledJob"), one(docs, "TriggerAuthentication")
+    errors = [e.message for e in _keda_validator("scaledjob.schema.json").iter_errors(job)]
+    assert not errors, errors
+    spec = job["spec"]
+    assert (spec["minReplicaCount"], spec["maxReplicaCount"], spec["pollingInterval"]) == (0, 8, 30)
+    assert spec["rollout"] == {"strategy": "gradual"}  # an upgrade does not kill Jobs mid-backfill
+    assert spec["scalingStrategy"] == {"strategy": "accurate"}
+    target = spec["jobTargetRef"]
+    assert (target["parallelism"], target["completions"], target["backoffLimit"]) == (1, 1, 2)
+    assert target["activeDeadlineSeconds"] == 21600
+    pod = target["template"]["spec"]
+    assert pod["restartPolicy"] == "Never"
+    assert pod["containers"][0]["args"] == ["run", "--burst", "30"]
+    assert pod["terminationGracePeriodSeconds"] > int(one(docs, "ConfigMap")["data"]["GCW_DRAIN_SECONDS"])
+    [trigger] = spec["triggers"]
+    assert trigger["metadata"]["queueName"] == "backfill-requests" and trigger["metadata"]["messageCount"] == "500"
+    assert check_azure_servicebus_trigger(trigger, auth) == []
+    broken = json.loads(json.dumps(job))
+    broken["spec"]["scaleTargetRef"] = {"name": "x"}  # a ScaledObject field on a ScaledJob
+    assert list(_keda_validator("scaledjob.schema.json").iter_errors(broken))
+
+    sessions = template(helm, "--set", "keda.scaledJob.enabled=true", values=CHART / "ci" / "sessions-values.yaml")
+    assert _pod(sessions)["spec"]["containers"][0]["args"] == ["run", "--sessions", "--burst", "60"]
+    notes = _render_notes(helm, tmp_path, CHART / "ci" / "scaledjob-values.yaml")
+    assert "KEDA ScaledJob, up to 8 Jobs, one per 500 queued messages" in notes
+    assert "run --burst 30" in notes and "get jobs" in notes
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the GeoCatalog API budget
+
+
+@pytest.mark.parametrize(
+    ("args", "pods"),
+    [
+        (
+            ["--set", "keda.enabled=true,keda.maxReplicaCount=10,geocatalog.budgetPerPod=10"],
+            "10 (keda.maxReplicaCount)",
+        ),
+        (["--set", "hpa.enabled=true,hpa.maxReplicas=10,geocatalog.budgetPerPod=10"], "10 (hpa.maxReplicas)"),
+        (["--set", "replicaCount=11,geocatalog.budgetPerPod=5"], "11 (replicaCount)"),
+    ],
+    ids=["keda", "hpa", "fixed"],
+)
+def test_budget_per_pod_times_max_replicas_must_fit_the_catalog_budget(helm: Path, args: list[str], pods: str) -> None:
+    err = template_error(helm, *args, values=CHART / "ci" / "minimal-values.yaml")
+    assert f"x the most pods {pods} = " in err and "exceeds geocatalog.budget (50)" in err
+    docs = template(helm, *args, "--set", "geocatalog.budget=200", values=CHART / "ci" / "minimal-values.yaml")
+    assert one(docs, "ConfigMap")["data"]["GCW_GEOCATALOG_BUDGET"] in ("10", "5")
+
+
+def test_the_default_budget_fits_the_default_replica_maximum(helm: Path) -> None:
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert values["worker"]["drainSeconds"] >= values["worker"]["operationTimeoutSeconds"]
+    docs = template(helm, "--set", "keda.enabled=true", values=CHART / "ci" / "minimal-values.yaml")
+    assert one(docs, "ScaledObject")["spec"]["maxReplicaCount"] == 10
+    per_pod = float(one(docs, "ConfigMap")["data"]["GCW_GEOCATALOG_BUDGET"])
+    assert per_pod * 10 <= values["geocatalog"]["budget"]  # the default split fits the default replica maximum

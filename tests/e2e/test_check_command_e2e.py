@@ -5,14 +5,16 @@ It takes ``run``'s flags, prints one row per check and exits 1 when a check fail
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
 from typing import Any
 
 import pytest
+from gcw_emulators.servicebus.access import LISTEN, SEND, AccessPolicy
 
-from tests.support.harness import Harness
+from tests.support.harness import REPLY_QUEUE, REQUEST_QUEUE, Harness, ingest_request, stac_item, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -67,3 +69,39 @@ def test_check_passes_then_fails_on_each_injected_fault() -> None:
 
         status, rows = check(h, geocatalog_url=f"{h.geocatalog.url}/not-a-catalog")
         assert status == 1 and rows["geocatalog"][:2] == ["FAILED", "geocatalog_endpoint"], rows
+
+
+WORKER_POLICIES = [  # one name and key on both queues, as a worker's connection string needs; Send on requests missing
+    AccessPolicy("worker", "worker-key", frozenset({LISTEN}), entity=REQUEST_QUEUE),
+    AccessPolicy("worker", "worker-key", frozenset({SEND}), entity=REPLY_QUEUE),
+]
+
+
+def test_a_missing_send_right_on_the_request_queue_is_reported_at_start() -> None:
+    with Harness(collections=["c1"], policies=WORKER_POLICIES) as h:
+        assert h.servicebus is not None
+        conn = h.servicebus.connection_string_for("worker", REQUEST_QUEUE)
+        status, rows = check(h, servicebus_connection_string=conn)
+        assert status == 1, rows
+        assert rows["schedule"][:2] == ["FAILED", "servicebus_forbidden"], rows
+        assert "'Send' claim" in rows["schedule"][2] and "worker-key" not in rows["schedule"][2]
+        assert rows["receive"][0] == "ok" and rows["send_reply"][0] == "ok", rows
+
+        h.send([ingest_request("c1", [stac_item("waits", "c1")])])
+        w = h.start_worker(servicebus_connection_string=conn)
+        assert wait_until(lambda: len(w.events("preflight_check")) == 4, 30), w.output()
+        checks = {e["check"]: e for e in w.events("preflight_check")}
+        assert (checks["schedule"]["result"], checks["schedule"]["cause"]) == ("FAILED", "servicebus_forbidden")
+        assert [e["check"] for e in w.events("configuration_fault")] == ["schedule"]
+        assert "worker-key" not in w.output()
+
+        def held_with_the_cause() -> bool:  # intake held: a worker that cannot schedule retries takes nothing
+            if w.health_port is None:
+                return False
+            code, body = h.http(w, "/readyz")
+            return code == 503 and json.loads(body)["failed"].get("schedule", {}).get("cause") == (
+                "servicebus_forbidden"
+            )
+
+        assert wait_until(held_with_the_cause, 30), h.http(w, "/readyz")
+        assert h.queue_stats()["active"] == 1 and h.queue_stats()["dead_letter"] == 0

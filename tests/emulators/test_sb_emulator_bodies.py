@@ -26,6 +26,8 @@ from gcw_emulators.servicebus import QueueConfig
 from proton import Delivery, Disposition, Handler
 from proton.utils import BlockingConnection, BlockingSender
 
+from tests.emulators.test_sb_emulator_robustness import put_token
+
 pytestmark = pytest.mark.timeout(60)
 
 DATA, SEQUENCE, VALUE_SECTION, FOOTER, APP_PROPERTIES, MESSAGE_ANN = 0x75, 0x76, 0x77, 0x78, 0x74, 0x72
@@ -57,6 +59,7 @@ class RawClient:
     def __init__(self, emu) -> None:
         self.conn = BlockingConnection(f"{emu.host}:{emu.port}", allowed_mechs="ANONYMOUS", timeout=10)
         self.senders: dict[str, BlockingSender] = {}
+        put_token(self.conn, f"sb://{emu.host}:{emu.port}/")  # as the SDK does before it attaches
 
     def send(self, address: str, payload: bytes) -> Delivery:
         if address not in self.senders:

@@ -232,7 +232,7 @@ def test_amqps_listener_serves_clients_without_the_emulator_flag(sb_emulator):
     """Without ``UseDevelopmentEmulator`` the SDK dials TLS on 5671; a loopback address of its own avoids clashes."""
     host = f"127.{random.randint(1, 254)}.{random.randint(1, 254)}.{random.randint(2, 254)}"
     emu = sb_emulator(host=host, queues=[QueueConfig("q")], amqps_port=5671)
-    credential = AzureNamedKeyCredential("RootManageSharedAccessKey", "any key")
+    credential = AzureNamedKeyCredential("RootManageSharedAccessKey", "SAS_KEY_VALUE")  # the root policy (access.py)
     with ServiceBusClient(host, credential, connection_verify=str(emu.ca_cert), retry_total=0) as c:
         with c.get_queue_sender("q") as s:
             s.send_messages(ServiceBusMessage("over tls"))

@@ -11,9 +11,10 @@ import pytest
 from azure.servicebus import ServiceBusClient, ServiceBusMessage
 from azure.servicebus.exceptions import MessageSizeExceededError, ServiceBusError
 from gcw_emulators.servicebus import QueueConfig
+from gcw_emulators.servicebus.access import ROOT_POLICY, sas_token
 from gcw_emulators.servicebus.codec import CodecError, parse, split_batch
 from proton import Message
-from proton.utils import BlockingConnection
+from proton.utils import BlockingConnection, LinkDetached
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -62,9 +63,21 @@ def test_abrupt_disconnect_mid_session_leaves_broker_serving(emu):
     roundtrip_works(emu)
 
 
+def put_token(conn: BlockingConnection, resource: str) -> None:
+    """What the SDK does before it attaches: a shared access signature on ``$cbs`` (the root policy's)."""
+    replies = conn.create_receiver("$cbs", name="cbs-r")
+    requests = conn.create_sender("$cbs", name="cbs-s")
+    requests.send(Message(id=uuid.uuid4(), body=sas_token(resource, ROOT_POLICY),
+                          properties={"operation": "put-token", "type": "jwt", "name": resource}))
+    assert replies.receive(timeout=10).properties["status-code"] == 202
+
+
 def test_unknown_management_operation_gets_an_error_status(emu):
     conn = BlockingConnection(f"{emu.host}:{emu.port}", allowed_mechs="ANONYMOUS", timeout=10)
     try:
+        with pytest.raises(LinkDetached, match="unauthorized-access"):  # no token yet
+            conn.create_receiver("q/$management", name="r0")
+        put_token(conn, f"sb://{emu.host}:{emu.port}/q")
         receiver = conn.create_receiver("q/$management", name="r")
         sender = conn.create_sender("q/$management", name="s")
         request_id = uuid.uuid4()

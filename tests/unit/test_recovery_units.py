@@ -16,7 +16,7 @@ from worker.recovery.export import ExportWriter, read_records
 from worker.recovery.records import DeadLetterRecord, RecordError
 from worker.recovery.replay import Pacer, ReplayRefused, build_message, replay_message_id
 from worker.recovery.selection import Filters, SelectionError, parse_duration, parse_when
-from worker.recovery.summary import render_summary, summarize
+from worker.recovery.summary import render_summary, render_table, shorten, summarize, wrap_cell
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -325,3 +325,64 @@ def test_read_records_names_file_and_line(tmp_path):
         next(reader)
     with pytest.raises(RecordError, match="cannot read"):
         list(read_records(tmp_path / "missing.ndjson"))
+
+
+# ---- error codes and the list table ----------------------------------------------------------------------
+def _processor_description(what: str) -> str:
+    """A description as worker.processing.processor words it (its ``_describe``)."""
+    from types import SimpleNamespace
+
+    from worker.processing.processor import _describe
+
+    request = SimpleNamespace(action="ingest", request_id="req-1", collection="c1")
+    return _describe(request, what, 2)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("description", "code"),
+    [
+        (
+            _processor_description("all 1 items failed: x-1: CollectionDoesNotExist: POST ...: 404"),
+            "CollectionDoesNotExist",
+        ),
+        (
+            _processor_description("2 of 3 items failed: a: ItemInvalid: bad; b: Conflict: exists"),
+            "ItemInvalid, Conflict",
+        ),
+        (_processor_description("all 2 items failed: a: X: m; b: X: m"), "X"),
+        (_processor_description("OperationFailed: the operation failed"), "OperationFailed"),
+        (_processor_description("invalid request: NotAnItem: blob: must be a JSON object"), "NotAnItem"),
+        ("invalid request (attempt 1): InvalidEvent: data.url: required", "InvalidEvent"),
+        ("processing raised RuntimeError: boom (attempt 1); traceback: ...", "RuntimeError"),
+        ("Message could not be consumed after 10 delivery attempts.", None),  # Service Bus's own
+        ("failed a1", None),
+        (None, None),
+    ],
+)
+def test_the_error_code_is_read_from_the_workers_descriptions(description, code) -> None:
+    assert rec(1, dead_letter_error_description=description).error_code == code
+    assert rec(1, dead_letter_error_description=description).to_dict()["error_code"] == code
+
+
+def test_descriptions_wrap_and_a_cut_is_marked() -> None:
+    text = "word " * 40  # 200 characters
+    cell = wrap_cell(text, 30, 2)
+    lines = cell.split("\n")
+    assert len(lines) == 2 and all(len(line) <= 30 for line in lines)
+    assert lines[-1].endswith("chars)") and "… (+" in lines[-1]
+    assert "…" not in wrap_cell(text, 30, None) and len(wrap_cell(text, 30, None).split("\n")) == 7
+    assert shorten("alpha beta gamma delta", 14) == "alpha beta …"  # at a word, with an ellipsis
+    assert shorten("short", 14) == "short"
+    table = render_table(["A", "B", "C"], [["1", "x\ny", "z"], ["22", "w", "v"]]).splitlines()
+    assert table == ["A   B  C", "1   x  z", "    y", "22  w  v"]
+
+
+def test_summary_counts_error_codes_per_reason() -> None:
+    records = [
+        rec(1, dead_letter_error_description=_processor_description("all 1 items failed: a: Conflict: x")),
+        rec(2, dead_letter_error_description=_processor_description("all 1 items failed: b: Conflict: y")),
+        rec(3, dead_letter_error_description="hand-written"),
+    ]
+    summary = summarize(records, entity="q")
+    assert summary.to_dict()["by_reason"][0]["error_codes"] == {"Conflict": 2, "-": 1}
+    assert "Conflict x2, - x1" in render_summary(summary)

@@ -283,6 +283,7 @@ VALID = {
         ({"health_port": 70000}, "--health-port"),
         ({"static_sas": ("nokey",)}, "account/container=TOKEN"),
         ({"log_level": "LOUD"}, "--log-level"),
+        ({"burst_seconds": 0}, "--burst (GCW_BURST) must be > 0 seconds"),
     ],
 )
 def test_invalid_configuration_is_rejected_with_a_precise_message(change: dict, message: str) -> None:
@@ -470,6 +471,37 @@ def test_session_receiver_that_finds_no_session_is_closed_every_time() -> None:
         assert owner._open() is False
     assert [r.closed for r in receivers.receivers] == [1] * 5
     assert owner._link.receiver is None
+
+
+def test_burst_counts_empty_time_from_the_first_empty_look_and_after_the_last_scheduled_retry() -> None:
+    from worker.observability.health import HealthState
+    from worker.observability.metrics import Metrics
+    from worker.servicebus.owner import ReceiverOwner
+
+    now = [100.0]
+    owner = ReceiverOwner(
+        "session-0",
+        client=None,  # type: ignore[arg-type]
+        settings=ConsumerSettings(reply_queue="replies", request_queue="requests", sessions=True, burst_seconds=3),
+        dispatch=lambda rec, own: None,
+        breaker=CircuitBreaker(),
+        metrics=Metrics(),
+        health=HealthState(),
+        capacity=1,
+        receiver_client=_ReceiverClient(),  # type: ignore[arg-type]
+        clock=lambda: now[0],
+    )
+    assert owner.empty_for() == 0.0  # nothing looked at yet
+    owner._open()  # no session to accept: empty
+    now[0] += 2
+    owner._open()
+    assert owner.empty_for() == 2.0  # from the first empty look, not the latest
+    owner._note_intake(found_nothing=False)  # a message arrived (or intake was held)
+    assert owner.empty_for() == 0.0
+    owner._open()
+    owner._retries_due_at = now[0] + 5  # a retry it scheduled is due in 5 s: the queue is not done
+    now[0] += 6
+    assert owner.empty_for() == 1.0
 
 
 # ---- result size -----------------------------------------------------------------------------------------------

@@ -316,7 +316,7 @@ class Processor:
                 result,
                 Settle.DEAD_LETTER,
                 "InvalidRequest",
-                _describe(request, f"invalid request: {e}", attempt),
+                _describe(request, f"invalid request: {e.code}: {e}", attempt),
                 service_ok=None,
             )
         if e.kind is ErrorKind.TRANSIENT and not self.settings.retry.exhausted(request.meta):

@@ -29,7 +29,7 @@ from worker.recovery.records import DeadLetterRecord, RecordError
 from worker.recovery.replay import Pacer, Replayer, ReplayReport
 from worker.recovery.selection import Filters, SelectionError
 from worker.recovery.settle import Decision, SettleOutcome, settle_selected
-from worker.recovery.summary import render_summary, render_table, summarize
+from worker.recovery.summary import render_summary, render_table, summarize, wrap_cell
 from worker.servicebus.client import make_servicebus_client
 
 log = structlog.get_logger(__name__)
@@ -172,22 +172,27 @@ def summary_command(as_json: bool, **kwargs: Any) -> None:
         click.echo(render_summary(result))
 
 
-def _list_rows(records: list[DeadLetterRecord]) -> list[list[str]]:
-    def short(text: str | None, width: int) -> str:
-        text = re.sub(r"\s+", " ", text or "-")
-        return text if len(text) <= width else text[: width - 1] + "…"
+def _count_option(name: str, default: int, minimum: int, help: str) -> Callable[[F], F]:
+    return click.option(name, type=click.IntRange(min=minimum), default=default, show_default=True, help=help)
 
+
+LIST_HEADERS = ["SEQ", "ENQUEUED", "REASON", "ERROR CODE", "COLLECTION", "ACTION", "DELIVERIES", "REPLAYS"]
+LIST_HEADERS += ["MESSAGE ID", "DESCRIPTION"]
+
+
+def _list_rows(records: list[DeadLetterRecord], width: int, max_lines: int | None) -> list[list[str]]:
     return [
         [
             str(r.sequence_number),
             r.enqueued_time.strftime("%Y-%m-%d %H:%M:%SZ") if r.enqueued_time else "-",
             r.dead_letter_reason or "-",
+            r.error_code or "-",
             r.collection or "-",
             r.action or "-",
             str(r.delivery_count if r.delivery_count is not None else "-"),
             str(r.replay_count),
             r.message_id or "-",
-            short(r.dead_letter_error_description, 60),
+            wrap_cell(r.dead_letter_error_description or "-", width, max_lines),
         ]
         for r in records
     ]
@@ -203,10 +208,18 @@ def _list_rows(records: list[DeadLetterRecord]) -> list[list[str]]:
     type=click.Choice(["table", "ndjson"]),
     default="table",
     show_default=True,
-    help="ndjson: one JSON object per message with body, properties, reason, description, delivery count.",
+    help="ndjson: one JSON object per message with body, properties, reason, error code, description, delivery count.",
 )
-def list_command(fmt: str, limit: int | None, **kwargs: Any) -> None:
-    """List dead-lettered messages (peek only: nothing is locked or changed)."""
+@_count_option("--description-width", 60, 20, "Width the DESCRIPTION column wraps at.")
+@_count_option(
+    "--description-lines", 3, 0, "Lines of DESCRIPTION per message; a longer one ends with '… (+N chars)'. 0: all."
+)
+def list_command(fmt: str, limit: int | None, description_width: int, description_lines: int, **kwargs: Any) -> None:
+    """List dead-lettered messages (peek only: nothing is locked or changed).
+
+    The table shows the dead-letter REASON (IngestFailed, ...) and the underlying ERROR CODE the worker's
+    description names (CollectionDoesNotExist, ...) in their own columns; `dlq show ID` prints everything.
+    """
     session = Session(kwargs)
     with sdk_errors(), session.client() as client, session.entity.dead_letter_receiver(client) as receiver:
         chosen = select(session.records(receiver), session.filters, limit=limit)
@@ -214,9 +227,8 @@ def list_command(fmt: str, limit: int | None, **kwargs: Any) -> None:
         for record in chosen:
             _emit_json(record.to_dict())
         return
-    headers = ["SEQ", "ENQUEUED", "REASON", "COLLECTION", "ACTION", "DELIVERIES", "REPLAYS", "MESSAGE ID"]
-    headers.append("DESCRIPTION")
-    click.echo(render_table(headers, _list_rows(chosen)))
+    rows = _list_rows(chosen, description_width, description_lines or None)
+    click.echo(render_table(LIST_HEADERS, rows))
     click.echo(f"{len(chosen)} message(s) matching {session.filters.describe()}", err=True)
 
 

@@ -107,6 +107,11 @@ class DeadLetterRecord:
     def action(self) -> str | None:
         return self._body_field("action")
 
+    @property
+    def error_code(self) -> str | None:
+        """The underlying error code the worker's description names (``CollectionDoesNotExist``, ...)."""
+        return wire.description_code(self.dead_letter_error_description)
+
     # ---- from the SDK --------------------------------------------------------------------------------------
     @classmethod
     def from_message(cls, message: Any, *, entity: str | None = None) -> DeadLetterRecord:
@@ -153,6 +158,7 @@ class DeadLetterRecord:
             "original_message_id": self.original_message_id,
             "dead_letter_reason": self.dead_letter_reason,
             "dead_letter_error_description": self.dead_letter_error_description,
+            "error_code": self.error_code,
             "dead_letter_source": self.dead_letter_source,
             "delivery_count": self.delivery_count,
             "enqueued_time": self.enqueued_time.isoformat() if self.enqueued_time else None,

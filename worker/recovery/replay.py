@@ -126,6 +126,9 @@ class Pacer:
         self._next = now + self._interval
 
 
+LISTED = 200  # rows of a text report's tables; --json has them all
+
+
 @dataclass
 class ReplayReport:
     target: str
@@ -140,12 +143,14 @@ class ReplayReport:
     not_reached: list[int] = field(default_factory=list)
     released: int = 0
     stopped_because: str = ""
+    planned: list[dict[str, Any]] = field(default_factory=list)  # what passed the checks (a dry run lists them)
 
     @property
     def ok(self) -> bool:
         return not (self.failed or self.not_completed or self.not_reached)
 
     def to_dict(self) -> dict[str, Any]:
+        listed = {"would_replay_messages": self.planned} if self.dry_run else {}
         return {
             "source": self.source,
             "target": self.target,
@@ -159,6 +164,7 @@ class ReplayReport:
             "not_reached": self.not_reached,
             "locks_released": self.released,
             "stopped_because": self.stopped_because,
+            **listed,
         }
 
     def render(self) -> str:
@@ -171,6 +177,15 @@ class ReplayReport:
         ]
         if self.stopped_because:
             lines.append(f"stopped: {self.stopped_because}")
+        if self.dry_run and self.planned:
+            rows = [
+                [str(p["sequence_number"]), str(p["message_id"]), str(p["original_message_id"]), str(p["error_code"])]
+                for p in self.planned[:LISTED]
+            ]
+            headers = ["SEQ", "MESSAGE ID", "ORIGINAL MESSAGE ID", "ERROR CODE"]
+            lines += ["", "would replay:", render_table(headers, rows)]
+            if len(self.planned) > LISTED:
+                lines.append(f"... and {len(self.planned) - LISTED} more (use --json)")
         problems = [
             [str(r.get("sequence_number")), str(r.get("message_id")), outcome, r["why"]]
             for outcome, rows in (
@@ -181,9 +196,9 @@ class ReplayReport:
             for r in rows
         ]
         if problems:
-            lines += ["", render_table(["SEQ", "MESSAGE ID", "OUTCOME", "WHY"], problems[:200])]
-            if len(problems) > 200:
-                lines.append(f"... and {len(problems) - 200} more (use --json)")
+            lines += ["", render_table(["SEQ", "MESSAGE ID", "OUTCOME", "WHY"], problems[:LISTED])]
+            if len(problems) > LISTED:
+                lines.append(f"... and {len(problems) - LISTED} more (use --json)")
         if self.not_reached:
             lines.append(
                 f"not reached (locked elsewhere, removed meanwhile, or run stopped): {len(self.not_reached)} "
@@ -219,6 +234,14 @@ class Replayer:
             self._refuse(record, str(exc))
             return False
         self.report.would_replay += 1
+        self.report.planned.append(
+            {
+                "sequence_number": record.sequence_number,
+                "message_id": record.message_id,
+                "original_message_id": record.original_message_id,
+                "error_code": record.error_code,
+            }
+        )
         return True
 
     def replay(self, record: DeadLetterRecord) -> Decision:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ class Group:
     last_seen: datetime | None = None
     max_replay_count: int = 0
     descriptions: Counter[str] = field(default_factory=Counter)
+    codes: Counter[str] = field(default_factory=Counter)  # the underlying error codes
 
     def add(self, record: DeadLetterRecord) -> None:
         self.count += 1
@@ -30,7 +32,8 @@ class Group:
             self.last_seen = when if self.last_seen is None else max(self.last_seen, when)
         self.max_replay_count = max(self.max_replay_count, record.replay_count)
         if record.dead_letter_error_description:
-            self.descriptions[record.dead_letter_error_description[:200]] += 1
+            self.descriptions[shorten(record.dead_letter_error_description, 200)] += 1
+        self.codes[record.error_code or NONE] += 1
 
     def to_dict(self, names: tuple[str, ...]) -> dict[str, Any]:
         data: dict[str, Any] = dict(zip(names, self.key, strict=True))
@@ -42,7 +45,13 @@ class Group:
         )
         if self.descriptions:
             data["top_description"] = self.descriptions.most_common(1)[0][0]
+        data["error_codes"] = dict(self.codes.most_common())
         return data
+
+    def render_codes(self) -> str:
+        return ", ".join(f"{code} x{n}" if len(self.codes) > 1 else code for code, n in self.codes.most_common(3)) + (
+            ", ..." if len(self.codes) > 3 else ""
+        )
 
 
 @dataclass
@@ -84,13 +93,36 @@ def summarize(records: Iterable[DeadLetterRecord], *, entity: str) -> Summary:
     return summary
 
 
+def shorten(text: str, width: int) -> str:
+    """One line of at most ``width`` characters, cut at a word boundary and marked with an ellipsis."""
+    return textwrap.shorten(text, width=width, placeholder=" …") if len(text) > width else " ".join(text.split())
+
+
+def wrap_cell(text: str, width: int, max_lines: int | None) -> str:
+    """``text`` wrapped to ``width`` (lines joined by newlines, for ``render_table``); past ``max_lines`` the last
+    line ends with "… (+N chars)" so a cut is never silent."""
+    lines = textwrap.wrap(" ".join(text.split()), width=width, break_long_words=True) or [NONE]
+    if max_lines is None or len(lines) <= max_lines:
+        return "\n".join(lines)
+    kept = lines[:max_lines]
+    left = len(" ".join(lines)) - len(" ".join(kept))
+    marker = f" … (+{left} chars)"
+    kept[-1] = kept[-1][: max(1, width - len(marker))].rstrip() + marker
+    return "\n".join(kept)
+
+
 def render_table(headers: list[str], rows: list[list[str]]) -> str:
-    """A plain, aligned text table (no colours: it is piped into tickets and chat)."""
+    """A plain, aligned text table (no colours: it is piped into tickets and chat). A cell holding newlines
+    takes several lines; the other cells of its row stay on the first."""
     widths = [len(h) for h in headers]
-    for row in rows:
-        widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]
+    split = [[cell.split("\n") for cell in row] for row in rows]
+    for row in split:
+        widths = [max(w, *(len(part) for part in cell)) for w, cell in zip(widths, row, strict=True)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    for row in split:
+        for i in range(max(len(cell) for cell in row)):
+            cells = [cell[i] if i < len(cell) else "" for cell in row]
+            lines.append("  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip())
     return "\n".join(lines)
 
 
@@ -107,11 +139,16 @@ def render_summary(summary: Summary) -> str:
         ("By reason, collection and action", summary.groups, ["REASON", "COLLECTION", "ACTION"]),
     ):
         rows = [
-            [*g.key, str(g.count), _when(g.first_seen), _when(g.last_seen), str(g.max_replay_count)]
+            [*g.key, str(g.count), _when(g.first_seen), _when(g.last_seen), str(g.max_replay_count), g.render_codes()]
             for g in sorted(groups.values(), key=lambda g: (-g.count, g.key))
         ]
-        out += ["", title + ":", render_table([*names, "COUNT", "FIRST SEEN", "LAST SEEN", "REPLAYS"], rows)]
-    examples = [[g.key[0], g.descriptions.most_common(1)[0][0]] for g in summary.by_reason.values() if g.descriptions]
+        headers = [*names, "COUNT", "FIRST SEEN", "LAST SEEN", "REPLAYS", "ERROR CODES"]
+        out += ["", title + ":", render_table(headers, rows)]
+    examples = [
+        [g.key[0], wrap_cell(g.descriptions.most_common(1)[0][0], 100, 3)]
+        for g in summary.by_reason.values()
+        if g.descriptions
+    ]
     if examples:
         out += ["", "Most common description per reason:", render_table(["REASON", "DESCRIPTION"], examples)]
     return "\n".join(out)

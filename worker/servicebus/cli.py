@@ -28,7 +28,8 @@ def run_command(**kwargs: Any) -> None:
     """Consume request messages, process them against GeoCatalog, publish one result each, settle.
 
     Stops on SIGTERM or SIGINT: no new messages, readiness turns false, in-flight requests get
-    --drain-seconds to finish, the rest is abandoned for redelivery, exit status 0.
+    --drain-seconds to finish, the rest is abandoned for redelivery, exit status 0. With --burst SECONDS it
+    also stops, exit status 0, once the request entity has stayed empty for SECONDS.
     """
     sys.exit(run(config_from_options(kwargs)))
 

@@ -249,6 +249,13 @@ class RunConfig:
         30.0,
         "On SIGTERM/SIGINT, how long in-flight requests may finish before they are abandoned.",
     )
+    burst_seconds: float | None = setting(
+        None,
+        "Burst mode (backfills, a KEDA ScaledJob): once the request entity has stayed empty for SECONDS, with nothing "
+        "in flight and no retry this process scheduled still due, stop receiving and exit 0. Off by default: run "
+        "until SIGTERM.",
+        flag="--burst",
+    )
     health_host: str = setting(
         "0.0.0.0",
         "Address of the health/metrics server.",
@@ -412,6 +419,8 @@ class RunConfig:
         for flag, value in positive.items():
             if value <= 0:
                 raise ConfigError(f"{_flag_env(flag)} must be > 0, got {value}")
+        if self.burst_seconds is not None and self.burst_seconds <= 0:
+            raise ConfigError(f"{_flag_env('--burst')} must be > 0 seconds, got {self.burst_seconds}")
         if not 0 <= self.health_port <= 65535:
             raise ConfigError(f"{_flag_env('--health-port')} must be 0..65535, got {self.health_port}")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):

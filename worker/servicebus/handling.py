@@ -43,7 +43,9 @@ def invalid_disposition(rec: InFlight, error: InvalidRequest) -> Disposition:
         action=Settle.DEAD_LETTER,
         result=result,
         reason="InvalidRequest",
-        description=clip(redact(f"invalid request (attempt {rec.meta.attempt}): {error}"), MAX_DESCRIPTION),
+        description=clip(
+            redact(f"invalid request (attempt {rec.meta.attempt}): {error.code}: {error}"), MAX_DESCRIPTION
+        ),
         service_ok=None,
     )
 
@@ -75,7 +77,13 @@ def handle(rec: InFlight, processor: ProcessorLike, limits: Limits) -> Dispositi
             except InvalidRequest as error:
                 rec.meta = event_meta(rec.meta, rec.body)
                 disposition = invalid_disposition(rec, error)
-                log.warning("request_invalid", error=str(error), field=error.field, request_id=rec.meta.message_id)
+                log.warning(
+                    "request_invalid",
+                    error=str(error),
+                    error_code=error.code,
+                    field=error.field,
+                    request_id=rec.meta.message_id,
+                )
                 return disposition
             if request.event is not None:  # answered under the event id (the idempotency key)
                 rec.meta = request.meta
@@ -83,11 +91,13 @@ def handle(rec: InFlight, processor: ProcessorLike, limits: Limits) -> Dispositi
             structlog.contextvars.bind_contextvars(collection=request.collection, item_ids=_item_ids(request))
             outcome = processor.process(request, rec.cancel, received_at=rec.received_at)
             disposition = Disposition.from_outcome(outcome)
+            error = disposition.result.error if disposition.result is not None else None
             log.info(
                 "request_processed",
                 action=str(disposition.action),
                 status=disposition.result.status if disposition.result is not None else None,
                 reason=disposition.reason,
+                error_code=error.get("code") if isinstance(error, dict) else None,  # the underlying code
                 duration_ms=round((time.monotonic() - started) * 1000, 1),
             )
             return disposition

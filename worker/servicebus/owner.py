@@ -103,6 +103,10 @@ class ReceiverOwner(threading.Thread):
             name, self.receiver_client, settings, senders=self._senders, health=health, faults=self._faults, clock=clock
         )
         self._held = HeldRequests(breaker)
+        # burst mode: since when every receive found nothing with nothing in flight (None: not empty), and when
+        # the last retry this owner scheduled on the request queue becomes due
+        self._empty_since: float | None = None
+        self._retries_due_at = 0.0
 
     # ---- called from other threads ---------------------------------------------------------------------
     def finish(self, rec: InFlight, disposition: Disposition) -> None:
@@ -115,6 +119,20 @@ class ReceiverOwner(threading.Thread):
     @property
     def in_flight(self) -> int:
         return len(self._inflight)
+
+    def empty_for(self) -> float:
+        """How long receives have found the entity empty, nothing in flight and no scheduled retry due (0: not)."""
+        since = self._empty_since
+        if since is None:
+            return 0.0
+        return max(0.0, self._clock() - max(since, self._retries_due_at))
+
+    def _note_intake(self, found_nothing: bool) -> None:
+        """After a receive (or a session accept) that found nothing or something; or when none was tried."""
+        if not found_nothing or self._inflight:
+            self._empty_since = None
+        elif self._empty_since is None:
+            self._empty_since = self._clock()
 
     # ---- the loop ----------------------------------------------------------------------------------------
     def run(self) -> None:
@@ -146,7 +164,7 @@ class ReceiverOwner(threading.Thread):
                 self._run_commands(block_for=0.1)
                 continue
             if self._link.receiver is None and not self._open():
-                continue
+                continue  # _open noted whether there was no session to accept
             if self.settings.sessions and self._session_idle():
                 self._link.release_session()
                 continue
@@ -156,6 +174,7 @@ class ReceiverOwner(threading.Thread):
             wanted = min(free, self.settings.max_receive_batch)
             allowed = self._breaker.allowance(wanted) if wanted > 0 else 0
             if allowed <= 0:
+                self._note_intake(found_nothing=False)  # full, or intake held: the entity is not known empty
                 self._run_commands(block_for=0.2)
                 continue
             self._receive(allowed, probe=self._breaker.state is BreakerState.HALF_OPEN)
@@ -167,6 +186,7 @@ class ReceiverOwner(threading.Thread):
         if wait is None:
             self._last_message_at = self._clock()
             return True
+        self._note_intake(found_nothing=wait == 0.0)  # 0: no session to accept; else the open failed
         if wait:
             self._run_commands(block_for=wait)
         return False
@@ -213,9 +233,11 @@ class ReceiverOwner(threading.Thread):
             # messages received on this link can no longer be settled through it: their redelivery takes over
             self._lose_all("receiver link failed")
             self._link.reset()
+            self._note_intake(found_nothing=False)
             self._run_commands(block_for=1.0)
             return
         self._health.set_connected(self.name, True)
+        self._note_intake(found_nothing=not messages)
         if probe and not messages:
             self._breaker.record_neutral()
         now = self._clock()
@@ -422,7 +444,8 @@ class ReceiverOwner(threading.Thread):
             delay_s=round(delay, 2),
             reason=disp.reason,
         )
-        # the copy is durably scheduled: only now may the original go
+        # the copy is durably scheduled: only now may the original go (burst mode waits until it is due)
+        self._retries_due_at = max(self._retries_due_at, self._clock() + delay)
         self._settle(rec, Disposition(action=Settle.COMPLETE))
 
     # ---- closing -----------------------------------------------------------------------------------------

@@ -161,8 +161,14 @@ class Consumer:
         self._pool.shutdown(wait=False, cancel_futures=True)
         log.info("drain_finished", still_running=[o.name for o in self.owners if o.is_alive()])
 
+    def burst_done(self) -> bool:
+        """Burst mode: every receiver has found the entity empty, with nothing in flight, for ``burst_seconds``."""
+        burst = self.settings.burst_seconds
+        return burst is not None and all(o.empty_for() >= burst for o in self.owners)
+
     def run(self, stop: threading.Event) -> bool:
-        """Consume until ``stop`` is set, then drain. False when a receiver loop died on its own."""
+        """Consume until ``stop`` is set (or, in burst mode, the entity stays empty), then drain. False when a
+        receiver loop died on its own."""
         self.start()
         clean = True
         try:
@@ -172,6 +178,9 @@ class Consumer:
                 if dead:
                     log.error("receiver_loop_died", receivers=dead)
                     clean = False
+                    break
+                if self.burst_done():
+                    log.info("burst_finished", entity=self.settings.entity, empty_seconds=self.settings.burst_seconds)
                     break
         finally:
             self.drain()

@@ -19,6 +19,7 @@ class ConsumerSettings:
     socket_timeout: float = 0.05  # the SDK's AMQP socket wait; its default 0.2 s is the floor of every receive
     max_lock_renewal_seconds: float = 3600.0  # renew a message's lock for at most this long
     drain_seconds: float = 30.0
+    burst_seconds: float | None = None  # stop once every receiver found the entity empty for this long
     sessions: bool = False  # the input entity requires sessions
     max_sessions: int = 8  # sessions processed at once (one receiver thread each)
     session_idle_seconds: float = 5.0  # release a session after this long without messages

@@ -44,6 +44,7 @@ def consumer_settings(cfg: RunConfig) -> ConsumerSettings:
         max_lock_renewal_seconds=cfg.max_lock_renewal_seconds,
         max_result_bytes=cfg.max_result_bytes,
         drain_seconds=cfg.drain_seconds,
+        burst_seconds=cfg.burst_seconds,
         sessions=cfg.sessions,
         max_sessions=cfg.max_sessions,
         session_idle_seconds=cfg.session_idle_seconds,

@@ -29,6 +29,7 @@ from proton import (
 from proton.reactor import Container, EventInjector
 
 from gcw_emulators.servicebus import codec
+from gcw_emulators.servicebus.access import LISTEN, SEND, AccessControl, TokenRejected
 from gcw_emulators.servicebus.sequencing import SequencingAcceptor, WireStats
 from gcw_emulators.servicebus.store import (
     ArgumentError,
@@ -126,9 +127,11 @@ class Broker(Handler):
         max_message_size: int = MAX_MESSAGE_SIZE,
         amqps_port: int | None = None,
         tls: Certificates | None = None,
+        access: AccessControl | None = None,
     ) -> None:
         super().__init__()
         self.store = store
+        self.access = access or AccessControl()
         self.host, self.port = host, port
         self.on_ready = on_ready
         self.on_commit = on_commit or (lambda: None)
@@ -234,6 +237,7 @@ class Broker(Handler):
         conn = event.connection
         conn.reply_links = {}
         conn.pending_replies = []
+        conn.grants = {}
         self.connections.add(conn)
         conn.open()
 
@@ -289,6 +293,8 @@ class Broker(Handler):
                 self.store.resolve(path)
         except StoreError as exc:
             self._refuse(link, exc.condition, str(exc))
+            return
+        if link.kind != "cbs" and not self._authorize_attach(link):
             return
         if link.kind in ("cbs", "mgmt"):
             self._open_echo(link)
@@ -536,7 +542,7 @@ class Broker(Handler):
             return
         self._settle(dlv, Disposition.ACCEPTED)
         if link.kind == "cbs":
-            self._reply(link, request, {"status-code": 202, "status-description": "Accepted"}, None)
+            self._reply(link, request, self._put_token(link.connection, request), None)
         else:
             self._management(link, request)
 
@@ -548,6 +554,10 @@ class Broker(Handler):
         dlv.settle()
 
     def _enqueue(self, link: Link, dlv: Delivery, data: bytes) -> None:
+        denied = self._denied(link.connection, link.path, SEND)
+        if denied is not None:          # the token expired (or was replaced) since the attach
+            self._reject(dlv, "amqp:unauthorized-access", denied)
+            return
         if len(data) > self.max_message_size:
             self._reject(
                 dlv,
@@ -632,6 +642,32 @@ class Broker(Handler):
             if state == Disposition.REJECTED:
                 self.pump(changed_path + "/$DeadLetterQueue")
 
+    # ------------------------------------------------------------------ shared access (access.py)
+    def _put_token(self, conn: Any, request: Message) -> dict[str, Any]:
+        """``$cbs`` put-token: a verified token adds its grant to the connection (202); else 401, as Azure."""
+        try:
+            grant = self.access.grant(_str(request.body) or "")
+        except TokenRejected as exc:
+            log.info("servicebus_emulator_token_rejected", reason=str(exc).split(":", 1)[0])
+            return {"status-code": 401, "status-description": str(exc)}
+        conn.grants[grant.scope.lower()] = grant
+        return {"status-code": 202, "status-description": "Accepted"}
+
+    def _denied(self, conn: Any, path: str, right: str | None) -> str | None:
+        return self.access.denied(getattr(conn, "grants", {}), path, right, f"sb://{self.host}:{self.port}/{path}")
+
+    def _authorize_attach(self, link: Link) -> bool:
+        """An entity link needs Send (the client sends) or Listen (it receives); ``$management`` any right."""
+        if link.kind == "mgmt":
+            path, right = link.path[: -len("/$management")], None
+        else:
+            path, right = link.path, SEND if link.is_receiver else LISTEN
+        denied = self._denied(link.connection, path, right)
+        if denied is None:
+            return True
+        self._refuse(link, "amqp:unauthorized-access", denied)
+        return False
+
     # ------------------------------------------------------------------ replies
     def _reply(self, request_link: Link, request: Message, props: dict[str, Any], body: Any) -> None:
         conn = request_link.connection
@@ -666,6 +702,9 @@ class Broker(Handler):
                 raise MgmtError(
                     501, "amqp:not-implemented", f"The operation '{operation}' is not supported by the emulator."
                 )
+            denied = self._denied(link.connection, node, _OPERATION_RIGHTS.get(operation, LISTEN))
+            if denied is not None:
+                raise MgmtError(401, "amqp:unauthorized-access", denied)
             status, result = handler(self, node, body)
             self.on_commit()
         except MgmtError as exc:
@@ -810,6 +849,10 @@ def _uuid(value: Any) -> uuid.UUID:
     except ValueError as exc:
         raise ArgumentError(f"lock token {value!r} is not a UUID") from exc
 
+_OPERATION_RIGHTS = {  # every other $management operation needs Listen
+    "com.microsoft:schedule-message": SEND,
+    "com.microsoft:cancel-scheduled-message": SEND,
+}
 
 _OPERATIONS: dict[str, Callable[[Broker, str, dict[str, Any]], tuple[int, Any]]] = {
     "com.microsoft:renew-lock": Broker.op_renew_lock,

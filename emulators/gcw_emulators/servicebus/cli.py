@@ -11,7 +11,15 @@ from typing import Any
 import click
 import structlog
 
+from gcw_emulators.servicebus.access import AccessPolicy, parse_policy_flag
 from gcw_emulators.servicebus.config import ConfigError, QueueConfig
+
+
+def _policies(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> list[AccessPolicy]:
+    try:
+        return [parse_policy_flag(value) for value in values]
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from exc
 
 
 @click.command("servicebus")
@@ -39,10 +47,14 @@ from gcw_emulators.servicebus.config import ConfigError, QueueConfig
 @click.option("--tls-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where the local CA (ca.pem) and server certificate are kept and reused "
                    "[default: DATA_DIR/tls, else a temporary folder].")
+@click.option("--policy", "policies", multiple=True, callback=_policies, metavar="[ENTITY/]NAME:RIGHTS:KEY",
+              help="A shared access policy besides RootManageSharedAccessKey (repeatable): RIGHTS is a comma list of "
+              "Listen, Send, Manage; 'ENTITY/' puts it on one queue or topic, else on the namespace. "
+              "Example: requests/worker:Listen:s3cret.")
 def servicebus_command(host: str, port: int, config_file: Path | None, queues: tuple[str, ...],
                        lock_duration: float, max_delivery_count: int, data_dir: Path | None,
                        max_message_size: int, status_port: int | None, management_port: int | None,
-                       amqps_port: int | None, tls_dir: Path | None) -> None:
+                       amqps_port: int | None, tls_dir: Path | None, policies: list[AccessPolicy]) -> None:
     """An AMQP 1.0 broker that the unmodified azure-servicebus SDK connects to.
 
     Prints the connection string (with the actual port) on the first line, then runs until SIGINT/SIGTERM.
@@ -60,7 +72,8 @@ def servicebus_command(host: str, port: int, config_file: Path | None, queues: t
                     for name in queues]
         emu = ServiceBusEmulator(host=host, port=port, queues=declared, config_file=config_file,
                                  data_dir=data_dir, status_port=status_port, max_message_size=max_message_size,
-                                 management_port=management_port, amqps_port=amqps_port, tls_dir=tls_dir)
+                                 management_port=management_port, amqps_port=amqps_port, tls_dir=tls_dir,
+                                 policies=policies)
         emu.start()
     except (ConfigError, EmulatorError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
@@ -81,6 +94,7 @@ def servicebus_command(host: str, port: int, config_file: Path | None, queues: t
         click.echo(f"amqps: {emu.host}:{emu.amqps_port}")
     if emu.ca_cert is not None:
         click.echo(f"ca: {emu.ca_cert}")
+    click.echo("policies: " + ", ".join(p.describe() for p in emu.access.policies))
     sys.stdout.flush()
     try:
         while not stop.wait(0.5):

@@ -205,15 +205,19 @@ def _name(entity: Any, where: str) -> str:
     return entity["Name"]
 
 
-def load_config_json(path: str | Path) -> tuple[list[QueueConfig], list[TopicConfig]]:
-    """Read a Microsoft Service Bus emulator ``Config.json`` (UserConfig → Namespaces → Queues/Topics)."""
+def read_config_json(path: str | Path) -> Any:
+    """The parsed document of a ``Config.json``, or a ConfigError naming the file and the problem."""
     try:
-        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+        return json.loads(Path(path).read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigError(f"cannot read config file {str(path)!r}: {exc.strerror}") from exc
     except json.JSONDecodeError as exc:
         raise ConfigError(f"config file {str(path)!r} is not valid JSON: line {exc.lineno}: {exc.msg}") from exc
-    return parse_config(doc)
+
+
+def load_config_json(path: str | Path) -> tuple[list[QueueConfig], list[TopicConfig]]:
+    """Read a Microsoft Service Bus emulator ``Config.json`` (UserConfig → Namespaces → Queues/Topics)."""
+    return parse_config(read_config_json(path))
 
 
 def parse_config(doc: Any) -> tuple[list[QueueConfig], list[TopicConfig]]:

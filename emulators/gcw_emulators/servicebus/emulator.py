@@ -12,14 +12,15 @@ from typing import Any
 import structlog
 from proton.reactor import Container
 
+from gcw_emulators.servicebus.access import ROOT_KEY_NAME, ROOT_KEY_VALUE, AccessControl, AccessPolicy, parse_policies
 from gcw_emulators.servicebus.broker import Broker
-from gcw_emulators.servicebus.config import ConfigError, QueueConfig, TopicConfig, load_config_json
+from gcw_emulators.servicebus.config import ConfigError, QueueConfig, TopicConfig, parse_config, read_config_json
 from gcw_emulators.servicebus.store import Store
 
 log = structlog.get_logger(__name__)
 
-SAS_KEY_NAME = "RootManageSharedAccessKey"
-SAS_KEY_VALUE = "SAS_KEY_VALUE"
+SAS_KEY_NAME = ROOT_KEY_NAME
+SAS_KEY_VALUE = ROOT_KEY_VALUE
 
 
 class EmulatorError(RuntimeError):
@@ -34,6 +35,10 @@ class ServiceBusEmulator:
     ``max_message_size`` is advertised on sender links (256 KiB like the Standard tier; the SDK then caps
     batches at 256 KiB too, or at 1 MiB when this is 1 MiB or more).
 
+    ``policies`` are shared access policies
+    besides ``RootManageSharedAccessKey`` (also read from ``config_file``); ``connection_string_for(name)``
+    gives a connection string signing with one of them.
+
     ``management_port`` (0 picks one) serves the ``ServiceBusAdministrationClient`` API over HTTPS
     (``emu.management_connection_string``); ``amqps_port`` adds an AMQP-over-TLS listener for clients that do not
     use ``UseDevelopmentEmulator`` (5671 is the port the SDK dials then). Both use a certificate signed by a local
@@ -45,7 +50,8 @@ class ServiceBusEmulator:
                  data_dir: str | Path | None = None, status_port: int | None = None,
                  tick_interval: float = 0.05, max_message_size: int = 256 * 1024,
                  management_port: int | None = None, amqps_port: int | None = None,
-                 tls_dir: str | Path | None = None) -> None:
+                 tls_dir: str | Path | None = None,
+                 policies: Sequence[AccessPolicy] = ()) -> None:
         self.host = host
         self._management_port = management_port
         self._amqps_port = amqps_port
@@ -64,10 +70,13 @@ class ServiceBusEmulator:
         self._max_message_size = max_message_size
         all_queues = list(queues)
         all_topics = list(topics)
+        all_policies = list(policies)
         if config_file is not None:
-            file_queues, file_topics = load_config_json(config_file)
+            doc = read_config_json(config_file)
+            file_queues, file_topics = parse_config(doc)
             all_queues += file_queues
             all_topics += file_topics
+            all_policies += parse_policies(doc)
         seen: set[str] = set()
         for name in [q.name for q in all_queues] + [t.name for t in all_topics]:
             if name.lower() in seen:
@@ -75,6 +84,8 @@ class ServiceBusEmulator:
             seen.add(name.lower())
         self._queues = all_queues
         self._topics = all_topics
+        self.access = AccessControl(all_policies)
+        self.access.check_entities(seen)
         self._journal: Any = None
         self.store: Store | None = None
         self._broker: Broker | None = None
@@ -140,7 +151,8 @@ class ServiceBusEmulator:
             self.ca_cert = self._tls.ca
         self._broker = Broker(self.store, self.host, self._requested_port, on_ready=ready, on_commit=commit,
                               tick_interval=self._tick_interval, max_message_size=self._max_message_size,
-                              amqps_port=self._amqps_port, tls=self._tls)
+                              amqps_port=self._amqps_port, tls=self._tls,
+                              access=self.access)
         self._thread = threading.Thread(target=self._run, name="servicebus-emulator", daemon=True)
         self._thread.start()
         if not self._ready.wait(timeout):
@@ -207,8 +219,13 @@ class ServiceBusEmulator:
     # ------------------------------------------------------------------ info
     @property
     def connection_string(self) -> str:
-        return (f"Endpoint=sb://{self.host}:{self.port};SharedAccessKeyName={SAS_KEY_NAME};"
-                f"SharedAccessKey={SAS_KEY_VALUE};UseDevelopmentEmulator=true")
+        return self.connection_string_for(SAS_KEY_NAME)
+
+    def connection_string_for(self, policy: str, entity: str | None = None) -> str:
+        """The connection string of a shared access policy (``entity``: the queue or topic it is declared on)."""
+        found = self.access.policy(policy, entity)
+        return (f"Endpoint=sb://{self.host}:{self.port};SharedAccessKeyName={found.name};"
+                f"SharedAccessKey={found.key};UseDevelopmentEmulator=true")
 
     @property
     def management_connection_string(self) -> str:

@@ -99,6 +99,28 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end -}}
 {{- end -}}
 
+{{/* The most pods that can run at once, and which value says so: "<n> (<value>)". */}}
+{{- define "gcw.maxPods" -}}
+{{- if .Values.keda.enabled -}}
+{{- include "gcw.kedaMaxReplicas" . }} (keda.maxReplicaCount)
+{{- else if .Values.hpa.enabled -}}
+{{- .Values.hpa.maxReplicas }} (hpa.maxReplicas)
+{{- else -}}
+{{- .Values.replicaCount }} (replicaCount)
+{{- end -}}
+{{- end -}}
+
+{{/* Every pod takes geocatalog.budgetPerPod calls/s when it is set: together they must stay within geocatalog.budget. */}}
+{{- define "gcw.validateBudget" -}}
+{{- if .Values.geocatalog.budgetPerPod -}}
+{{- $pods := int (first (splitList " " (include "gcw.maxPods" .))) -}}
+{{- $total := mulf .Values.geocatalog.budgetPerPod $pods -}}
+{{- if gt $total (float64 .Values.geocatalog.budget) -}}
+{{- fail (printf "geocatalog.budgetPerPod (%v) x the most pods %s = %v calls/s exceeds geocatalog.budget (%v): lower budgetPerPod or the replica maximum (or raise geocatalog.budget if the catalog allows more)" .Values.geocatalog.budgetPerPod (include "gcw.maxPods" .) $total .Values.geocatalog.budget) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
 {{/* Cross-field checks the JSON schema cannot express clearly. */}}
 {{- define "gcw.validate" -}}
 {{- $sb := .Values.serviceBus -}}
@@ -120,6 +142,7 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- if not .Values.geocatalog.url -}}
 {{- fail "set geocatalog.url (the GeoCatalog endpoint)" -}}
 {{- end -}}
+{{- include "gcw.validateBudget" . -}}
 {{- if and .Values.workloadIdentity.enabled $sb.namespace (not .Values.workloadIdentity.clientId) -}}
 {{- fail "set workloadIdentity.clientId (the managed identity federated with the ServiceAccount), or workloadIdentity.enabled=false" -}}
 {{- end -}}
@@ -128,6 +151,9 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end -}}
 {{- if and .Values.keda.enabled .Values.hpa.enabled -}}
 {{- fail "keda.enabled and hpa.enabled are mutually exclusive: KEDA creates its own HPA" -}}
+{{- end -}}
+{{- if and .Values.keda.scaledJob.enabled (not .Values.keda.enabled) -}}
+{{- fail "keda.scaledJob.enabled needs keda.enabled=true (the ScaledJob is KEDA's, with its trigger and authentication)" -}}
 {{- end -}}
 {{- if .Values.keda.enabled -}}
 {{- if gt (int .Values.keda.minReplicaCount) (int .Values.keda.maxReplicaCount) -}}
@@ -154,21 +180,15 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end -}}
 
 {{/*
-This pod's GeoCatalog budget (calls/s): geocatalog.subscriptionBudget split over the most pods there can be
-(KEDA or HPA maximum, else replicaCount), so that budget per pod x replicas never exceeds the subscription's;
-geocatalog.budgetPerPod when subscriptionBudget is not set.
+This pod's GeoCatalog budget (calls/s): geocatalog.budgetPerPod when set, else geocatalog.budget split over the most
+pods there can be (KEDA or HPA maximum, else replicaCount), so that budget per pod x replicas never exceeds it.
 */}}
 {{- define "gcw.budgetPerPod" -}}
 {{- $g := .Values.geocatalog -}}
-{{- if $g.subscriptionBudget -}}
-{{- $pods := .Values.replicaCount -}}
-{{- if .Values.keda.enabled -}}
-{{- $pods = .Values.keda.maxReplicaCount -}}
-{{- else if .Values.hpa.enabled -}}
-{{- $pods = .Values.hpa.maxReplicas -}}
-{{- end -}}
-{{- printf "%.3f" (divf $g.subscriptionBudget (max 1 $pods)) -}}
-{{- else -}}
+{{- if $g.budgetPerPod -}}
 {{- $g.budgetPerPod -}}
+{{- else -}}
+{{- $pods := int (first (splitList " " (include "gcw.maxPods" .))) -}}
+{{- printf "%.3f" (divf $g.budget (max 1 $pods)) -}}
 {{- end -}}
 {{- end -}}
