@@ -44,6 +44,7 @@ class AppConfig:
     poll_retry_after: float | None = None  # Retry-After on non-terminal operation GETs
     default_limit: int = 10
     max_limit: int = 1000
+    public_url: str | None = None  # the origin of every absolute URL in answers (behind a TLS proxy)
 
 
 def _azure_ref() -> str:
@@ -270,9 +271,15 @@ class GeoCatalogApp:
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ApiError(400, code, f"body: not valid JSON ({exc})", target="body") from None
 
-    @staticmethod
-    def _origin(request: web.Request) -> str:
-        return f"{request.scheme}://{request.host}"
+    def _origin(self, request: web.Request) -> str:
+        """The origin absolute URLs in answers start with: ``public_url``, else the proxy's ``X-Forwarded-Proto`` /
+        ``X-Forwarded-Host`` (first value of each), else the request's own scheme and Host."""
+        if self.config.public_url:
+            return self.config.public_url
+        proto = request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
+        host = request.headers.get("X-Forwarded-Host", "").split(",")[0].strip()
+        scheme = proto if proto in ("http", "https") else request.scheme
+        return f"{scheme}://{host or request.host}"
 
     def _accepted(self, request: web.Request, op: Operation) -> web.Response:
         version = request.query.get("api-version", API_VERSIONS[-1])
@@ -326,7 +333,8 @@ class GeoCatalogApp:
         if location is not None:
             return location
         parts = urlsplit(href)
-        if parts.netloc == request.host and parts.path.startswith("/_blobs/"):
+        own = {request.host, urlsplit(self._origin(request)).netloc}
+        if parts.netloc in own and parts.path.startswith("/_blobs/"):
             segments = parts.path.split("/")
             if len(segments) >= 5:
                 return segments[2], segments[3]
