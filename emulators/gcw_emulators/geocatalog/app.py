@@ -12,7 +12,7 @@ import threading
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -20,6 +20,7 @@ from urllib.parse import urlencode, urlsplit
 import structlog
 from aiohttp import web
 
+from gcw_emulators.geocatalog import search
 from gcw_emulators.geocatalog.catalog import Catalog, parse_interval
 from gcw_emulators.geocatalog.errors import ApiError, error_body
 from gcw_emulators.geocatalog.faults import FaultSet, FaultSpecError
@@ -445,23 +446,37 @@ class GeoCatalogApp:
 
     async def search(self, request: web.Request) -> web.Response:
         post_body: dict[str, Any] | None = None
+        fields: Mapping[str, Any]
         if request.method == "POST":
             body = await self._json_body(request, code="InvalidInputData")
             if not isinstance(body, dict):
                 raise ApiError(400, "InvalidInputData", "body: a search must be a JSON object", "body")
-            post_body = body
+            post_body = fields = body
             collections, ids = body.get("collections"), body.get("ids")
-            filters = self._filters(body.get("bbox"), body.get("datetime"))
+            default_lang = "cql2-json"
         else:
-            q = request.query
-            raw = q.get("collections") or q.get("collection")
+            fields = request.query
+            raw = fields.get("collections") or fields.get("collection")
             collections = raw.split(",") if raw else None
-            ids = q["ids"].split(",") if q.get("ids") else None
-            filters = self._filters(q.get("bbox"), q.get("datetime"))
+            ids = fields["ids"].split(",") if fields.get("ids") else None
+            default_lang = "cql2-text"
         for name, value in (("collections", collections), ("ids", ids)):
             if value is not None and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
                 raise ApiError(400, "InvalidInputData", f"{name}: must be a list of strings", name)
-        items = self.catalog.find_items(collections, ids=ids, **filters)
+        filters = self._filters(fields.get("bbox"), fields.get("datetime"))
+        search.check_unsupported(fields)
+        intersects = fields.get("intersects")
+        if isinstance(intersects, str):  # GET: a GeoJSON string
+            try:
+                intersects = json.loads(intersects)
+            except json.JSONDecodeError:
+                raise ApiError(400, "InvalidInputData", "intersects: not valid GeoJSON", "intersects") from None
+        expressions = [
+            search.compile_filter(fields.get("filter"), fields.get("filter-lang"), default_lang=default_lang),
+            search.intersects_filter(intersects),
+        ]
+        sort = search.parse_sortby(fields.get("sortby"))
+        items = search.apply(self.catalog.find_items(collections, ids=ids, **filters), expressions, sort)
         return self._feature_collection(request, items, "/stac/search", post_body)
 
     async def list_collections(self, request: web.Request) -> web.Response:
