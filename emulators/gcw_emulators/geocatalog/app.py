@@ -20,7 +20,7 @@ from urllib.parse import urlencode, urlsplit
 import structlog
 from aiohttp import web
 
-from gcw_emulators.geocatalog import search
+from gcw_emulators.geocatalog import landing, search
 from gcw_emulators.geocatalog.catalog import Catalog, parse_interval
 from gcw_emulators.geocatalog.errors import ApiError, error_body
 from gcw_emulators.geocatalog.faults import FaultSet, FaultSpecError
@@ -479,6 +479,19 @@ class GeoCatalogApp:
         items = search.apply(self.catalog.find_items(collections, ids=ids, **filters), expressions, sort)
         return self._feature_collection(request, items, "/stac/search", post_body)
 
+    async def landing_page(self, request: web.Request) -> web.Response:
+        return json_response(landing.landing_page(self._origin(request)))
+
+    async def conformance(self, request: web.Request) -> web.Response:
+        return json_response(landing.conformance())
+
+    async def queryables(self, request: web.Request) -> web.Response:
+        cid = request.match_info.get("collectionId")
+        if cid is not None:
+            self.catalog.get_collection(cid)  # 404 ResourceNotFound for a missing collection
+        doc = landing.queryables(f"{self._origin(request)}{request.path_qs}")
+        return json_response(doc, content_type=landing.SCHEMA)
+
     async def list_collections(self, request: web.Request) -> web.Response:
         collections = [self._collection_view(request, doc) for doc in self.catalog.list_collections()]
         return json_response({"collections": collections, "links": []})
@@ -624,6 +637,11 @@ class GeoCatalogApp:
         r.add_put(items + "/{itemId}", self.put_item)
         r.add_patch(items + "/{itemId}", self.patch_item)
         r.add_delete(items + "/{itemId}", self.delete_item)
+        r.add_get("/stac", self.landing_page, allow_head=False)
+        r.add_get("/stac/", self.landing_page, allow_head=False)
+        r.add_get("/stac/conformance", self.conformance, allow_head=False)
+        r.add_get("/stac/queryables", self.queryables, allow_head=False)
+        r.add_get("/stac/collections/{collectionId}/queryables", self.queryables, allow_head=False)
         r.add_get("/stac/collections", self.list_collections, allow_head=False)
         r.add_post("/stac/collections", self.post_collection)
         r.add_get("/stac/collections/{collectionId}", self.get_collection, allow_head=False)
