@@ -42,7 +42,7 @@ class AppConfig:
     token: str
     collection_storage: dict[str, str] = field(default_factory=dict)  # collection -> "account/container"
     max_body_bytes: int = 10 * 1024 * 1024
-    poll_retry_after: float | None = None  # Retry-After on non-terminal operation GETs
+    poll_retry_after: float | None = None  # Retry-After on write 202s and non-terminal operation GETs
     default_limit: int = 10
     max_limit: int = 1000
     public_url: str | None = None  # the origin of every absolute URL in answers (behind a TLS proxy)
@@ -287,6 +287,8 @@ class GeoCatalogApp:
         location = f"{self._origin(request)}/inma/operations/{op.id}?api-version={version}"
         body = op.to_json(op.created)
         headers = {"location": location, "operation-location": location, **SUPPORTED_VERSIONS_HEADER}
+        if self.config.poll_retry_after is not None:  # the service sends none (T14); azure-core then waits 30 s
+            headers["Retry-After"] = f"{self.config.poll_retry_after:g}"
         return json_response(body, status=202, content_type=OPERATION_CONTENT_TYPE, headers=headers)
 
     def _item_links(self, request: web.Request, item: dict[str, Any], collection_id: str) -> dict[str, Any]:
