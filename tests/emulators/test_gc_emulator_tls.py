@@ -119,3 +119,14 @@ def test_cli_tls_prints_the_certificate_path(tmp_path) -> None:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_every_geocatalog_flag_is_documented() -> None:
+    from pathlib import Path
+
+    from gcw_emulators.geocatalog.cli import geocatalog_command
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "emulator-geocatalog.md").read_text()
+    for param in geocatalog_command.params:
+        flag = param.opts[0]
+        assert f"{flag} " in doc or f"`{flag}`" in doc or f"[{flag}" in doc, f"{flag} missing from the doc"
