@@ -1,4 +1,4 @@
-"""``geocatalog-worker emulator servicebus|geocatalog``: each emulator's command lives in its own package."""
+"""``geocatalog-worker emulator servicebus|geocatalog|all``: each emulator's command lives in its own package."""
 
 from __future__ import annotations
 
@@ -7,6 +7,10 @@ import importlib
 import click
 
 _EMULATORS: dict[str, tuple[str, str]] = {
+    "all": (
+        "gcw_emulators.all:all_command",
+        "Both emulators with the queues and a collection, and the worker's run command for them.",
+    ),
     "servicebus": (
         "gcw_emulators.servicebus.cli:servicebus_command",
         "An AMQP 1.0 broker that the unmodified azure-servicebus SDK connects to.",
