@@ -145,14 +145,14 @@ def write_json(doc: dict[str, Any], path: Path) -> None:
 def markdown(doc: dict[str, Any]) -> str:
     """The figures table of docs/benchmarks.md, from a JSON document."""
     head = (
-        "| scenario | req | req/s | p50 s | p99 s | proc p99 s | CPU ms/req | RSS MB | calls/item | POST | poll GET "
-        "| 429 | polls/op-s | ratio | x peer | CPU x peer |"
+        "| scenario | req | req/s | p50 s | p99 s | proc p99 s | CPU ms/req | RSS MB | in flight | calls/item | POST "
+        "| poll GET | 429 | polls/op-s | ratio | x peer | CPU x peer |"
     )
-    lines = [head, "|" + "---|" * 16]
+    lines = [head, "|" + "---|" * 17]
     for s in doc["scenarios"]:
         f, c = s["figures"], s["calls"]
         if s["error"] or not f:
-            lines.append(f"| {s['name']} | error: {s['error']} |" + " |" * 14)
+            lines.append(f"| {s['name']} | error: {s['error']} |" + " |" * 15)
             continue
         ratio = ""
         if f.get("vs_baseline_throughput"):
@@ -168,6 +168,7 @@ def markdown(doc: dict[str, Any]) -> str:
             _fmt(f.get("processing_p99")),
             _fmt(f["cpu_ms_per_request"]),
             _fmt(f["peak_rss_mb_max"], 1),
+            f.get("in_flight_max", "-"),
             _fmt(f["calls_per_item"], 3),
             c.get("post"),
             c.get("poll_get"),

@@ -26,7 +26,7 @@ def _flag_env(flag: str) -> str:
     return f"{flag} ({envvar(flag)})"
 
 
-# threads per process (docs/benchmarks.md: 3 processes x 2,048 at 151 MB peak RSS each)
+# threads per process (docs/benchmarks.md: 3 processes x 2,048 at <= 158 MB peak RSS each)
 MAX_CONCURRENCY = 4096
 
 @dataclass(frozen=True)

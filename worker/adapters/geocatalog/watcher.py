@@ -129,7 +129,7 @@ class OperationWatcher:
         self,
         client: OperationSource,
         *,
-        min_interval: float = 0.5,
+        min_interval: float = 0.25,
         page_min: int = 32,
         page_max: int = 1000,
         max_pages: int = 3,
