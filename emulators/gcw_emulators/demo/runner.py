@@ -112,6 +112,8 @@ def run_demo(opts: DemoOptions, echo: Callable[[str], None] = click.echo, intera
         echo(f"  Service Bus emulator  {cluster.servicebus.connection_string.split(';')[0]}")
         echo(f"  GeoCatalog emulator   {cluster.geocatalog.url}  (private storage: {wl.PRIVATE_STORAGE})")
         echo(f"  workers               pids {', '.join(map(str, cluster.worker_pids()))}  logs in {cluster.log_dir}")
+        keep = "kept" if os.environ.get("GCW_KEEP_LOGS") else "deleted at the end (GCW_KEEP_LOGS=1 keeps them)"
+        echo(f"                        the worker logs (JSON lines, one file per worker) are {keep}")
         client = cluster.client
         with ResultCollector(client, REPLY_QUEUE) as collector:
             started = time.monotonic()
@@ -152,7 +154,9 @@ def run_demo(opts: DemoOptions, echo: Callable[[str], None] = click.echo, intera
             for message_id in ("demo-malformed", "demo-geocatalog-failure", "demo-missing-collection"):
                 got = results.get(message_id)
                 if got and got.result.get("error"):
-                    echo(f"  {message_id}: {got.result['error'].get('code')}: {got.result['error'].get('message')}")
+                    error = got.result["error"]
+                    echo(f"  {message_id}: {EXPLAINED.get(message_id, '')}")
+                    echo(f"    {error.get('code')}: {error.get('message')}")
 
             replay_ok = _dead_letters_and_replay(cluster, collector, echo, opts.timeout)
 
@@ -167,6 +171,7 @@ def run_demo(opts: DemoOptions, echo: Callable[[str], None] = click.echo, intera
             echo(f"  expected {dict(sorted(expected.items()))}: {'matches' if counts_ok else 'MISMATCH'}")
 
             storage_ok = storage_stage(cluster, collector, echo, opts.timeout)
+            echo("\nstopping: the workers drain (SIGTERM, in-flight requests finish), then the emulators stop ...")
 
         ok = ok1 and ok2 and counts_ok and not mismatches and not collector.duplicates and replay_ok and storage_ok
         for message_id, expected, got_status in mismatches:
@@ -179,6 +184,16 @@ def run_demo(opts: DemoOptions, echo: Callable[[str], None] = click.echo, intera
             )
         )
         return 0 if ok else 1
+
+
+EXPLAINED = {
+    "demo-malformed": "the request itself is wrong (a field names what), so it is answered 'invalid' and "
+    "dead-lettered at once: no retry can help",
+    "demo-geocatalog-failure": "GeoCatalog accepted the item but its operation failed (the service could not read "
+    "the asset), so the request is answered 'failed' and dead-lettered for an operator",
+    "demo-missing-collection": "the collection does not exist yet: answered 'failed' and dead-lettered; once the "
+    "operator creates it, a replay from the dead-letter queue succeeds (stage 4)",
+}
 
 
 def _expected_item_counts(phase1: list[wl.DemoRequest], phase2: list[wl.DemoRequest]) -> dict[str, int]:
