@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from dataclasses import Field, dataclass, field, fields
 from typing import Any
-from urllib.parse import urlsplit
 
 from worker.domain.retry_policy import RequestRetryPolicy
 from worker.domain.secrets import Secret, redact
@@ -20,7 +19,7 @@ class ConfigError(ValueError):
     """Invalid configuration; the message names the flag (and its environment variable) and says why."""
 
 
-def _flag_env(flag: str) -> str:
+def flag_env(flag: str) -> str:
     from worker.options import envvar
 
     return f"{flag} ({envvar(flag)})"
@@ -28,6 +27,7 @@ def _flag_env(flag: str) -> str:
 
 # threads per process (docs/benchmarks.md: 3 processes x 2,048 at <= 158 MB peak RSS each)
 MAX_CONCURRENCY = 4096
+
 
 @dataclass(frozen=True)
 class Setting:
@@ -313,115 +313,7 @@ class RunConfig:
         return self.geocatalog_scope or scope_for(self.geocatalog_url or "") or SCOPE
 
     def validate(self) -> None:
-        """Raise ``ConfigError`` for the first problem found."""
-        if bool(self.servicebus_connection_string) == bool(self.servicebus_namespace):
-            raise ConfigError(
-                f"give exactly one of {_flag_env('--servicebus-connection-string')} or "
-                f"{_flag_env('--servicebus-namespace')}"
-            )
-        if self.servicebus_connection_string:
-            cs = self.servicebus_connection_string.reveal()
-            if "endpoint=" not in cs.lower():
-                raise ConfigError(
-                    f"{_flag_env('--servicebus-connection-string')} has no 'Endpoint=sb://...' part: "
-                    f"got {redact(cs)[:60]!r}"
-                )
-        if self.request_queue and (self.request_topic or self.request_subscription):
-            raise ConfigError("give either --request-queue or --request-topic with --request-subscription, not both")
-        if not self.request_queue and not (self.request_topic and self.request_subscription):
-            raise ConfigError(
-                f"give {_flag_env('--request-queue')}, or --request-topic together with --request-subscription"
-            )
-        if not self.reply_queue:
-            raise ConfigError(f"{_flag_env('--reply-queue')} is required: every request is answered there")
-        if not self.geocatalog_url:
-            raise ConfigError(f"{_flag_env('--geocatalog-url')} is required")
-        parts = urlsplit(self.geocatalog_url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ConfigError(
-                f"{_flag_env('--geocatalog-url')} must be an http(s) URL, got {redact(self.geocatalog_url)!r}"
-            )
-        if self.geocatalog_scope is not None and not self.geocatalog_scope.startswith("https://"):
-            raise ConfigError(
-                f"{_flag_env('--geocatalog-scope')} is an Entra scope such as "
-                f"'https://geocatalog.spatio.azure.us/.default', got {redact(self.geocatalog_scope)!r}"
-            )
-        if self.sas_api_url:
-            sas = urlsplit(self.sas_api_url)
-            if sas.scheme not in ("http", "https") or not sas.netloc:
-                raise ConfigError(
-                    f"{_flag_env('--sas-api-url')} must be an http(s) URL, got {redact(self.sas_api_url)!r}"
-                )
-        for entry in self.static_sas:
-            key, sep, token = entry.partition("=")
-            if not sep or "/" not in key or not token:
-                raise ConfigError(f"--static-sas entries look like 'account/container=TOKEN', got {redact(entry)!r}")
-        for pattern in self.geocatalog_sas_hosts:
-            host = pattern.strip()
-            if not host or "/" in host or "@" in host or host.strip("*.?") == "":
-                raise ConfigError(
-                    f"{_flag_env('--geocatalog-sas-host')} entries are host patterns such as "
-                    f"'*.blob.core.windows.net' or 'account.blob.core.windows.net', got {redact(pattern)!r}"
-                )
-        from worker.domain.events import EventMapping
+        """Raise ``ConfigError`` for the first problem found (``worker.servicebus.config_checks``)."""
+        from worker.servicebus.config_checks import validate
 
-        for spec in self.event_mappings:
-            try:
-                EventMapping.parse(spec)
-            except ValueError as exc:
-                raise ConfigError(f"{_flag_env('--event-mapping')} {spec!r}: {exc}") from None
-        if self.event_unmatched not in ("invalid", "ignore"):
-            raise ConfigError(f"{_flag_env('--event-unmatched')} must be 'invalid' or 'ignore'")
-        if self.operation_watch not in ("list", "each"):
-            raise ConfigError(f"{_flag_env('--operation-watch')} must be 'list' or 'each'")
-        if self.storage_credential not in ("identity", "sas"):
-            raise ConfigError(f"{_flag_env('--storage-credential')} must be 'identity' or 'sas'")
-        if self.storage_hosts and self.storage_credential == "sas" and not (self.static_sas or self.sas_api_url):
-            raise ConfigError(
-                f"{_flag_env('--storage-credential')} sas needs a SAS provider: --static-sas or --sas-api-url"
-            )
-        positive_ints = {
-            "--concurrency": self.concurrency,
-            "--max-attempts": self.max_attempts,
-            "--max-sessions": self.max_sessions,
-            "--breaker-threshold": self.breaker_threshold,
-            "--max-receive-batch": self.max_receive_batch,
-            "--batch-max-items": self.batch_max_items,
-            "--batch-max-items-backlog": self.batch_max_items_backlog,
-        }
-        for flag, value in positive_ints.items():
-            if value < 1:
-                raise ConfigError(f"{_flag_env(flag)} must be >= 1, got {value}")
-        if self.max_result_bytes < 64 * 1024:
-            raise ConfigError(
-                f"{_flag_env('--max-result-bytes')} must be >= 65536 (room for a shortened result), "
-                f"got {self.max_result_bytes}"
-            )
-        if self.concurrency > MAX_CONCURRENCY:
-            raise ConfigError(f"{_flag_env('--concurrency')} must be <= {MAX_CONCURRENCY}, got {self.concurrency}")
-        non_negative = {
-            "--drain-seconds": self.drain_seconds,
-            "--retry-base-seconds": self.retry_base_seconds,
-            "--batch-linger-ms": self.batch_linger_ms,
-        }
-        for flag, value in non_negative.items():
-            if value < 0:
-                raise ConfigError(f"{_flag_env(flag)} must be >= 0, got {value}")
-        positive = {
-            "--max-lock-renewal-seconds": self.max_lock_renewal_seconds,
-            "--operation-timeout-seconds": self.operation_timeout_seconds,
-            "--retry-max-seconds": self.retry_max_seconds,
-            "--breaker-open-seconds": self.breaker_open_seconds,
-            "--session-idle-seconds": self.session_idle_seconds,
-            "--geocatalog-budget": self.geocatalog_budget,
-            "--geocatalog-retry-seconds": self.geocatalog_retry_seconds,
-        }
-        for flag, value in positive.items():
-            if value <= 0:
-                raise ConfigError(f"{_flag_env(flag)} must be > 0, got {value}")
-        if self.burst_seconds is not None and self.burst_seconds <= 0:
-            raise ConfigError(f"{_flag_env('--burst')} must be > 0 seconds, got {self.burst_seconds}")
-        if not 0 <= self.health_port <= 65535:
-            raise ConfigError(f"{_flag_env('--health-port')} must be 0..65535, got {self.health_port}")
-        if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-            raise ConfigError(f"{_flag_env('--log-level')} must be DEBUG, INFO, WARNING or ERROR")
+        validate(self)
