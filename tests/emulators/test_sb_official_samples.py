@@ -48,10 +48,11 @@ from gcw_emulators.azurite import tools_dir
 from gcw_emulators.identity import TokenEndpoint
 from gcw_emulators.servicebus import ServiceBusEmulator
 
-pytestmark = [pytest.mark.xdist_group("sb-amqps-5671"), pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.xdist_group("sb-amqps-5671"), pytest.mark.timeout(900)]
 
 VERSION = importlib.metadata.version("azure-servicebus")
 SAMPLE_TIMEOUT = 90.0
+SLOW_SAMPLE_TIMEOUT = 600.0
 PARALLEL = 6
 
 # Keyed by the sample's name without ``_async``: the reason it cannot run against the emulator.
@@ -237,14 +238,15 @@ def _run(sample: Path, env: dict[str, str]) -> Outcome:
     reader = threading.Thread(target=lambda: lines.extend(proc.stdout or ()), daemon=True)
     reader.start()
     note = ""
-    deadline = start + SAMPLE_TIMEOUT
+    limit = SLOW_SAMPLE_TIMEOUT if _stem(sample) in SLOW else SAMPLE_TIMEOUT
+    deadline = start + limit
     while proc.poll() is None and time.monotonic() < deadline:
         if forever is not None and sum(forever.marker in line for line in list(lines)) >= forever.count:
             note = "stopped after its messages"
             break
         time.sleep(0.1)
     if proc.poll() is None:
-        note = note or f"timed out after {SAMPLE_TIMEOUT:g} s"
+        note = note or f"timed out after {limit:g} s"
         proc.terminate()
         try:
             proc.wait(timeout=10)

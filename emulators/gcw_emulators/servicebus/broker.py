@@ -21,7 +21,6 @@ from proton import (
     Handler,
     Link,
     Message,
-    SSLDomain,
     Terminus,
     symbol,
     timestamp,
@@ -40,7 +39,6 @@ from gcw_emulators.servicebus.store import (
     StoreError,
     Topic,
 )
-from gcw_emulators.servicebus.tls import Certificates
 
 log = structlog.get_logger(__name__)
 
@@ -125,8 +123,6 @@ class Broker(Handler):
         on_commit: Callable[[], None] | None = None,
         tick_interval: float = 0.05,
         max_message_size: int = MAX_MESSAGE_SIZE,
-        amqps_port: int | None = None,
-        tls: Certificates | None = None,
         access: AccessControl | None = None,
     ) -> None:
         super().__init__()
@@ -147,9 +143,6 @@ class Broker(Handler):
         self.start_error: Exception | None = None
         self.stopping = False
         self.wire = WireStats()
-        self.amqps_port = amqps_port
-        self.tls = tls
-        self.tls_acceptor: Any = None
 
     # ------------------------------------------------------------------ lifecycle
     def on_reactor_init(self, event: Any) -> None:
@@ -168,16 +161,8 @@ class Broker(Handler):
         # transfers in any delivery-id order, as Azure accepts them (see sequencing.py)
         self.acceptor = SequencingAcceptor(self.container, self.host, self.port, self.wire)
         self.port = self._backlog(self.acceptor)
-        if self.amqps_port is not None:
-            assert self.tls is not None, "AMQPS needs a certificate"
-            domain = SSLDomain(SSLDomain.MODE_SERVER)
-            domain.set_credentials(str(self.tls.cert), str(self.tls.key), None)
-            domain.set_peer_authentication(SSLDomain.ANONYMOUS_PEER)
-            self.tls_acceptor = SequencingAcceptor(self.container, self.host, self.amqps_port, self.wire)
-            self.tls_acceptor.set_ssl_domain(domain)
-            self.amqps_port = self._backlog(self.tls_acceptor)
         self.container.schedule(self.tick_interval, self)
-        log.info("servicebus_emulator_listening", host=self.host, port=self.port, amqps_port=self.amqps_port)
+        log.info("servicebus_emulator_listening", host=self.host, port=self.port)
         self.on_ready(self.port)
 
     @staticmethod
@@ -195,9 +180,8 @@ class Broker(Handler):
     @guarded
     def on_emulator_stop(self, event: Any) -> None:
         self.stopping = True
-        for acceptor in (self.acceptor, self.tls_acceptor):
-            if acceptor is not None:
-                acceptor.close()
+        if self.acceptor is not None:
+            self.acceptor.close()
         for conn in list(self.connections):
             if conn.state & ACTIVE:
                 conn.condition = error_condition("amqp:connection:forced", "The emulator is shutting down.")

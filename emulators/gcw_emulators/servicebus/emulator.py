@@ -57,6 +57,7 @@ class ServiceBusEmulator:
         self._amqps_port = amqps_port
         self._tls_dir = Path(tls_dir) if tls_dir is not None else None
         self._management: Any = None
+        self._amqps: Any = None
         self.management_port: int | None = None
         self.amqps_port: int | None = None
         self.ca_cert: Path | None = None
@@ -151,7 +152,6 @@ class ServiceBusEmulator:
             self.ca_cert = self._tls.ca
         self._broker = Broker(self.store, self.host, self._requested_port, on_ready=ready, on_commit=commit,
                               tick_interval=self._tick_interval, max_message_size=self._max_message_size,
-                              amqps_port=self._amqps_port, tls=self._tls,
                               access=self.access)
         self._thread = threading.Thread(target=self._run, name="servicebus-emulator", daemon=True)
         self._thread.start()
@@ -160,7 +160,20 @@ class ServiceBusEmulator:
         if self._failure is not None:
             raise EmulatorError(f"the emulator failed to start on {self.host}:{self._requested_port}: "
                                 f"{self._failure}") from self._failure
-        self.amqps_port = self._broker.amqps_port
+        if self._amqps_port is not None:
+            from gcw_emulators.servicebus.amqps import TlsTerminator
+
+            # TLS ends in front of the plain listener, so sequencing.py still reads the frames (see amqps.py)
+            self._amqps = TlsTerminator(self.host, self._amqps_port, self.port, certfile=self._tls.cert,
+                                        keyfile=self._tls.key)
+            try:
+                self._amqps.start()
+            except OSError as exc:
+                self._amqps = None
+                self.stop()
+                raise EmulatorError(f"the emulator failed to start AMQPS on {self.host}:{self._amqps_port}: "
+                                    f"{exc}") from exc
+            self.amqps_port = self._amqps.port
         if self._management_port is not None:
             from gcw_emulators.servicebus.management import ManagementServer
 
@@ -188,6 +201,9 @@ class ServiceBusEmulator:
             self._ready.set()
 
     def stop(self, timeout: float = 10.0) -> None:
+        if self._amqps is not None:
+            self._amqps.stop()
+            self._amqps = None
         if self._management is not None:
             self._management.stop()
             self._management = None
