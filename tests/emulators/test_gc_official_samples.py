@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from gcw_emulators.blobfrontdoor import BlobFrontDoor
 from gcw_emulators.identity import TokenEndpoint
 
 from tests.emulators.sdk_live import pc
@@ -60,7 +61,6 @@ def environment(sdist: Path, tmp_path_factory: pytest.TempPathFactory):
 def config_environment(sdist: Path, tmp_path_factory: pytest.TempPathFactory):
     """Sample 00's emulator: 0 s operations (it creates its collection with ``polling=False`` and reads it back at
     once) and a ``BlobFrontDoor`` serving the public thumbnail it downloads from blob.core.windows.net."""
-    from gcw_emulators.blobfrontdoor import BlobFrontDoor
     from gcw_emulators.geocatalog import GeoCatalogEmulator
 
     tls = tmp_path_factory.mktemp("tls-config")
@@ -72,10 +72,8 @@ def config_environment(sdist: Path, tmp_path_factory: pytest.TempPathFactory):
         pc.seed(emu)
         account, container, blob = PUBLIC_THUMBNAIL
         emu.put_blob(blob, pc.png(), account=account, container=container, content_type="image/png")
-        bundle = tls / "trusted.pem"
-        bundle.write_bytes(Path(str(emu.cert)).read_bytes() + door.cert.read_bytes())
         env = pc.environment(emu, identity, sdist)
-        env.update(door.env(), REQUESTS_CA_BUNDLE=str(bundle), SSL_CERT_FILE=str(bundle))
+        pc.through_blob_front_door(env, emu, door, tls)
         yield emu, identity, door, env
 
 

@@ -22,6 +22,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from gcw_emulators.blobfrontdoor import BlobFrontDoor
 from gcw_emulators.identity import TokenEndpoint
 
 from tests.emulators.sdk_live import pc
@@ -70,9 +71,12 @@ def test_official_sdk_tests_pass_in_live_mode(tmp_path: Path) -> None:
     with (
         GeoCatalogEmulator(tls=True, tls_dir=str(tmp_path / "tls"), **pc.FAST) as emu,
         TokenEndpoint(token=emu.token) as identity,
+        BlobFrontDoor(emu.url, emu.cert, tmp_path / "tls") as door,
     ):
         pc.seed(emu)
         env = pc.environment(emu, identity, pc.HERE, deps, sdist, sdist / "tests")
+        # test 00 uploads the thumbnail to managed storage; test 03 then downloads it by its blob.core.windows.net URL
+        pc.through_blob_front_door(env, emu, door, tmp_path)
         env.update(AZURE_TEST_RUN_LIVE="true", AZURE_SKIP_LIVE_RECORDING="true")
         command = [sys.executable, "-m", "pytest", "-c", str(ini), "--rootdir", str(sdist / "tests")]
         command += ["-p", "no:cacheprovider", "-p", "no:xdist", "-p", "pytest_asyncio", "-q", "--tb=line"]
