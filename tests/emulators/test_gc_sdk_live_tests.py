@@ -22,6 +22,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from gcw_emulators.blobfrontdoor import BlobFrontDoor
 from gcw_emulators.identity import TokenEndpoint
 
 from tests.emulators.sdk_live import pc
@@ -29,16 +30,13 @@ from tests.emulators.sdk_live import pc
 pytestmark = [pytest.mark.timeout(900), pytest.mark.xdist_group("pc-samples")]
 
 # test id prefix (``file::Class::test``, file without ``.py``) -> why its tests cannot pass against the emulator
-_CONFIG = "collection configuration (partition type, render options, mosaics, tile settings, queryables, assets)"
 _INGESTION = "ingestion sources, managed identities, ingestion definitions and runs"
 _TILER = "the data/tiler API (/data/...: tiles, previews, statistics, mosaics, legends)"
 GAPS: dict[str, str] = {
-    "test_planetary_computer_00_stac_collection": f"not emulated yet: {_CONFIG}",
     "test_planetary_computer_01_ingestion_management": f"not emulated yet: {_INGESTION}",
     "test_planetary_computer_04_stac_item_tiler": f"not emulated yet: {_TILER}",
     "test_planetary_computer_05_mosaics_tiler": f"not emulated yet: {_TILER}",
     "test_planetary_computer_06_map_legends": f"not emulated yet: {_TILER}",
-    "test_planetary_computer_07_collection_lifecycle": "not emulated yet: PUT of a collection, collection assets",
     "test_planetary_computer_08_collection_tiler": f"not emulated yet: {_TILER}",
 }
 
@@ -73,9 +71,12 @@ def test_official_sdk_tests_pass_in_live_mode(tmp_path: Path) -> None:
     with (
         GeoCatalogEmulator(tls=True, tls_dir=str(tmp_path / "tls"), **pc.FAST) as emu,
         TokenEndpoint(token=emu.token) as identity,
+        BlobFrontDoor(emu.url, emu.cert, tmp_path / "tls") as door,
     ):
         pc.seed(emu)
         env = pc.environment(emu, identity, pc.HERE, deps, sdist, sdist / "tests")
+        # test 00 uploads the thumbnail to managed storage; test 03 then downloads it by its blob.core.windows.net URL
+        pc.through_blob_front_door(env, emu, door, tmp_path)
         env.update(AZURE_TEST_RUN_LIVE="true", AZURE_SKIP_LIVE_RECORDING="true")
         command = [sys.executable, "-m", "pytest", "-c", str(ini), "--rootdir", str(sdist / "tests")]
         command += ["-p", "no:cacheprovider", "-p", "no:xdist", "-p", "pytest_asyncio", "-q", "--tb=line"]

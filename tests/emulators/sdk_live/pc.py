@@ -23,6 +23,7 @@ from typing import Any
 
 import requests
 from gcw_emulators.azurite import tools_dir
+from gcw_emulators.blobfrontdoor import BlobFrontDoor
 from gcw_emulators.geocatalog import GeoCatalogEmulator
 from gcw_emulators.identity import TokenEndpoint
 
@@ -222,3 +223,11 @@ def environment(emu: GeoCatalogEmulator, identity: TokenEndpoint, *paths: Path) 
         PYTHONPATH=os.pathsep.join([*map(str, paths), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
     )
     return env
+
+
+def through_blob_front_door(env: dict[str, str], emu: GeoCatalogEmulator, door: BlobFrontDoor, folder: Path) -> None:
+    """Send ``env``'s process to ``*.blob.core.windows.net`` through ``door`` (the emulator's blob store: managed
+    storage hrefs, the public thumbnail sample 00 downloads) and make it trust both certificates."""
+    bundle = folder / "trusted.pem"
+    bundle.write_bytes(Path(str(emu.cert)).read_bytes() + door.cert.read_bytes())
+    env.update(door.env(), REQUESTS_CA_BUNDLE=str(bundle), SSL_CERT_FILE=str(bundle))
