@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 from gcw_emulators.azurite import tools_dir
+from gcw_emulators.geocatalog.imagery import naip_item, seed_imagery
 from gcw_emulators.identity import TokenEndpoint
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.xdist_group("pc-samples")]
@@ -33,7 +34,16 @@ SAMPLES = [
     "planetary_computer_03_shared_access_signature.py",
     "async/planetary_computer_02_stac_specification_async.py",
     "async/planetary_computer_03_shared_access_signature_async.py",
+    "planetary_computer_04_stac_item_tiler.py",
+    "planetary_computer_05_mosaics_tiler.py",
+    "planetary_computer_06_map_legends.py",
+    "async/planetary_computer_04_stac_item_tiler_async.py",
+    "async/planetary_computer_05_mosaics_tiler_async.py",
+    "async/planetary_computer_06_map_legends_async.py",
 ]
+# the tiler samples read the item's pixels: it is (re)stored with a real COG first (sample 02 replaces the item)
+TILER_SAMPLES = ("_04_", "_05_", "_06_")
+ITEM_BBOX = [-84.44157, 33.621853, -84.370894, 33.690654]  # the item's bounds in the recordings (test_04)
 
 
 def _png() -> bytes:
@@ -101,6 +111,8 @@ def environment(sdist: Path, tmp_path_factory: pytest.TempPathFactory):
 def test_official_sample_passes_unmodified(environment, sdist: Path, sample: str) -> None:
     emu, identity, env = environment
     script = sdist / "samples" / sample
+    if any(tag in sample for tag in TILER_SAMPLES):
+        seed_imagery(emu, COLLECTION, naip_item(COLLECTION, ITEM, ITEM_BBOX, "2021-11-14T16:00:00Z"))
     proc = subprocess.run(
         [sys.executable, str(script)], env=env, cwd=script.parent, capture_output=True, text=True, timeout=150
     )
