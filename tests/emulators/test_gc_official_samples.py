@@ -10,24 +10,17 @@ The samples that do not apply are listed, each with its reason, in docs/emulator
 
 from __future__ import annotations
 
-import fcntl
-import os
 import subprocess
 import sys
-import tarfile
-import zlib
 from pathlib import Path
 
 import pytest
-from gcw_emulators.azurite import tools_dir
-from gcw_emulators.geocatalog.imagery import naip_item, seed_imagery
+from gcw_emulators.blobfrontdoor import BlobFrontDoor
 from gcw_emulators.identity import TokenEndpoint
 
+from tests.emulators.sdk_live import pc
+
 pytestmark = [pytest.mark.timeout(180), pytest.mark.xdist_group("pc-samples")]
-PACKAGE, VERSION = "azure-planetarycomputer", "1.0.0"
-COLLECTION, ITEM = "naip-atl", "ga_m_3308421_se_16_060_20211114"
-# azure-core's pollers wait 30 s between polls unless the answer carries Retry-After (the service sends none)
-FAST = {"operation_seconds": 0.2, "poll_retry_after": 0.1}
 # the samples that apply (sync and async); the others are in docs/emulators.md with their reasons
 SAMPLES = [
     "planetary_computer_02_stac_specification.py",
@@ -41,46 +34,23 @@ SAMPLES = [
     "async/planetary_computer_05_mosaics_tiler_async.py",
     "async/planetary_computer_06_map_legends_async.py",
 ]
-# the tiler samples read the item's pixels: it is (re)stored with a real COG first (sample 02 replaces the item)
+# the tiler samples read the item's pixels: it is restored as seeded (a real COG) first, sample 02 replaces it
 TILER_SAMPLES = ("_04_", "_05_", "_06_")
-ITEM_BBOX = [-84.44157, 33.621853, -84.370894, 33.690654]  # the item's bounds in the recordings (test_04)
-
-
-def _png() -> bytes:
-    """A valid 1x1 PNG (the SAS sample checks the PNG signature of the collection thumbnail it downloads)."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        body = kind + data
-        return len(data).to_bytes(4, "big") + body + zlib.crc32(body).to_bytes(4, "big")
-
-    header = (1).to_bytes(4, "big") * 2 + bytes([8, 0, 0, 0, 0])
-    return (
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00\x00")) + chunk(b"IEND", b"")
-    )
+# the collection configuration samples: they delete and recreate the collection, so they get their own emulator
+CONFIG_SAMPLES = [
+    "planetary_computer_00_stac_collection.py",
+    "async/planetary_computer_00_stac_collection_async.py",
+]
+# what sample 00 downloads with urllib before uploading it as the collection's thumbnail
+PUBLIC_THUMBNAIL = ("ai4edatasetspublicassets", "assets", "pc_thumbnails/naip.png")
 
 
 @pytest.fixture(scope="module")
 def sdist() -> Path:
-    """The unpacked sdist of azure-planetarycomputer (downloaded once, under a file lock)."""
-    root = tools_dir() / f"{PACKAGE}-{VERSION}"
-    unpacked = root / f"azure_planetarycomputer-{VERSION}"
-    root.mkdir(parents=True, exist_ok=True)
-    with (root / "download.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (unpacked / "samples").is_dir():
-            pip = [sys.executable, "-m", "pip", "download", "--no-binary", ":all:", "--no-deps", "-d", str(root)]
-            proc = subprocess.run(
-                [*pip, f"{PACKAGE}=={VERSION}"],
-                capture_output=True,
-                text=True,
-                timeout=120,
-            )
-            archives = sorted(root.glob("azure_planetarycomputer-*.tar.gz"))
-            if proc.returncode != 0 or not archives:
-                pytest.skip(f"cannot download the {PACKAGE} sdist: {proc.stderr.strip()[-500:]}")
-            with tarfile.open(archives[-1]) as tar:
-                tar.extractall(root, filter="data")
-    return unpacked
+    try:
+        return pc.sdist()
+    except pc.Unavailable as exc:
+        pytest.skip(str(exc))
 
 
 @pytest.fixture(scope="module")
@@ -88,31 +58,69 @@ def environment(sdist: Path, tmp_path_factory: pytest.TempPathFactory):
     from gcw_emulators.geocatalog import GeoCatalogEmulator
 
     with (
-        GeoCatalogEmulator(tls=True, tls_dir=str(tmp_path_factory.mktemp("tls")), **FAST) as emu,
+        GeoCatalogEmulator(tls=True, tls_dir=str(tmp_path_factory.mktemp("tls")), **pc.FAST) as emu,
         TokenEndpoint(token=emu.token) as identity,
     ):
-        thumbnail = emu.put_blob(f"{COLLECTION}/thumbnail.png", _png(), container="assets", content_type="image/png")
-        doc = {"assets": {"thumbnail": {"href": thumbnail, "type": "image/png", "roles": ["thumbnail"]}}}
-        emu.create_collection(COLLECTION, doc)
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("AZURE_", "MSI_", "IDENTITY_"))}
-        env.update(identity.env())
-        env.update(
-            PLANETARYCOMPUTER_ENDPOINT=emu.url,
-            PLANETARYCOMPUTER_COLLECTION_ID=COLLECTION,
-            PLANETARYCOMPUTER_ITEM_ID=ITEM,
-            REQUESTS_CA_BUNDLE=str(emu.cert),
-            SSL_CERT_FILE=str(emu.cert),
-            PYTHONPATH=os.pathsep.join([str(sdist), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
-        )
-        yield emu, identity, env
+        pc.seed(emu)
+        yield emu, identity, pc.environment(emu, identity, sdist)
+
+
+@pytest.fixture(scope="module")
+def config_environment(sdist: Path, tmp_path_factory: pytest.TempPathFactory):
+    """Sample 00's emulator: 0 s operations (it creates its collection with ``polling=False`` and reads it back at
+    once) and a ``BlobFrontDoor`` serving the public thumbnail it downloads from blob.core.windows.net."""
+    from gcw_emulators.geocatalog import GeoCatalogEmulator
+
+    tls = tmp_path_factory.mktemp("tls-config")
+    with (
+        GeoCatalogEmulator(tls=True, tls_dir=str(tls), operation_seconds=0, poll_retry_after=0.1) as emu,
+        TokenEndpoint(token=emu.token) as identity,
+        BlobFrontDoor(emu.url, emu.cert, tls) as door,
+    ):
+        pc.seed(emu)
+        account, container, blob = PUBLIC_THUMBNAIL
+        emu.put_blob(blob, pc.png(), account=account, container=container, content_type="image/png")
+        env = pc.environment(emu, identity, sdist)
+        pc.through_blob_front_door(env, emu, door, tls)
+        yield emu, identity, door, env
+
+
+def _run(sdist: Path, sample: str, env: dict[str, str]) -> None:
+    script = sdist / "samples" / sample
+    proc = subprocess.run(
+        [sys.executable, str(script)], env=env, cwd=script.parent, capture_output=True, text=True, timeout=150
+    )
+    assert proc.returncode == 0, f"{sample} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+
+
+@pytest.mark.parametrize("sample", CONFIG_SAMPLES)
+def test_official_collection_sample_passes_unmodified(config_environment, sdist: Path, sample: str) -> None:
+    emu, identity, door, env = config_environment
+    served = door.requests
+    _run(sdist, sample, env)
+    assert door.requests > served, "the sample never downloaded the public thumbnail through the blob front door"
+    assert identity.requests >= 1
+    doc = emu.catalog.get_collection(pc.COLLECTION)
+    assert doc["description"].endswith(" - Updated for testing"), doc["description"]
+    thumbnail = doc["assets"]["thumbnail"]["href"]
+    assert thumbnail.startswith(f"https://{emu.managed_account}.blob.core.windows.net/"), thumbnail
+    stats = emu.stats()["requests"]
+    for route in (
+        "PUT /stac/collections/{collectionId}/configurations/tile-settings",
+        "PUT /stac/collections/{collectionId}/queryables/{queryableName}",
+        "PUT /stac/collections/{collectionId}/configurations/mosaics/{mosaicId}",
+        "PUT /stac/collections/{collectionId}/assets/{assetId}",
+        "GET /stac/collections/{collectionId}/thumbnail",
+    ):
+        assert stats.get(route, {}).get("200"), (route, stats.get(route))
 
 
 @pytest.mark.parametrize("sample", SAMPLES)
 def test_official_sample_passes_unmodified(environment, sdist: Path, sample: str) -> None:
     emu, identity, env = environment
-    script = sdist / "samples" / sample
     if any(tag in sample for tag in TILER_SAMPLES):
-        seed_imagery(emu, COLLECTION, naip_item(COLLECTION, ITEM, ITEM_BBOX, "2021-11-14T16:00:00Z"))
+        pc.restore_item(emu)
+    script = sdist / "samples" / sample
     proc = subprocess.run(
         [sys.executable, str(script)], env=env, cwd=script.parent, capture_output=True, text=True, timeout=150
     )

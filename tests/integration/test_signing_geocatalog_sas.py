@@ -232,3 +232,30 @@ def test_managed_copies_are_recognised_from_the_catalogs_own_answer() -> None:
     external = "https://public.blob.core.windows.net/ctr/a.tif"
     assert signer.sign_href(external, "c1", "item-1") == external
     assert reads == [("c1", "item-1")]
+
+
+def test_a_read_that_teaches_nothing_is_not_repeated_for_every_request() -> None:
+    """Look-alike managed hrefs of an item the catalog does not hold: one GET per item per retry interval."""
+    container = managed_container("c1")
+    prefix = hashlib.sha256(b"ghost").hexdigest()[:3]
+    href = f"https://somewhere.blob.core.windows.net/{container}/{prefix}/ghost/data.tif"
+    reads: list[tuple[str, str]] = []
+    now = [100.0]
+
+    def read_item(collection: str, item_id: str) -> dict | None:
+        reads.append((collection, item_id))
+        return None
+
+    managed = ManagedStorage(read_item, retry_seconds=60.0, max_misses=2, clock=lambda: now[0])
+    assert not managed.is_managed(href, "c1", "ghost")
+    assert not managed.is_managed(href, "c1", "ghost")
+    assert reads == [("c1", "ghost")]
+    now[0] += 61.0  # the interval passed: the catalog is asked again
+    assert not managed.is_managed(href, "c1", "ghost")
+    assert reads == [("c1", "ghost")] * 2
+    # bounded: two other items push the oldest miss out, so it is read again at once
+    for other in ("g2", "g3"):
+        p2 = hashlib.sha256(other.encode()).hexdigest()[:3]
+        managed.is_managed(f"https://somewhere.blob.core.windows.net/{container}/{p2}/{other}/data.tif", "c1", other)
+    assert not managed.is_managed(href, "c1", "ghost")
+    assert reads[-1] == ("c1", "ghost") and len(reads) == 5

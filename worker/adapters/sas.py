@@ -23,6 +23,7 @@ from __future__ import annotations
 import copy
 import ipaddress
 import threading
+import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -489,18 +490,37 @@ class ManagedStorage:
     itself reported for the collection: ``read_item(collection, item_id)`` (a GET through the GeoCatalog client)
     is called once per collection until a host is learned. A request naming some other account with a
     look-alike path never receives the catalog's token.
+
+    A read that teaches nothing (the item is not stored, or not with managed hrefs) is remembered for
+    ``retry_seconds`` per (collection, item), so resubmissions of such an item cost one GET per that interval, not
+    one per request; at most ``max_misses`` are remembered (the oldest are forgotten first).
     """
 
-    def __init__(self, read_item: Callable[[str, str], dict | None]) -> None:
+    def __init__(
+        self,
+        read_item: Callable[[str, str], dict | None],
+        *,
+        retry_seconds: float = 60.0,
+        max_misses: int = 4096,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._read_item = read_item
+        self._retry_seconds = retry_seconds
+        self._max_misses = max_misses
+        self._clock = clock
         self._lock = threading.Lock()
         self._hosts: dict[str, frozenset[str]] = {}
+        self._misses: dict[tuple[str, str], float] = {}  # (collection, item) -> when its read taught nothing
 
     def hosts(self, collection: str, item_id: str) -> frozenset[str]:
+        now = self._clock()
         with self._lock:
             known = self._hosts.get(collection)
+            missed = self._misses.get((collection, item_id))
         if known:
             return known
+        if missed is not None and now - missed < self._retry_seconds:
+            return frozenset()
         stored = self._read_item(collection, item_id)
         found = {
             urlsplit(href).netloc.lower()
@@ -511,6 +531,12 @@ class ManagedStorage:
             merged = self._hosts.get(collection, frozenset()) | found
             if merged:
                 self._hosts[collection] = merged
+                self._misses.pop((collection, item_id), None)
+            else:
+                self._misses.pop((collection, item_id), None)
+                self._misses[(collection, item_id)] = now  # re-inserted: dict order is the forgetting order
+                while len(self._misses) > self._max_misses:
+                    del self._misses[next(iter(self._misses))]
         return merged
 
     def is_managed(self, href: str, collection: str, item_id: str) -> bool:

@@ -33,6 +33,7 @@ API_VERSIONS = ("2024-01-31-preview", "2025-04-30-preview", "2026-04-15")
 SUPPORTED_VERSIONS_HEADER = {"api-supported-versions": ", ".join(API_VERSIONS)}
 OPERATION_CONTENT_TYPE = "application/json; charset=utf-8"
 GEOCATALOG_PREFIXES = ("/stac", "/inma", "/sas", "/data")  # need Bearer auth + api-version; count against the budget
+PRIVATE_PREFIX = "_gcw:"  # keys of a stored collection document the emulator keeps for itself and never serves
 log = structlog.get_logger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -488,9 +489,6 @@ class GeoCatalogApp:
         return json_response(landing.conformance())
 
     async def queryables(self, request: web.Request) -> web.Response:
-        cid = request.match_info.get("collectionId")
-        if cid is not None:
-            self.catalog.get_collection(cid)  # 404 ResourceNotFound for a missing collection
         doc = landing.queryables(f"{self._origin(request)}{request.path_qs}")
         return json_response(doc, content_type=landing.SCHEMA)
 
@@ -507,7 +505,8 @@ class GeoCatalogApp:
             {"rel": "root", "type": "application/json", "href": f"{base}/stac/"},
             {"rel": "self", "type": "application/json", "href": f"{base}/stac/collections/{cid}"},
         ]
-        return jsonb_order({**doc, "links": links})
+        public = {k: v for k, v in doc.items() if not k.startswith(PRIVATE_PREFIX)}
+        return jsonb_order({**public, "links": links})
 
     async def post_collection(self, request: web.Request) -> web.Response:
         body = await self._json_body(request)
@@ -643,7 +642,6 @@ class GeoCatalogApp:
         r.add_get("/stac/", self.landing_page, allow_head=False)
         r.add_get("/stac/conformance", self.conformance, allow_head=False)
         r.add_get("/stac/queryables", self.queryables, allow_head=False)
-        r.add_get("/stac/collections/{collectionId}/queryables", self.queryables, allow_head=False)
         r.add_get("/stac/collections", self.list_collections, allow_head=False)
         r.add_post("/stac/collections", self.post_collection)
         r.add_get("/stac/collections/{collectionId}", self.get_collection, allow_head=False)
@@ -668,6 +666,10 @@ class GeoCatalogApp:
         r.add_put("/_emulator/faults", self.set_faults)
         r.add_post("/_emulator/faults", self.set_faults)
         r.add_delete("/_emulator/faults", self.clear_faults)
+        from gcw_emulators.geocatalog import collection_assets, configuration  # they import this module
+
+        configuration.register(self, r)  # configurations, collection queryables
+        collection_assets.register(self, r)  # PUT collection, collection assets, thumbnail
         return app
 
 

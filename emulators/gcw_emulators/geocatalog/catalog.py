@@ -16,7 +16,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 from gcw_emulators.geocatalog.errors import ApiError
@@ -40,6 +40,7 @@ from gcw_emulators.geocatalog.validation import (
 )
 from worker.domain.secrets import redact
 
+T = TypeVar("T")
 SAS_KEYS = {"sig", "se", "st", "sp", "sv", "sr", "skoid", "sktid", "skt", "ske", "sks", "skv", "spr", "srt", "ss"}
 
 
@@ -429,6 +430,26 @@ class Catalog:
         with self._lock:
             self.advance()
             return self.store.list_collections()
+
+    def update_collection(self, cid: str, change: Callable[[dict[str, Any]], T]) -> tuple[dict[str, Any], T]:
+        """Apply ``change`` to a copy of the stored collection document and store it (nothing is stored when
+        ``change`` raises); returns the new document and what ``change`` returned. Synchronous writes
+        (configuration, collection assets, PUT) go through here."""
+        with self._lock:
+            self.advance()
+            stored = self.store.get_collection(cid)
+            if stored is None:
+                raise ApiError(404, "ResourceNotFound", collection_not_found(cid))
+            doc = copy.deepcopy(stored)
+            result = change(doc)
+            self.store.add_collection(cid, doc)
+            return doc, result
+
+    def read_href(self, href: str) -> tuple[bytes, str] | None:
+        """The bytes and content type of the blob an href names, when this emulator stores it."""
+        key = self._blob_key(href)
+        with self._lock:
+            return self.store.get_blob(key) if key is not None else None
 
     # ---------------------------------------------------------------- item writes
     def create_items(self, cid: str, body: Any, path: str) -> Operation:
