@@ -31,13 +31,8 @@ pytestmark = [pytest.mark.timeout(900), pytest.mark.xdist_group("pc-samples")]
 
 # test id prefix (``file::Class::test``, file without ``.py``) -> why its tests cannot pass against the emulator
 _INGESTION = "ingestion sources, managed identities, ingestion definitions and runs"
-_TILER = "the data/tiler API (/data/...: tiles, previews, statistics, mosaics, legends)"
 GAPS: dict[str, str] = {
     "test_planetary_computer_01_ingestion_management": f"not emulated yet: {_INGESTION}",
-    "test_planetary_computer_04_stac_item_tiler": f"not emulated yet: {_TILER}",
-    "test_planetary_computer_05_mosaics_tiler": f"not emulated yet: {_TILER}",
-    "test_planetary_computer_06_map_legends": f"not emulated yet: {_TILER}",
-    "test_planetary_computer_08_collection_tiler": f"not emulated yet: {_TILER}",
 }
 
 

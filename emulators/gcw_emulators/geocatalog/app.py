@@ -20,7 +20,7 @@ from urllib.parse import urlencode, urlsplit
 import structlog
 from aiohttp import web
 
-from gcw_emulators.geocatalog import landing, search
+from gcw_emulators.geocatalog import landing, search, tiler
 from gcw_emulators.geocatalog.catalog import Catalog, parse_interval
 from gcw_emulators.geocatalog.errors import ApiError, error_body
 from gcw_emulators.geocatalog.faults import FaultSet, FaultSpecError
@@ -32,7 +32,7 @@ API_VERSIONS = ("2024-01-31-preview", "2025-04-30-preview", "2026-04-15")
 # sent on write 202s, operation GETs and the operation list, not on STAC reads, SAS answers or errors (T14, T07, S02)
 SUPPORTED_VERSIONS_HEADER = {"api-supported-versions": ", ".join(API_VERSIONS)}
 OPERATION_CONTENT_TYPE = "application/json; charset=utf-8"
-GEOCATALOG_PREFIXES = ("/stac", "/inma", "/sas")  # need Bearer auth + api-version; count against the budget
+GEOCATALOG_PREFIXES = ("/stac", "/inma", "/sas", "/data")  # need Bearer auth + api-version; count against the budget
 PRIVATE_PREFIX = "_gcw:"  # keys of a stored collection document the emulator keeps for itself and never serves
 log = structlog.get_logger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -660,6 +660,7 @@ class GeoCatalogApp:
         r.add_get("/api/sas/v1/sign", self.sign, allow_head=False)
         r.add_put("/_blobs/{account}/{container}/{blob:.+}", self.put_blob)
         r.add_get("/_blobs/{account}/{container}/{blob:.+}", self.get_blob, allow_head=False)
+        tiler.register(self, r)  # /data/...: the tiler (item, mosaic and collection images, legends)
         r.add_get("/_emulator/stats", self.get_stats, allow_head=False)
         r.add_get("/_emulator/faults", self.get_faults, allow_head=False)
         r.add_put("/_emulator/faults", self.set_faults)

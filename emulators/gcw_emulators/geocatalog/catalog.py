@@ -370,6 +370,19 @@ class Catalog:
         with self._lock:
             self.store.add_collection(cid, self._collection_doc(cid, doc))
 
+    def add_item_now(self, cid: str, item: dict[str, Any]) -> dict[str, Any]:
+        """Create or replace an item immediately (no operation), its assets copied into managed storage as an
+        ingestion copies them; returns the stored item."""
+        with self._lock:
+            self._require_collection(cid)
+            check_item(item, cid, item_id=item.get("id"))
+            iid = item["id"]
+            assets = {k: {**a, "href": self._copy_asset(cid, iid, k, a)} for k, a in item.get("assets", {}).items()}
+            etag = str(uuid.UUID(int=self._rng.getrandbits(128), version=4))
+            stored = stored_item(item, assets, rfc3339(self.clock(), digits=6), etag)
+            self.store.put_item(cid, iid, stored)
+            return stored
+
     @staticmethod
     def _collection_doc(cid: str, doc: dict[str, Any] | None) -> dict[str, Any]:
         base = {
@@ -594,3 +607,10 @@ class Catalog:
     def get_blob(self, key: str) -> tuple[bytes, str] | None:
         with self._lock:
             return self.store.get_blob(key)
+
+    def asset_bytes(self, href: str) -> bytes | None:
+        """The bytes an asset href names in this emulator's blob store (managed storage or its own /_blobs), if
+        any: what the tiler reads."""
+        key = self._blob_key(href)
+        found = self.get_blob(key) if key is not None else None
+        return found[0] if found is not None else None

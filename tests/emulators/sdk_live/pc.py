@@ -25,6 +25,7 @@ import requests
 from gcw_emulators.azurite import tools_dir
 from gcw_emulators.blobfrontdoor import BlobFrontDoor
 from gcw_emulators.geocatalog import GeoCatalogEmulator
+from gcw_emulators.geocatalog.imagery import COG_MEDIA_TYPE, naip_cog, seed_imagery
 from gcw_emulators.identity import TokenEndpoint
 
 PACKAGE, VERSION = "azure-planetarycomputer", "1.0.0"
@@ -170,8 +171,9 @@ def _wait(session: requests.Session, url: str, verify: str | bool, timeout: floa
     raise TimeoutError(f"seeding operation {url} did not finish in {timeout} s")
 
 
-def seed(emu: GeoCatalogEmulator, image: bytes | None = None) -> None:
-    """The collection ``naip-atl`` (with a PNG thumbnail) and its items, written through the STAC API."""
+def seed(emu: GeoCatalogEmulator) -> None:
+    """The collection ``naip-atl`` (with a PNG thumbnail) and its items, written through the STAC API; each item's
+    ``image`` is a real NAIP-like COG over its bbox (``gcw_emulators.geocatalog.imagery``) for the tiler."""
     thumbnail = emu.put_blob(f"{COLLECTION}/thumbnail.png", png(), container="assets", content_type="image/png")
     emu.create_collection(
         COLLECTION,
@@ -194,8 +196,9 @@ def seed(emu: GeoCatalogEmulator, image: bytes | None = None) -> None:
     session.headers.update(emu.headers)
     # per request: REQUESTS_CA_BUNDLE in the environment would override a session-wide verify
     verify: str | bool = str(emu.cert) if emu.cert else True
-    for item_id in ITEMS:
-        tif = emu.put_blob(f"{item_id}/image.tif", image or png(), container="naip", content_type="image/tiff")
+    for index, item_id in enumerate(ITEMS):
+        cog = naip_cog(ITEMS[item_id][0], seed=index)
+        tif = emu.put_blob(f"{item_id}/image.tif", cog, container="naip", content_type=COG_MEDIA_TYPE)
         thumb = emu.put_blob(f"{item_id}/thumbnail.png", png(), container="naip", content_type="image/png")
         doc = naip_item(item_id, {"image": tif, "thumbnail": thumb})
         response = session.post(
@@ -207,6 +210,13 @@ def seed(emu: GeoCatalogEmulator, image: bytes | None = None) -> None:
         )
         response.raise_for_status()
         _wait(session, response.headers["operation-location"], verify)
+
+
+def restore_item(emu: GeoCatalogEmulator, item_id: str = ITEM) -> None:
+    """Store ``item_id`` again as seeded, with its COG (sample and test 02 replace the item, with other assets)."""
+    thumb = emu.put_blob(f"{item_id}/thumbnail.png", png(), container="naip", content_type="image/png")
+    doc = naip_item(item_id, {"image": "", "thumbnail": thumb})  # seed_imagery sets the image asset
+    seed_imagery(emu, COLLECTION, doc, seed=list(ITEMS).index(item_id))
 
 
 def environment(emu: GeoCatalogEmulator, identity: TokenEndpoint, *paths: Path) -> dict[str, str]:
