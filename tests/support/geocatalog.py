@@ -65,3 +65,44 @@ def wait_operation(location: str, headers: dict[str, str], timeout: float = 20.0
     if not wait_until(terminal, timeout, interval=0.03):
         raise TimeoutError(f"operation still {last[0].get('status')} after {timeout} s: {location}")
     return last[0]
+
+
+def publish_static_catalog(
+    emu: GeoCatalogEmulator,
+    items: list[dict[str, Any]],
+    *,
+    container: str = "static-catalog",
+    account: str = "emulator",
+    assets: dict[str, tuple[bytes, str]] | None = None,
+) -> str:
+    """Publish a static STAC catalog on the emulator's blob store and return the URL of its ``catalog.json``.
+
+    The layout is the one ``stac-utils`` writes (``catalog.json``, ``<id>/<id>.json``, relative links): each item
+    in ``items`` is stored under its id with its ``links`` replaced by ``root``/``parent`` links and, for every
+    asset key in ``assets`` (key -> (bytes, media type)), a blob ``<id>/<key>`` next to the item that the item's
+    asset of that key points at with a relative href. This is what an ``IngestionStaticCatalog`` run reads.
+    """
+    import json
+
+    def put(path: str, doc: dict[str, Any]) -> str:
+        return emu.put_blob(path, json.dumps(doc).encode(), account=account, container=container)
+
+    links: list[dict[str, Any]] = [{"rel": "root", "href": "./catalog.json", "type": "application/json"}]
+    for item in items:
+        iid = item["id"]
+        up = [{"rel": "root", "href": "../catalog.json"}, {"rel": "parent", "href": "../catalog.json"}]
+        doc = dict(item, links=up)
+        doc["assets"] = dict(doc.get("assets", {}))
+        for key, (data, media_type) in (assets or {}).items():
+            emu.put_blob(f"{iid}/{key}", data, account=account, container=container, content_type=media_type)
+            doc["assets"][key] = {**doc["assets"].get(key, {}), "href": f"./{key}", "type": media_type}
+        put(f"{iid}/{iid}.json", doc)
+        links.append({"rel": "item", "href": f"./{iid}/{iid}.json", "type": "application/geo+json"})
+    catalog = {
+        "type": "Catalog",
+        "id": container,
+        "stac_version": "1.0.0",
+        "description": f"Static catalog of {len(items)} items for ingestion runs",
+        "links": links,
+    }
+    return put("catalog.json", catalog)
