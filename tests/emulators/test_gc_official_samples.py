@@ -22,6 +22,8 @@ import pytest
 from gcw_emulators.azurite import tools_dir
 from gcw_emulators.identity import TokenEndpoint
 
+from tests.support.geocatalog import ingestion_environment, make_stac_item, publish_static_catalog
+
 pytestmark = [pytest.mark.timeout(180), pytest.mark.xdist_group("pc-samples")]
 PACKAGE, VERSION = "azure-planetarycomputer", "1.0.0"
 COLLECTION, ITEM = "naip-atl", "ga_m_3308421_se_16_060_20211114"
@@ -29,8 +31,10 @@ COLLECTION, ITEM = "naip-atl", "ga_m_3308421_se_16_060_20211114"
 FAST = {"operation_seconds": 0.2, "poll_retry_after": 0.1}
 # the samples that apply (sync and async); the others are in docs/emulators.md with their reasons
 SAMPLES = [
+    "planetary_computer_01_ingestion_management.py",
     "planetary_computer_02_stac_specification.py",
     "planetary_computer_03_shared_access_signature.py",
+    "async/planetary_computer_01_ingestion_management_async.py",
     "async/planetary_computer_02_stac_specification_async.py",
     "async/planetary_computer_03_shared_access_signature_async.py",
 ]
@@ -84,8 +88,12 @@ def environment(sdist: Path, tmp_path_factory: pytest.TempPathFactory):
         thumbnail = emu.put_blob(f"{COLLECTION}/thumbnail.png", _png(), container="assets", content_type="image/png")
         doc = {"assets": {"thumbnail": {"href": thumbnail, "type": "image/png", "roles": ["thumbnail"]}}}
         emu.create_collection(COLLECTION, doc)
+        # the static catalog the ingestion sample's run reads (the sample's own points at GitHub)
+        items = [make_stac_item(f"{ITEM}_static_{n}", "static") for n in range(3)]
+        catalog_url = publish_static_catalog(emu, items, assets={"image": (_png(), "image/png")})
         env = {k: v for k, v in os.environ.items() if not k.startswith(("AZURE_", "MSI_", "IDENTITY_"))}
         env.update(identity.env())
+        env.update(ingestion_environment(emu, catalog_url))
         env.update(
             PLANETARYCOMPUTER_ENDPOINT=emu.url,
             PLANETARYCOMPUTER_COLLECTION_ID=COLLECTION,

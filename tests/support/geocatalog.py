@@ -106,3 +106,24 @@ def publish_static_catalog(
         "links": links,
     }
     return put("catalog.json", catalog)
+
+
+def ingestion_environment(emu: GeoCatalogEmulator, catalog_url: str) -> dict[str, str]:
+    """The variables Microsoft's ingestion sample and tests read (``planetary_computer_01_ingestion_management``),
+    pointed at this emulator: the static catalog ``catalog_url`` (see ``publish_static_catalog``), a SAS-token
+    source for the catalog's container (a token the emulator issued for it), and a different container for the
+    managed-identity source, with the emulated GeoCatalog's own identity."""
+    from gcw_emulators.geocatalog.ingestion import EMULATOR_IDENTITY
+
+    container_url = catalog_url.rsplit("/", 1)[0]
+    account, container = container_url.split("/_blobs/", 1)[1].split("/", 1)
+    mi_container = f"{container_url}-identity"
+    return {
+        "AZURE_INGESTION_CATALOG_URL": catalog_url,
+        "PLANETARYCOMPUTER_INGESTION_CATALOG_URL": catalog_url,
+        "AZURE_INGESTION_CONTAINER_URI": mi_container,
+        "PLANETARYCOMPUTER_INGESTION_CONTAINER_URI": mi_container,
+        "PLANETARYCOMPUTER_MANAGED_IDENTITY_OBJECT_ID": EMULATOR_IDENTITY.object_id,
+        "AZURE_INGESTION_SAS_CONTAINER_URI": container_url,
+        "AZURE_INGESTION_SAS_TOKEN": emu.issue_sas(account, container),
+    }
