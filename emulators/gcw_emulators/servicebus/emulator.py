@@ -119,7 +119,7 @@ class ServiceBusEmulator:
         return store
 
     def _certificates(self) -> Any:
-        from gcw_emulators.servicebus.tls import ensure_certificates
+        from gcw_emulators.tls import ensure_certificates
 
         folder = self._tls_dir
         if folder is None and self._data_dir is not None:
