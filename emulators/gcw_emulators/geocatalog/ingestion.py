@@ -7,7 +7,7 @@ checks, managed-storage copies). A catalog on this emulator's own blob store (``
 href whose blob the store holds) is read from the store; any other URL over HTTP(S). A registered ingestion source
 whose ``containerUrl`` covers a URL lends its SAS token (or, for a managed identity, its access) to the read and to
 the item assets. Deleting a definition is a ``DeleteIngestion`` operation; until it ends the definition shows
-``status: Deleting``. Shapes and statuses follow Microsoft's recordings (docs/emulator-geocatalog.md, I01-I17).
+``status: Deleting``. Shapes and statuses follow Microsoft's recordings (docs/emulator-geocatalog.md, I02-I17).
 State lives in memory (not under ``--data-dir``).
 """
 
@@ -51,7 +51,7 @@ class ManagedIdentity:
     resource_id: str
 
 
-# the identity assigned to the emulated GeoCatalog (what GET .../managed-identities lists; I01)
+# the identity assigned to the emulated GeoCatalog (what GET .../managed-identities lists; I02)
 EMULATOR_IDENTITY = ManagedIdentity(
     "6a1f0c52-8e35-4f0e-9c3e-0e5b1a7d2c41",
     "/subscriptions/00000000-0000-0000-0000-000000000000/resourcegroups/geocatalog-emulator/providers/"
