@@ -23,8 +23,10 @@ from tests.emulators.sdk_live import pc
 pytestmark = [pytest.mark.timeout(180), pytest.mark.xdist_group("pc-samples")]
 # the samples that apply (sync and async); the others are in docs/emulators.md with their reasons
 SAMPLES = [
+    "planetary_computer_01_ingestion_management.py",
     "planetary_computer_02_stac_specification.py",
     "planetary_computer_03_shared_access_signature.py",
+    "async/planetary_computer_01_ingestion_management_async.py",
     "async/planetary_computer_02_stac_specification_async.py",
     "async/planetary_computer_03_shared_access_signature_async.py",
     "planetary_computer_04_stac_item_tiler.py",

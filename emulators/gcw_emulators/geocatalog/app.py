@@ -20,7 +20,7 @@ from urllib.parse import urlencode, urlsplit
 import structlog
 from aiohttp import web
 
-from gcw_emulators.geocatalog import landing, search, tiler
+from gcw_emulators.geocatalog import ingestion, landing, search, tiler
 from gcw_emulators.geocatalog.catalog import Catalog, parse_interval
 from gcw_emulators.geocatalog.errors import ApiError, error_body
 from gcw_emulators.geocatalog.faults import FaultSet, FaultSpecError
@@ -137,6 +137,7 @@ class GeoCatalogApp:
         self.stats = stats
         self.config = config
         self.stats_extra: Callable[[], dict[str, Any]] = dict
+        self.ingestions: ingestion.Ingestions | None = None  # set by build()
         # A collection's SAS token reads the collection's managed container (as the live service's does), also
         # when --collection-storage maps the collection to another private container for its external assets.
         for cid, mapped in config.collection_storage.items():
@@ -537,14 +538,39 @@ class GeoCatalogApp:
         if (top is not None and not 1 <= top <= 1000) or skip < 0:
             raise ApiError(400, "InvalidInputData", "$top must be 1..1000 and $skip >= 0", "$top")
         ops = self.catalog.list_operations(q.get("collectionId"), q.get("status"))
-        # without $top everything comes in one page without nextLink (T07 returned ~500 operations so)
-        end = len(ops) if top is None else skip + top
-        body: dict[str, Any] = {"value": ops[skip:end]}
-        if top is not None and end < len(ops):
+        return self.paged_response(request, ops, top, skip)
+
+    def paged_response(
+        self, request: web.Request, values: list[Any], top: int | None = None, skip: int | None = None
+    ) -> web.Response:
+        """An ``/inma`` list answer: ``{"value": [...]}`` paged by ``$top``/``$skip`` (parsed from the query unless
+        given); without ``$top`` everything comes in one page without nextLink (T07 returned ~500 operations so)."""
+        q = request.query
+        if skip is None:
+            try:
+                top = int(q["$top"]) if "$top" in q else None
+                skip = int(q.get("$skip", "0"))
+            except ValueError:
+                raise ApiError(400, "InvalidInputData", "$top and $skip must be integers", "$top") from None
+            if (top is not None and top < 1) or skip < 0:
+                raise ApiError(400, "InvalidInputData", "$top must be >= 1 and $skip >= 0", "$top")
+        end = len(values) if top is None else skip + top
+        body: dict[str, Any] = {"value": values[skip:end]}
+        if top is not None and end < len(values):
             query = dict(q)
             query.update({"$top": str(top), "$skip": str(skip + top)})
-            body["nextLink"] = f"{self._origin(request)}/inma/operations?{urlencode(query, safe='$')}"
-        return json_response(body, content_type=OPERATION_CONTENT_TYPE, headers=SUPPORTED_VERSIONS_HEADER)
+            body["nextLink"] = f"{self._origin(request)}{request.path}?{urlencode(query, safe='$')}"
+        return self.inma_response(body)
+
+    def inma_response(self, body: Any, status: int = 200, location: str | None = None) -> web.Response:
+        """JSON as ``/inma`` answers it: ``application/json; charset=utf-8`` and ``api-supported-versions`` (I02);
+        ``body=None``: no content (a 204 carries the versions header too, I02)."""
+        headers = dict(SUPPORTED_VERSIONS_HEADER)
+        if location is not None:
+            headers["Location"] = location
+        if body is None:
+            return web.Response(status=status, headers=headers)
+        return json_response(body, status=status, content_type=OPERATION_CONTENT_TYPE, headers=headers)
 
     async def cancel_operation(self, request: web.Request) -> web.Response:
         self.catalog.cancel_operation(request.match_info["operationId"])
@@ -670,6 +696,7 @@ class GeoCatalogApp:
 
         configuration.register(self, r)  # configurations, collection queryables
         collection_assets.register(self, r)  # PUT collection, collection assets, thumbnail
+        self.ingestions = ingestion.register(self, app)  # sources, identities, definitions, runs
         return app
 
 

@@ -127,6 +127,9 @@ class Catalog:
         # can prove no token was ever attached to a host outside the signing allow-list
         self.signed_asset_netlocs: Counter[str] = Counter()
         self._ended: Counter[str] = Counter()  # terminal operations by status (stats without a full scan)
+        # how other modules apply their operation types when due (ingestion.py); an applier that leaves the outcome
+        # unset has rescheduled the operation (still Running)
+        self.appliers: dict[str, Callable[[Operation], None]] = {}
         for op in store.list_operations():
             if op.outcome is None:
                 self._schedule(op)
@@ -147,6 +150,8 @@ class Catalog:
                 op = self.store.get_operation(op_id)
                 if op is not None and op.outcome is None:
                     self._apply(op)
+                    if op.outcome is None:
+                        continue
                     op.payload = {}  # applied: the item bodies are no longer needed (memory on long soaks)
                     self._ended[op.outcome or "Failed"] += 1
                     self.store.put_operation(op)
@@ -224,6 +229,10 @@ class Catalog:
                 op.additional_information.update(
                     TotalFailedItems=total, TotalPendingItems="0", TotalSuccessfulItems="0"
                 )
+            return
+        applier = self.appliers.get(op.type)
+        if applier is not None:
+            applier(op)
             return
         if op.type == "AddCollection":
             doc = dict(payload["collection"])

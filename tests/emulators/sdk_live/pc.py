@@ -28,6 +28,8 @@ from gcw_emulators.geocatalog import GeoCatalogEmulator
 from gcw_emulators.geocatalog.imagery import COG_MEDIA_TYPE, naip_cog, seed_imagery
 from gcw_emulators.identity import TokenEndpoint
 
+from tests.emulators.sdk_live import static_catalog
+
 PACKAGE, VERSION = "azure-planetarycomputer", "1.0.0"
 COLLECTION, ITEM = "naip-atl", "ga_m_3308421_se_16_060_20211114"
 # azure-core's pollers wait 30 s between polls unless the answer carries Retry-After (the service sends none)
@@ -210,6 +212,10 @@ def seed(emu: GeoCatalogEmulator) -> None:
         )
         response.raise_for_status()
         _wait(session, response.headers["operation-location"], verify)
+    # the static catalog the ingestion sample's and tests' runs read: the same items (skipped when they exist)
+    files = {"image.tif": (png(), "image/tiff"), "thumbnail.png": (png(), "image/png")}
+    relative = {"image": "./image.tif", "thumbnail": "./thumbnail.png"}
+    static_catalog.publish_static_catalog(emu, [naip_item(i, relative) for i in ITEMS], files=files)
 
 
 def restore_item(emu: GeoCatalogEmulator, item_id: str = ITEM) -> None:
@@ -232,6 +238,7 @@ def environment(emu: GeoCatalogEmulator, identity: TokenEndpoint, *paths: Path) 
         SSL_CERT_FILE=str(emu.cert),
         PYTHONPATH=os.pathsep.join([*map(str, paths), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
     )
+    env.update(static_catalog.ingestion_environment(emu))
     return env
 
 
