@@ -46,8 +46,13 @@ def outcomes(junit: Path) -> dict[str, tuple[str, str]]:
     return found
 
 
+def matches(key: str, test_id: str) -> bool:
+    """A gap's key is a test id prefix (``file::Class``), or a test function's name (every file and class)."""
+    return test_id.startswith(key) or test_id.rsplit("::", 1)[-1].split("[", 1)[0] == key
+
+
 def gap(gaps: Mapping[str, str], test_id: str) -> str | None:
-    return next((why for prefix, why in gaps.items() if test_id.startswith(prefix)), None)
+    return next((why for key, why in gaps.items() if matches(key, test_id)), None)
 
 
 def check(
@@ -62,14 +67,13 @@ def check(
     stale = sorted(
         prefix
         for prefix in gaps
-        if (matching := [o for t, o in found.items() if t.startswith(prefix)])
-        and all(o[0] == "passed" for o in matching)
+        if (matching := [o for t, o in found.items() if matches(prefix, t)]) and all(o[0] == "passed" for o in matching)
     )
     passed = sum(o[0] == "passed" for o in found.values())
     skipped = sum(o[0] == "skipped" for o in found.values())
     print(f"\n{passed} of {len(found)} official tests passed ({skipped} skipped)")
     for prefix, why in gaps.items():
-        failing = sum(o[0] != "passed" for t, o in found.items() if t.startswith(prefix))
+        failing = sum(o[0] != "passed" for t, o in found.items() if matches(prefix, t))
         print(f"  gap {prefix}: {failing} not passing ({why})")
     for test_id, (outcome, message) in sorted(unexpected.items()):
         print(f"UNEXPECTED {outcome}: {test_id}: {message}")
