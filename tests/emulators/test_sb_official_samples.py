@@ -25,14 +25,9 @@ stopped once they have printed the messages they were given. The ones that canno
 from __future__ import annotations
 
 import datetime as dt
-import fcntl
-import importlib.metadata
 import os
-import random
-import socket
 import subprocess
 import sys
-import tarfile
 import threading
 import time
 from collections.abc import Iterator
@@ -40,17 +35,16 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-import certifi
 import pytest
 from azure.servicebus import ServiceBusClient, ServiceBusMessage
 from azure.servicebus.management import ServiceBusAdministrationClient
-from gcw_emulators.azurite import tools_dir
-from gcw_emulators.identity import TokenEndpoint
 from gcw_emulators.servicebus import ServiceBusEmulator
+
+from tests.emulators.sdk_live import pc, sb
 
 pytestmark = [pytest.mark.xdist_group("sb-amqps-5671"), pytest.mark.timeout(900)]
 
-VERSION = importlib.metadata.version("azure-servicebus")
+VERSION = sb.VERSION
 SAMPLE_TIMEOUT = 90.0
 SLOW_SAMPLE_TIMEOUT = 600.0
 PARALLEL = 6
@@ -98,28 +92,15 @@ def _stem(path: Path) -> str:
 
 
 def _download_samples() -> Path:
-    root = tools_dir() / f"azure-servicebus-{VERSION}-sdist"
-    root.mkdir(parents=True, exist_ok=True)
-    samples = root / f"azure_servicebus-{VERSION}" / "samples"
-    with (root / "download.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if samples.is_dir():
-            return samples
-        cmd = [sys.executable, "-m", "pip", "download", "--no-binary", ":all:", "--no-deps", "--quiet"]
-        proc = subprocess.run(
-            [*cmd, f"azure-servicebus=={VERSION}", "-d", str(root)], capture_output=True, text=True, timeout=300
-        )
-        archives = sorted(root.glob("azure_servicebus-*.tar.gz"))
-        if proc.returncode != 0 or not archives:
-            pytest.skip(f"cannot download the azure-servicebus {VERSION} sdist: {proc.stderr.strip()[-500:]}")
-        with tarfile.open(archives[0]) as tar:
-            tar.extractall(root, filter="data")
-    return samples
+    try:
+        return sb.sdist() / "samples"
+    except pc.Unavailable as exc:
+        pytest.skip(str(exc))
 
 
 def _sample_files() -> list[Path]:
     """Collected without downloading: the names are listed from the sdist when it is there, else predicted."""
-    samples = tools_dir() / f"azure-servicebus-{VERSION}-sdist" / f"azure_servicebus-{VERSION}" / "samples"
+    samples = sb.unpacked() / "samples"
     if not samples.is_dir():
         try:
             samples = _download_samples()
@@ -129,15 +110,6 @@ def _sample_files() -> list[Path]:
 
 
 SAMPLES = _sample_files()
-
-
-def _can_bind(host: str, port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
-    return True
 
 
 @dataclass
@@ -159,41 +131,17 @@ def samples_dir() -> Path:
 
 @pytest.fixture(scope="module")
 def namespace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Namespace]:
-    for _ in range(50):
-        host = f"127.{random.randint(1, 254)}.{random.randint(1, 254)}.{random.randint(2, 254)}"
-        if _can_bind(host, 5671):
-            break
-    management_port = 443 if _can_bind(host, 443) else 0
-    emu = ServiceBusEmulator(host=host, port=0, amqps_port=5671, management_port=management_port).start()
-    assert emu.ca_cert is not None
-    trust = tmp_path_factory.mktemp("trust")
-    bundle = trust / "bundle.pem"
-    bundle.write_text(Path(certifi.where()).read_text() + "\n" + emu.ca_cert.read_text())
-    (trust / "certifi").mkdir()
-    (trust / "certifi" / "__init__.py").write_text(
-        f"def where():\n    return {str(bundle)!r}\n\n\ndef contents():\n    return open(where()).read()\n"
-    )
-    identity = TokenEndpoint().start()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AZURE_", "SERVICEBUS_", "MSI_", "IDENTITY_"))}
-    env.update(
-        identity.env(),
-        PYTHONPATH=str(trust),
-        SSL_CERT_FILE=str(emu.ca_cert),
-        REQUESTS_CA_BUNDLE=str(emu.ca_cert),
-        SERVICEBUS_CONNECTION_STR=emu.connection_string,
-        SERVICEBUS_SAS_POLICY="RootManageSharedAccessKey",
-        SERVICEBUS_SAS_KEY="SAS_KEY_VALUE",  # the root policy (servicebus/access.py)
-        SERVICEBUS_SESSION_ID="official-sample-session",
-    )
+    ns = sb.Namespace.start(tmp_path_factory.mktemp("trust"))
+    emu = ns.emulator
+    env = {**ns.env, "SERVICEBUS_SESSION_ID": "official-sample-session"}
     admin = ServiceBusAdministrationClient.from_connection_string(
         emu.management_connection_string, connection_verify=str(emu.ca_cert)
     )
     try:
-        yield Namespace(emu, host, env, admin)
+        yield Namespace(emu, ns.host, env, admin)
     finally:
         admin.close()
-        identity.stop()
-        emu.stop()
+        ns.stop()
 
 
 def _entities(ns: Namespace, index: int, sample: Path) -> dict[str, str]:
@@ -203,9 +151,8 @@ def _entities(ns: Namespace, index: int, sample: Path) -> dict[str, str]:
     ns.admin.create_topic(topic)
     ns.admin.create_subscription(topic, subscription, lock_duration=dt.timedelta(seconds=10))
     fqns = ns.host
-    admin_only = _stem(sample).startswith("mgmt_")
-    if admin_only and not ns.management_on_443:
-        fqns = f"{ns.host}:{ns.emulator.management_port}"
+    if _stem(sample).startswith("mgmt_") and not ns.management_on_443:
+        fqns = f"{ns.host}:{ns.emulator.management_port}"  # administration client only
     return {
         "SERVICEBUS_FULLY_QUALIFIED_NAMESPACE": fqns,
         "SERVICEBUS_QUEUE_NAME": queue,

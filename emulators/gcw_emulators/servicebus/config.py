@@ -88,9 +88,16 @@ class TopicConfig:
 
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,259}$")
+# queues and topics may also be paths ("orders/eu"), as in Azure: segments separated by single slashes
+_PATH = re.compile(r"^(?=.{1,260}$)[A-Za-z0-9][A-Za-z0-9._\-]*(/[A-Za-z0-9._\-]+)*$")
 
 
 def _validate_name(name: str, kind: str) -> None:
+    if kind in ("queue", "topic"):
+        if not isinstance(name, str) or not _PATH.match(name):
+            raise ConfigError(f"{kind} name {name!r} is invalid: use letters, digits, '.', '-', '_' and '/' "
+                              "between segments (1-260 chars)")
+        return
     if not isinstance(name, str) or not _NAME.match(name):
         raise ConfigError(f"{kind} name {name!r} is invalid: use letters, digits, '.', '-', '_' (1-260 chars)")
 

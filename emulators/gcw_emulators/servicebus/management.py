@@ -167,6 +167,11 @@ class ManagementError(Exception):
         self.status, self.detail = status, detail
 
 
+def _leaf(kind: str, path: str) -> str:
+    """The entity's own name: a subscription's is the last segment, a queue's or topic's the whole path."""
+    return path.rsplit("/", 1)[-1] if kind == "SubscriptionDescription" else path
+
+
 def _local(tag: str) -> str:
     return tag.rsplit("}", 1)[-1]
 
@@ -565,8 +570,7 @@ class ManagementApi:
 
     def _create(self, kind: str, path: str, description: ET.Element, persist: bool = True) -> Entity | Topic:
         elements = {_local(c.tag): c for c in description if _local(c.tag) not in RUNTIME}
-        name = path.rsplit("/", 1)[-1]
-        config = config_from(kind, name, elements)
+        config = config_from(kind, _leaf(kind, path), elements)
         try:
             if kind == "SubscriptionDescription":
                 assert isinstance(config, SubscriptionConfig)
@@ -603,7 +607,7 @@ class ManagementApi:
             raise ManagementError(400, f"'{existing.path}' is a {expected}, not a {kind}")
         meta = self._meta(existing)
         elements = {_local(c.tag): c for c in description if _local(c.tag) not in RUNTIME}
-        config = config_from(kind, existing.path.rsplit("/", 1)[-1], elements, existing.config)
+        config = config_from(kind, _leaf(kind, existing.path), elements, existing.config)
         if (
             isinstance(config, QueueConfig)
             and isinstance(existing.config, QueueConfig)
@@ -713,7 +717,7 @@ class ManagementApi:
                 description.append(element)
             elif default is not None:
                 _sb(description, name, default)
-        title = path.rsplit("/", 1)[-1]
+        title = _leaf(meta.kind, path)
         return self._wrap(title, path, description, meta.updated_at, meta.created_at)
 
     def _rule_entry(self, sub_path: str, rule: Rule) -> ET.Element:

@@ -1,21 +1,21 @@
 """A live-mode stand-in for ``devtools_testutils``, the azure-sdk-for-python repository's test tooling.
 
-The official ``azure-planetarycomputer`` tests import ``devtools_testutils``, which is not published on PyPI (it
-lives in the SDK repository's ``tools/azure-sdk-tools`` and needs its test proxy). This package provides the part
-of its surface those tests use, with the semantics the real one has in **live mode without recording**
-(``AZURE_TEST_RUN_LIVE=true``, ``AZURE_SKIP_LIVE_RECORDING=true``), the mode in which the tests talk to a real
-service:
+The official ``azure-planetarycomputer`` and ``azure-servicebus`` tests import ``devtools_testutils``, which is not
+published on PyPI (it lives in the SDK repository's ``tools/azure-sdk-tools`` and needs its test proxy). This
+package provides the part of its surface those tests use, with the semantics the real one has in **live mode
+without recording** (``AZURE_TEST_RUN_LIVE=true``, ``AZURE_SKIP_LIVE_RECORDING=true``), the mode in which the
+tests talk to a real service:
 
 - ``recorded_by_proxy`` / ``aio.recorded_by_proxy_async`` call the test directly (no proxy, no recording), with
   only the keyword arguments the test function accepts;
-- ``EnvironmentVariableLoader(directory, **fake_values)`` passes each ``<directory>_*`` keyword's value from the
-  upper-cased environment variable (the fake value is what recordings would have; a missing variable is an error,
-  as in the real loader);
-- the sanitizer functions and the ``test_proxy`` fixture do nothing (the real ones send nothing to the proxy in
-  this mode);
-- ``AzureRecordedTestCase.get_credential`` returns ``DefaultAzureCredential`` (sync or ``aio``); the real one builds
-  a ``ClientSecretCredential`` from ``<DIRECTORY>_TENANT_ID/CLIENT_ID/CLIENT_SECRET`` or a user credential, i.e.
-  an Entra sign-in, which is what this project replaces with a local managed-identity endpoint.
+- preparers (``preparers.py``, ``resource_testcase.py``) hand the test its resources as keyword arguments:
+  ``EnvironmentVariableLoader`` / ``PowerShellPreparer`` from ``<directory>_*`` environment variables, resource
+  groups through Azure Resource Manager, and ``AzureMgmtPreparer``, the base the SDK tests' own preparers extend;
+- the sanitizers and matchers (``sanitizers.py``) and the ``test_proxy`` fixture do nothing (the real ones send
+  nothing to the proxy in this mode);
+- ``get_credential()`` and ``AzureRecordedTestCase.get_credential`` return ``DefaultAzureCredential`` (sync or
+  ``aio``); the real ones sign in to Entra ID with a service principal or a user, which is what this project
+  replaces with a local managed-identity endpoint.
 
 Record and playback modes are refused: they need the test proxy. Nothing here is copied from the real package.
 """
@@ -23,59 +23,85 @@ Record and playback modes are refused: they need the test proxy. Nothing here is
 from __future__ import annotations
 
 import functools
-import inspect
 import os
+import time
+import zlib
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import pytest
+from devtools_testutils.helpers import (
+    get_credential,
+    hide_signature,
+    is_live,
+    is_live_and_not_recording,
+    require_live,
+    trim_kwargs,
+)
+from devtools_testutils.preparers import (
+    AzureMgmtPreparer,
+    AzureTestError,
+    EnvironmentVariableLoader,
+    FakeResource,
+    ReservedResourceNameError,
+    get_region_override,
+)
+from devtools_testutils.resource_testcase import (
+    CachedResourceGroupPreparer,
+    RandomNameResourceGroupPreparer,
+    ResourceGroupPreparer,
+)
+from devtools_testutils.sanitizers import (
+    add_body_key_sanitizer,
+    add_body_regex_sanitizer,
+    add_body_string_sanitizer,
+    add_general_regex_sanitizer,
+    add_general_string_sanitizer,
+    add_header_regex_sanitizer,
+    add_oauth_response_sanitizer,
+    add_remove_header_sanitizer,
+    add_uri_regex_sanitizer,
+    remove_batch_sanitizers,
+    set_bodiless_matcher,
+    set_custom_default_matcher,
+)
 
 __all__ = [
+    "AzureMgmtPreparer",
+    "AzureMgmtRecordedTestCase",
     "AzureRecordedTestCase",
+    "AzureTestError",
+    "CachedResourceGroupPreparer",
     "EnvironmentVariableLoader",
+    "FakeResource",
+    "PowerShellPreparer",
+    "RandomNameResourceGroupPreparer",
+    "ReservedResourceNameError",
+    "ResourceGroupPreparer",
     "add_body_key_sanitizer",
     "add_body_regex_sanitizer",
+    "add_body_string_sanitizer",
     "add_general_regex_sanitizer",
     "add_general_string_sanitizer",
     "add_header_regex_sanitizer",
+    "add_oauth_response_sanitizer",
+    "add_remove_header_sanitizer",
     "add_uri_regex_sanitizer",
+    "get_credential",
+    "get_region_override",
     "is_live",
     "is_live_and_not_recording",
     "recorded_by_proxy",
     "remove_batch_sanitizers",
+    "set_bodiless_matcher",
+    "set_custom_default_matcher",
     "test_proxy",
+    "trim_kwargs",
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-
-def _flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in {"true", "yes", "1"}
-
-
-def is_live() -> bool:
-    """True when the tests run against a service (``AZURE_TEST_RUN_LIVE``)."""
-    return _flag("AZURE_TEST_RUN_LIVE")
-
-
-def is_live_and_not_recording() -> bool:
-    return is_live() and _flag("AZURE_SKIP_LIVE_RECORDING")
-
-
-def _require_live() -> None:
-    if not is_live_and_not_recording():
-        raise RuntimeError(
-            "this devtools_testutils stand-in runs tests in live mode without recording only: set "
-            "AZURE_TEST_RUN_LIVE=true and AZURE_SKIP_LIVE_RECORDING=true (record/playback need the test proxy)"
-        )
-
-
-def trim_kwargs(func: Callable[..., Any], kwargs: dict[str, Any]) -> dict[str, Any]:
-    """The keyword arguments ``func`` accepts (all of them when it takes ``**kwargs``)."""
-    params = inspect.signature(func).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return dict(kwargs)
-    return {k: v for k, v in kwargs.items() if k in params}
+PowerShellPreparer = EnvironmentVariableLoader  # the real package keeps the old name as an alias
 
 
 def recorded_by_proxy(test_func: F) -> F:
@@ -83,86 +109,64 @@ def recorded_by_proxy(test_func: F) -> F:
 
     @functools.wraps(test_func)
     def run(*args: Any, **kwargs: Any) -> Any:
-        _require_live()
+        require_live()
         kwargs.pop("variables", None)
         return test_func(*args, **trim_kwargs(test_func, kwargs))
 
+    hide_signature(run)
     return run  # type: ignore[return-value]
 
 
-class EnvironmentVariableLoader:
-    """Decorator passing ``<directory>_*`` values from the environment (live) as keyword arguments."""
-
-    def __init__(self, directory: str, **fake_values: Any) -> None:
-        self.directory = directory
-        self.fake_values = {k: v for k, v in fake_values.items() if directory in k}
-
-    def values(self) -> dict[str, str]:
-        _require_live()
-        missing = [k.upper() for k in self.fake_values if k.upper() not in os.environ]
-        if missing:
-            raise RuntimeError(f"live tests need the environment variables {', '.join(sorted(missing))}")
-        return {k: os.environ[k.upper()] for k in self.fake_values}
-
-    def __call__(self, test_func: F) -> F:
-        if inspect.iscoroutinefunction(test_func):
-
-            @functools.wraps(test_func)
-            async def run_async(*args: Any, **kwargs: Any) -> Any:
-                kwargs.update(self.values())
-                return await test_func(*args, **trim_kwargs(test_func, kwargs))
-
-            wrapper: Callable[..., Any] = run_async
-        else:
-
-            @functools.wraps(test_func)
-            def run(*args: Any, **kwargs: Any) -> Any:
-                kwargs.update(self.values())
-                return test_func(*args, **trim_kwargs(test_func, kwargs))
-
-            wrapper = run
-        # pytest must not ask for the injected values as fixtures: expose only ``self``
-        wrapper.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
-            [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
-        )
-        return wrapper  # type: ignore[return-value]
-
-
 class AzureRecordedTestCase:
-    """Base class of the tests: clients built with a credential the environment provides."""
+    """Base class of data-plane tests: clients built with a credential the environment provides."""
 
     @property
     def is_live(self) -> bool:
         return is_live()
 
+    @property
+    def in_recording(self) -> bool:
+        return self.is_live
+
+    def is_playback(self) -> bool:
+        return not self.is_live
+
+    def get_settings_value(self, key: str) -> str:
+        """``AZURE_<key>`` from the environment (live: there are no fake settings)."""
+        value = os.environ.get(f"AZURE_{key}")
+        if not value:
+            raise ValueError(f"live tests need the environment variable AZURE_{key}")
+        return value
+
     def get_credential(self, client_class: type, **kwargs: Any) -> Any:
-        if kwargs.pop("is_async", False):
-            from azure.identity.aio import DefaultAzureCredential as AsyncCredential
-
-            return AsyncCredential()
-        from azure.identity import DefaultAzureCredential
-
-        return DefaultAzureCredential()
+        return get_credential(**kwargs)
 
     def create_client_from_credential(self, client_class: type, credential: Any, **kwargs: Any) -> Any:
         kwargs.setdefault("logging_enable", True)
         return client_class(credential=credential, **kwargs)
 
+    def create_random_name(self, name: str) -> str:
+        """``name`` plus a checksum of the running test's id: each test its own name, the same on every run."""
+        test_id = os.environ.get("PYTEST_CURRENT_TEST", "").encode()
+        return f"{name}{zlib.adler32(test_id) & 0xFFFFFFFF:x}"
 
-def _no_proxy(*args: Any, **kwargs: Any) -> None:
-    """Sanitizers configure the test proxy's recordings; live mode without recording sends nothing."""
+    get_resource_name = create_random_name
+    get_preparer_resource_name = create_random_name
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)  # live: the service's time passes for real
 
 
-add_body_key_sanitizer = _no_proxy
-add_body_regex_sanitizer = _no_proxy
-add_general_regex_sanitizer = _no_proxy
-add_general_string_sanitizer = _no_proxy
-add_header_regex_sanitizer = _no_proxy
-add_uri_regex_sanitizer = _no_proxy
-remove_batch_sanitizers = _no_proxy
+class AzureMgmtRecordedTestCase(AzureRecordedTestCase):
+    """Base class of management-plane tests: management clients for ``AZURE_SUBSCRIPTION_ID``."""
+
+    def create_mgmt_client(self, client_class: type, **kwargs: Any) -> Any:
+        subscription_id = self.get_settings_value("SUBSCRIPTION_ID")
+        credential = self.get_credential(client_class)
+        return self.create_client_from_credential(client_class, credential, subscription_id=subscription_id, **kwargs)
 
 
 @pytest.fixture(scope="session")
 def test_proxy() -> None:
     """The real fixture starts the test proxy; live mode without recording does not use one."""
-    _require_live()
+    require_live()

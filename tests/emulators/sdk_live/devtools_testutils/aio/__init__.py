@@ -6,7 +6,7 @@ import functools
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from devtools_testutils import _require_live, trim_kwargs
+from devtools_testutils.helpers import hide_signature, require_live, trim_kwargs
 
 __all__ = ["recorded_by_proxy_async"]
 
@@ -18,8 +18,9 @@ def recorded_by_proxy_async(test_func: F) -> F:
 
     @functools.wraps(test_func)
     async def run(*args: Any, **kwargs: Any) -> Any:
-        _require_live()
+        require_live()
         kwargs.pop("variables", None)
         return await test_func(*args, **trim_kwargs(test_func, kwargs))
 
+    hide_signature(run)
     return run  # type: ignore[return-value]
