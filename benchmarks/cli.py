@@ -29,6 +29,11 @@ def main(argv: list[str] | None = None) -> int:
         metavar="DIR",
         help="record each measured process with py-spy (collapsed stacks) into DIR",
     )
+    run_p.add_argument(
+        "--profile-gil",
+        action="store_true",
+        help="with --profile: sample only the thread holding the GIL (py-spy --gil), i.e. where the CPU goes",
+    )
     list_p = sub.add_parser("list", help="list the scenarios")
     list_p.add_argument("--smoke", action="store_true")
     show_p = sub.add_parser("show", help="print a JSON result as the markdown table of docs/benchmarks.md")
@@ -46,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     logging.getLogger("azure").setLevel(logging.WARNING)
     logging.getLogger("uamqp").setLevel(logging.WARNING)
-    run = Run(profile_dir=args.profile)
+    run = Run(profile_dir=args.profile, profile_gil=args.profile_gil)
     results = []
     for s in chosen:
         print(f"== {s.name}: {s.description}", flush=True)

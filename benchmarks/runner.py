@@ -119,9 +119,10 @@ def _steady_throughput(times: list[float]) -> float | None:
 class Run:
     """Runs scenarios in order; later ones may refer to earlier results (half rate, ratios)."""
 
-    def __init__(self, *, profile_dir: Path | None = None) -> None:
+    def __init__(self, *, profile_dir: Path | None = None, profile_gil: bool = False) -> None:
         self.results: dict[str, ScenarioResult] = {}
         self.profile_dir = profile_dir
+        self.profile_gil = profile_gil
 
     def rate_for(self, s: Scenario) -> float | None:
         if s.rate is None:
@@ -209,7 +210,8 @@ class Run:
             raise RuntimeError(f"{s.name}: workers did not answer the warm-up requests within 90 s")
 
     def _start_profilers(self, s: Scenario, pids: list[int]) -> list[subprocess.Popen[bytes]]:
-        """py-spy (sampling, every thread, no GIL needed) on each measured process, collapsed-stack output."""
+        """py-spy (sampling, every thread, no GIL needed; only the GIL holder with ``--profile-gil``) on each
+        measured process, collapsed-stack output."""
         if self.profile_dir is None:
             return []
         self.profile_dir.mkdir(parents=True, exist_ok=True)
@@ -229,6 +231,7 @@ class Run:
                 "--nonblocking",
                 "--output",
                 str(out),
+                *(["--gil"] if self.profile_gil else []),
             ]
             procs.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         time.sleep(0.5)  # attached before the load starts

@@ -246,6 +246,17 @@ def full() -> list[Scenario]:
                 Target("≤ 200 MB RSS at that (issue 15)", "peak_rss_mb_max", "<=", 200.0),
             ),
         ),
+        Scenario(
+            "op15-1item-c2048-p1",
+            "15 s operations, 1 item/request, concurrency 2048, 1 process: 2,048 requests in flight at once (issue 15)",
+            operation_seconds=15.0,
+            requests=4096,
+            concurrency=2048,
+            targets=(
+                Target("≥ 2,048 in flight per process (issue 15)", "in_flight_per_process_max", ">=", 2048.0),
+                Target("≤ 200 MB RSS at that (issue 15)", "peak_rss_mb_max", "<=", 200.0),
+            ),
+        ),
     ]
 
 

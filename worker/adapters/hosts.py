@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 
 # what a host name (or an IPv6 literal, brackets removed) may contain once urlsplit lower-cased it; anything else
 # ("\\", "%", spaces) is read differently by other URL parsers, which could send a token to another host
+_BAD_URL_CHAR = re.compile(r"[\x00-\x20\x7f\\]")  # controls, space, DEL, backslash (one regex, not per char)
 _HOST_CHARS = re.compile(r"[a-z0-9.\-_]+|[0-9a-f:.]+", re.ASCII)
 _IPISH_HOST = re.compile(r"[0-9a-fA-Fx.]+", re.ASCII)  # decimal/hex/octal IPv4 spellings like 0x7f.1 or 2130706433
 MAX_URL_CHARS = 2048
@@ -54,7 +55,7 @@ class HostAllowList:
 
         Plain ``http`` needs a pattern naming the host exactly (a local emulator, ``127.0.0.1:10000``): a
         wildcard such as ``*.blob.core.windows.net`` admits only https, so no token crosses the wire in clear."""
-        if not url.isascii() or "\\" in url or any(c <= " " or c == "\x7f" for c in url):
+        if not url.isascii() or _BAD_URL_CHAR.search(url):
             return False
         try:
             parts = urlsplit(url)

@@ -21,6 +21,7 @@ Rules:
 from __future__ import annotations
 
 import copy
+import functools
 import ipaddress
 import threading
 import time
@@ -443,7 +444,9 @@ class CollectionTokenCache:
 # ---------------------------------------------------------------------------------------------- signer
 
 
+@functools.lru_cache(maxsize=1024)
 def _is_ip_or_localhost(host: str) -> bool:
+    """Cached: asked for every signed href, and ``ip_address`` raising for a host name costs ~5 µs each time."""
     if host == "localhost":
         return True
     try:

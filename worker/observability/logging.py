@@ -82,7 +82,10 @@ def configure_logging(level: str = "INFO", stream: TextIO | None = None, *, sdk_
             structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
         ],
         logger_factory=structlog.stdlib.LoggerFactory(),
-        wrapper_class=structlog.stdlib.BoundLogger,
+        # a call below the level returns at once (a stdlib BoundLogger ran the processor chain to drop it:
+        # ~3 µs a call, about a dozen per request; docs/benchmarks.md); filter_by_level above still honours a
+        # level set on one standard-library logger
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
         cache_logger_on_first_use=True,
     )
     formatter = structlog.stdlib.ProcessorFormatter(

@@ -4,7 +4,7 @@ The GeoCatalog budget (~50 STAC API calls/s per subscription, shared by every po
 figure to minimise is calls per item. ``Batcher.submit`` is called by many request threads at once; submissions
 for the same ``(collection, mode)`` that arrive within ``linger`` seconds are merged into one POST (bounded by
 ``max_items`` and ``max_bytes``), and ONE poll loop waits for the merged operation on a flush thread. Callers
-block on a future and honour their ``cancel`` event.
+block on an event and honour their ``cancel`` event.
 
 When the budget is the bottleneck, batches grow instead of POSTs queueing (docs/benchmarks.md): ingest POSTs
 start at most at ``write_share`` of the client's current rate-limiter rate (a batch that is not full waits for
@@ -45,7 +45,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, TypeVar
 
@@ -209,7 +209,10 @@ class _Submission:
     remaining: int = 0  # entries without an outcome yet (guarded by Batcher._lock)
     batches: list[_Batch] = field(default_factory=list)
     ops: dict[str, str] = field(default_factory=dict)
-    future: Future[SubmitResult] = field(default_factory=Future)
+    # set once by the flush that answers the last entry, then ``done``; ``done`` is also set to wake a cancelled
+    # caller (an Event, not a Future: one lock and condition per request fewer)
+    result: SubmitResult | None = None
+    done: threading.Event = field(default_factory=threading.Event)
     trace: tracing.TraceContext | None = field(default_factory=tracing.current_context)  # the submitting request's
 
 
@@ -560,8 +563,7 @@ class Batcher:
         if not sub.entries:
             return SubmitResult([], [])
         sub.remaining = len(sub.entries)
-        done = threading.Event()
-        sub.future.add_done_callback(lambda _f: done.set())
+        done = sub.done
         cancel = cancel or threading.Event()
         # The caller sleeps until its result or until the one cancel watcher wakes it: with hundreds of requests
         # in flight, a timed wait per caller was the worker's largest CPU cost (benchmarks: docs/benchmarks.md).
@@ -575,10 +577,11 @@ class Batcher:
         finally:
             with self._waiters_lock:
                 self._waiters.pop(id(sub), None)
-        if not sub.future.done():
+        result = sub.result
+        if result is None:
             self._withdraw(sub)
             raise Cancelled(f"cancelled while waiting for the ingest of request {request_id}")
-        return sub.future.result()
+        return result
 
     def _watch_cancels(self) -> None:
         """One thread for every blocked ``submit``: wakes those whose cancel event is set, and all on close."""
@@ -715,12 +718,11 @@ class Batcher:
                     if x.sub.remaining == 0:
                         finished.append(x.sub)
             for sub in finished:
-                sub.future.set_result(
-                    SubmitResult(
-                        [x.result for x in sub.entries if x.result is not None],
-                        [OpRecord(i, st) for i, st in sub.ops.items()],
-                    )
+                sub.result = SubmitResult(
+                    [x.result for x in sub.entries if x.result is not None],
+                    [OpRecord(i, st) for i, st in sub.ops.items()],
                 )
+                sub.done.set()
         log.info(
             "batch_flushed",
             collection=batch.collection,
