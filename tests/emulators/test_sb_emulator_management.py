@@ -22,6 +22,7 @@ from azure.servicebus.management import (
     TrueRuleFilter,
 )
 from gcw_emulators.servicebus import QueueConfig
+from gcw_emulators.servicebus.access import ROOT_POLICY, sas_token
 from gcw_emulators.servicebus.management import ManagementApi, iso_duration
 from gcw_emulators.servicebus.store import Store
 
@@ -208,14 +209,16 @@ def test_feeds_page_with_a_next_link():
     for i in range(5):
         store.add_queue(QueueConfig(f"q{i}"))
     api = ManagementApi(store, namespace="example:1")
-    status, body = api.handle("GET", "/$Resources/queues", {"$skip": "1", "$top": "2"}, {}, b"")
+    auth = {"authorization": sas_token("https://example:1", ROOT_POLICY)}
+    status, body = api.handle("GET", "/$Resources/queues", {"$skip": "1", "$top": "2"}, auth, b"")
     assert status == 200
     assert body.count(b"<entry") == 2 and b"q1" in body and b"q2" in body
     assert b'rel="next"' in body and b"$skip=3&amp;$top=2" in body
-    status, body = api.handle("GET", "/$Resources/queues", {"$skip": "4"}, {}, b"")
+    status, body = api.handle("GET", "/$Resources/queues", {"$skip": "4"}, auth, b"")
     assert body.count(b"<entry") == 1 and b'rel="next"' not in body
-    assert api.handle("GET", "/$Resources/sessions", {}, {}, b"")[0] == 400
-    assert api.handle("PUT", "/q9", {}, {}, b"not xml")[0] == 400
+    assert api.handle("GET", "/$Resources/sessions", {}, auth, b"")[0] == 400
+    assert api.handle("PUT", "/q9", {}, auth, b"not xml")[0] == 400
+    assert api.handle("GET", "/$Resources/queues", {}, {}, b"")[0] == 401
 
 
 def test_iso_durations_round_trip_what_azure_writes():

@@ -48,57 +48,6 @@ GAPS: dict[str, str] = {
     "test_message::TestServiceBusMessageBackcompat": _ARM,
     "unittests::test_pyamqp_decode::test_pyamqp_copies_are_byte_identical": "compares the SDK's vendored pyamqp "
     "with the Event Hubs copy in the azure-sdk-for-python checkout (sdk/): not in the sdist, nothing to emulate",
-    # the administration API, not emulated yet (test function names: the sync and async variants alike)
-    **dict.fromkeys(
-        ["test_mgmt_queue_list_with_negative_credential", "test_async_mgmt_queue_list_with_negative_credential"],
-        "the administration API checks no credential (an invalid SAS key is accepted; Azure answers 401)",
-    ),
-    **dict.fromkeys(
-        [
-            "test_mgmt_queue_basic_v2017_04",
-            "test_async_mgmt_queue_basic_v2017_04",
-            "test_mgmt_topic_basic_v2017_04",
-            "test_async_mgmt_topic_basic_v2017_04",
-            "test_mgmt_queue_create_with_queue_description",
-            "test_async_mgmt_queue_create_with_queue_description",
-            "test_mgmt_topic_create_with_topic_description",
-            "test_async_mgmt_topic_create_with_topic_description",
-        ],
-        "api-version and tier checks: MaxMessageSizeInKilobytes (Premium only, not in api-version 2017-04) is "
-        "accepted instead of refused with 400",
-    ),
-    **dict.fromkeys(
-        [
-            "test_mgmt_queue_update_invalid",
-            "test_async_mgmt_queue_update_invalid",
-            "test_mgmt_topic_update_invalid",
-            "test_async_mgmt_topic_update_invalid",
-        ],
-        "value range checks on update (e.g. LockDuration above 5 minutes) are not made",
-    ),
-    **dict.fromkeys(
-        [
-            "test_mgmt_queue_update_success",
-            "test_async_mgmt_queue_update_success",
-            "test_mgmt_queue_update_dict_success",
-            "test_mgmt_queue_async_update_dict_success",
-            "test_async_mgmt_topic_update_success",
-            "test_mgmt_subscription_update_success",
-            "test_async_mgmt_subscription_update_success",
-            "test_mgmt_sub_update_dict_success",
-            "test_mgmt_sub_async_update_dict_success",
-            "test_mgmt_sub_create_w_fwd_to",
-            "test_async_mgmt_sub_create_w_fwd_to",
-        ],
-        "AuthorizationRules and ForwardTo / ForwardDeadLetteredMessagesTo are kept as sent, not normalised as "
-        "Azure returns them (rules with their keys, forwarding as the full entity URL, cleared when unset)",
-    ),
-    **dict.fromkeys(
-        ["test_mgmt_rule_create", "test_async_mgmt_rule_create"],
-        "SQL filter parameters lose their XML type (a dateTime comes back as a string)",
-    ),
-    "test_topic_filter_counts_live": "the topic runtime properties SqlFilterCount / CorrelationFilterCount "
-    "(api-version 2024-05) are not served",
 }
 
 

@@ -111,7 +111,7 @@ class ServiceBusEmulator:
         for t in self._topics:
             store.add_topic(t)
         persist = self._journal.save_definition if self._journal is not None else None
-        self._api = ManagementApi(store, namespace=self.host, persist=persist)
+        self._api = ManagementApi(store, namespace=self.host, persist=persist, access=self.access)
         if self._journal is not None:
             for path, kind, xml in self._journal.definitions():
                 self._api.restore(path, kind, xml)

@@ -16,10 +16,12 @@ dead-lettering on expiry) become the entity's configuration. Runtime counts (``C
 
 from __future__ import annotations
 
+import base64
 import copy
 import dataclasses
 import datetime as dt
 import re
+import secrets
 import ssl
 import time
 import xml.etree.ElementTree as ET
@@ -32,6 +34,7 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 import structlog
 from defusedxml.ElementTree import fromstring as parse_xml
 
+from gcw_emulators.servicebus.access import MANAGE, RIGHTS, AccessControl, AccessPolicy, TokenRejected
 from gcw_emulators.servicebus.config import (
     ConfigError,
     CorrelationFilter,
@@ -103,6 +106,8 @@ TOPIC_FIELDS: list[tuple[str, str | None]] = [
     ("SupportOrdering", "true"),
     ("CountDetails", None),
     ("SubscriptionCount", None),
+    ("SqlFilterCount", None),
+    ("CorrelationFilterCount", None),
     ("AutoDeleteOnIdle", MAX_TIMESPAN),
     ("EnablePartitioning", "false"),
     ("EntityAvailabilityStatus", "Available"),
@@ -131,6 +136,19 @@ SUBSCRIPTION_FIELDS: list[tuple[str, str | None]] = [
     ("AutoDeleteOnIdle", MAX_TIMESPAN),
     ("EntityAvailabilityStatus", "Available"),
 ]
+# api-versions the SDK speaks (azure-servicebus 7.15 management/_api_version.py); a request without one is the newest
+API_2017_04, API_2021_05, API_2024_05 = "2017-04", "2021-05", "2024-05"
+# elements newer than the oldest api-version: not served to, nor accepted from, a client speaking an older one
+SINCE = {"MaxMessageSizeInKilobytes": API_2021_05, "SqlFilterCount": API_2024_05, "CorrelationFilterCount": API_2024_05}
+STANDARD_MESSAGE_KB = "256"  # a Standard namespace's MaxMessageSizeInKilobytes; only Premium sets it (1024-102400)
+# Azure's ranges for durations on a description, in seconds (sources: docs/emulator-servicebus.md)
+LIMITS: dict[str, tuple[float, float]] = {
+    "LockDuration": (0.0, 300.0),  # at most 5 minutes
+    "DuplicateDetectionHistoryTimeWindow": (20.0, 7 * 86400.0),  # 20 seconds to 7 days
+    "AutoDeleteOnIdle": (300.0, float("inf")),  # at least 5 minutes
+}
+FORWARDING = ("ForwardTo", "ForwardDeadLetteredMessagesTo")
+ACCESS_RIGHTS = {r.lower(): r for r in RIGHTS}
 RUNTIME = {
     "SizeInBytes",
     "MessageCount",
@@ -139,6 +157,8 @@ RUNTIME = {
     "AccessedAt",
     "CountDetails",
     "SubscriptionCount",
+    "SqlFilterCount",
+    "CorrelationFilterCount",
     "EntityAvailabilityStatus",
 }
 KINDS = {
@@ -180,6 +200,21 @@ def _child(element: ET.Element | None, name: str) -> ET.Element | None:
     if element is None:
         return None
     return next((c for c in element if _local(c.tag) == name), None)
+
+
+def _child_text(element: ET.Element, name: str) -> str | None:
+    found = _child(element, name)
+    return None if found is None or found.text is None else found.text.strip()
+
+
+def _in_sb(element: ET.Element) -> ET.Element:
+    """A copy of a stored element with every element in no namespace put in Service Bus's (as the client meant
+    them: the SDK writes them under a default namespace, which ``_description`` drops before parsing)."""
+    out = copy.deepcopy(element)
+    for node in out.iter():
+        if not node.tag.startswith("{"):
+            node.tag = f"{{{SB}}}{node.tag}"
+    return out
 
 
 def iso_duration(seconds: float | None) -> str:
@@ -245,6 +280,69 @@ def _count(elements: dict[str, ET.Element], name: str, default: int) -> int:
         raise ManagementError(400, f"{name} must be an integer, got {text!r}") from exc
 
 
+def check_values(elements: dict[str, ET.Element], api_version: str) -> None:
+    """Azure's 400s for values a Standard namespace refuses: durations outside ``LIMITS``, an element the
+    request's api-version does not have, a message size other than Standard's 256 KB."""
+    for name, (low, high) in LIMITS.items():
+        text = _text(elements, name)
+        if text is None:
+            continue
+        try:
+            value = parse_duration(text, name)
+        except ConfigError as exc:
+            raise ManagementError(400, str(exc)) from exc
+        if not low <= value <= high and value < NEVER:
+            raise ManagementError(
+                400, f"{name} {text} is out of range: it must be from {iso_duration(low)} to {iso_duration(high)}"
+            )
+    for name, since in SINCE.items():
+        if name in elements and api_version < since:
+            raise ManagementError(400, f"{name} is not a property in api-version {api_version} (it is from {since})")
+    size = _text(elements, "MaxMessageSizeInKilobytes")
+    if size is not None and size != STANDARD_MESSAGE_KB:
+        raise ManagementError(
+            400,
+            f"MaxMessageSizeInKilobytes {size} is not supported: only a Premium namespace sets it (1024 to 102400); "
+            f"this Standard namespace's is {STANDARD_MESSAGE_KB}",
+        )
+
+
+def _new_key() -> str:
+    return base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def authorization_rules(holder: ET.Element, entity: str) -> ET.Element:
+    """``AuthorizationRules`` as Azure keeps them: each rule checked as a shared access policy (``access.py``:
+    name, keys, rights), a generated key for each one left out, and its created and modified times."""
+    out = ET.Element("AuthorizationRules")
+    now = _timestamp(time.time())
+    for rule in holder:
+        if _local(rule.tag) != "AuthorizationRule":
+            raise ManagementError(400, f"AuthorizationRules may hold AuthorizationRule elements only, not {rule.tag}")
+        rights_el = _child(rule, "Rights")
+        given = [(r.text or "").strip() for r in rights_el] if rights_el is not None else []
+        rights = list(dict.fromkeys(ACCESS_RIGHTS.get(r.lower(), r) for r in given))
+        name = _child_text(rule, "KeyName") or ""
+        primary = _child_text(rule, "PrimaryKey") or _new_key()
+        secondary = _child_text(rule, "SecondaryKey") or _new_key()
+        try:
+            AccessPolicy(name, primary, frozenset(rights), entity=entity, secondary_key=secondary)
+        except ConfigError as exc:
+            raise ManagementError(400, f"AuthorizationRules: {exc}") from exc
+        kept = ET.SubElement(out, "AuthorizationRule", {f"{{{XSI}}}type": "SharedAccessAuthorizationRule"})
+        ET.SubElement(kept, "ClaimType").text = _child_text(rule, "ClaimType") or "SharedAccessKey"
+        ET.SubElement(kept, "ClaimValue").text = _child_text(rule, "ClaimValue") or "None"
+        holder_el = ET.SubElement(kept, "Rights")
+        for right in rights:
+            ET.SubElement(holder_el, "AccessRights").text = right
+        ET.SubElement(kept, "CreatedTime").text = _child_text(rule, "CreatedTime") or now
+        ET.SubElement(kept, "ModifiedTime").text = now
+        ET.SubElement(kept, "KeyName").text = name
+        ET.SubElement(kept, "PrimaryKey").text = primary
+        ET.SubElement(kept, "SecondaryKey").text = secondary
+    return out
+
+
 def config_from(
     kind: str, name: str, elements: dict[str, ET.Element], current: QueueConfig | TopicConfig | None = None
 ) -> QueueConfig | TopicConfig:
@@ -302,7 +400,38 @@ def _configured(kind: str, config: Any) -> dict[str, str]:
 
 
 # ---------------------------------------------------------------------------------------------- rules
-_VALUE_TYPES = {"string": str, "int": int, "long": int, "boolean": lambda t: t.lower() == "true", "double": float}
+def _timespan(text: str) -> dt.timedelta:
+    try:
+        return dt.timedelta(seconds=parse_duration(text, "duration"))
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from exc
+
+
+# a parameter's XML schema type -> its value (the SDK's management/_utils.py deserialize_value reads the same)
+_VALUE_TYPES: dict[str, Callable[[str], Any]] = {
+    "string": str,
+    "int": int,
+    "long": int,
+    "boolean": lambda t: t.lower() == "true",
+    "double": float,
+    "dateTime": dt.datetime.fromisoformat,
+    "duration": _timespan,
+}
+
+
+def _typed(value: Any) -> tuple[str, str]:
+    """A parameter's XML schema type and text, so it comes back as the type it was sent as."""
+    if isinstance(value, bool):
+        return "boolean", str(value).lower()
+    if isinstance(value, int):
+        return "long", str(value)
+    if isinstance(value, float):
+        return "double", str(value)
+    if isinstance(value, dt.datetime):
+        return "dateTime", value.isoformat()
+    if isinstance(value, dt.timedelta):
+        return "duration", iso_duration(value.total_seconds())
+    return "string", str(value)
 
 
 def _key_values(parent: ET.Element | None) -> list[tuple[str, Any]]:
@@ -369,6 +498,13 @@ def rule_from(element: ET.Element, name: str) -> Rule:
     return Rule(name, rule_filter, action, created_at=time.time())
 
 
+def _definition(tag: str, elements: dict[str, ET.Element]) -> str:
+    """What persists of an entity: its description's elements as accepted (``_elements``)."""
+    root = ET.Element(tag)
+    root.extend(copy.deepcopy(list(elements.values())))
+    return ET.tostring(root, encoding="unicode")
+
+
 def _sb(parent: ET.Element, tag: str, text: str | None = None, **attrib: str) -> ET.Element:
     element = ET.SubElement(parent, f"{{{SB}}}{tag}", attrib)
     if text is not None:
@@ -381,16 +517,7 @@ def _put_key_values(parent: ET.Element, tag: str, pairs: tuple[tuple[str, Any], 
     for key, value in pairs:
         item = _sb(holder, "KeyValueOfstringanyType")
         _sb(item, "Key", key)
-        kind = (
-            "boolean"
-            if isinstance(value, bool)
-            else "long"
-            if isinstance(value, int)
-            else "double"
-            if isinstance(value, float)
-            else "string"
-        )
-        text = str(value).lower() if isinstance(value, bool) else str(value)
+        kind, text = _typed(value)
         value_el = _sb(item, "Value", text, **{f"{{{XSI}}}type": f"d6p1:{kind}"})
         value_el.set("xmlns:d6p1", XSD)
 
@@ -440,12 +567,19 @@ class ManagementApi:
         *,
         namespace: str = "localhost",
         persist: Callable[[str, str, str | None], None] | None = None,
+        access: AccessControl | None = None,
     ) -> None:
         self.store = store
         self.namespace = namespace
+        self.access = access or AccessControl()
         self.meta: dict[str, _Meta] = {}
         self.started = time.time()
         self._persist = persist or (lambda path, kind, xml: None)
+
+    @property
+    def host(self) -> str:
+        """The namespace as clients name it (``sb://<host>/<entity>``): without the port when it is 443."""
+        return self.namespace.removesuffix(":443")
 
     # persistence: the definition is the description element as the client last sent it (plus rules)
     def restore(self, path: str, kind: str, xml: str) -> None:
@@ -464,10 +598,10 @@ class ManagementApi:
     def handle(
         self, method: str, path: str, query: dict[str, str], headers: dict[str, str], body: bytes
     ) -> tuple[int, bytes]:
+        parts = [unquote(p) for p in path.strip("/").split("/") if p]
         try:
-            status, element = self._route(
-                method, [unquote(p) for p in path.strip("/").split("/") if p], query, headers, body
-            )
+            self._authorize(headers, parts)
+            status, element = self._route(method, parts, query, headers, body)
         except ManagementError as exc:
             return exc.status, _error(exc.status, exc.detail)
         except EntityNotFound as exc:
@@ -478,32 +612,52 @@ class ManagementApi:
             return status, b""
         return status, ET.tostring(element, xml_declaration=True, encoding="utf-8")
 
+    def _authorize(self, headers: dict[str, str], parts: list[str]) -> None:
+        """Azure's check of the ``Authorization`` header: a shared access signature (``SharedAccessSignature
+        sr=https://<namespace>&sig=...``, verified by ``access.py`` as on ``$cbs``) or an Entra ID bearer token,
+        with the Manage right over the resource; anything else is 401."""
+        header = headers.get("authorization", "").strip()
+        if not header:
+            raise ManagementError(401, "MissingToken: the request has no Authorization header.")
+        scheme, _, rest = header.partition(" ")
+        token = rest.strip() if scheme.lower() == "bearer" else header
+        try:
+            grant = self.access.grant(token)
+        except TokenRejected as exc:
+            raise ManagementError(401, str(exc)) from exc
+        path = "" if not parts or parts[0].startswith("$") else "/".join(parts)  # $Resources, $namespaceinfo
+        denied = self.access.denied({"request": grant}, path, MANAGE, f"https://{self.host}/{path}")
+        if denied is not None:
+            raise ManagementError(401, denied)
+
     def _route(
         self, method: str, parts: list[str], query: dict[str, str], headers: dict[str, str], body: bytes
     ) -> tuple[int, ET.Element | None]:
         low = [p.lower() for p in parts]
+        version = query.get("api-version") or API_2024_05
         if low == ["$namespaceinfo"] and method == "GET":
             return 200, self._namespace_entry()
         if len(low) == 2 and low[0] == "$resources" and method == "GET":
             if low[1] not in ("queues", "topics"):
                 raise ManagementError(400, f"unknown entity type {parts[1]!r}: use queues or topics")
             entities: list[Any] = self.store.queues() if low[1] == "queues" else self.store.topics()
-            return 200, self._feed(parts, query, [(e.path, self._entry(e.path, e)) for e in entities])
+            return 200, self._feed(parts, query, [(e.path, self._entry(e.path, e, version)) for e in entities])
         if len(low) == 2 and low[1] == "subscriptions" and method == "GET":
             topic = self._topic(parts[0])
             subs = list(topic.subscriptions.values())
-            return 200, self._feed(parts, query, [(s.path.rsplit("/", 1)[-1], self._entry(s.path, s)) for s in subs])
+            entries = [(s.path.rsplit("/", 1)[-1], self._entry(s.path, s, version)) for s in subs]
+            return 200, self._feed(parts, query, entries)
         if len(low) == 4 and low[1] == "subscriptions" and low[3] == "rules" and method == "GET":
             sub_path = f"{parts[0]}/Subscriptions/{parts[2]}"
             rules = self.store.rules_of(sub_path)
             return 200, self._feed(parts, query, [(r.name, self._rule_entry(sub_path, r)) for r in rules])
         if len(low) == 1 and not low[0].startswith("$"):
-            return self._entity(method, parts[0], headers, body, kinds=("QueueDescription", "TopicDescription"))
+            kinds = ("QueueDescription", "TopicDescription")
+            return self._entity(method, parts[0], headers, body, kinds=kinds, version=version)
         if len(low) == 3 and low[1] == "subscriptions":
             self._topic(parts[0])
-            return self._entity(
-                method, f"{parts[0]}/Subscriptions/{parts[2]}", headers, body, kinds=("SubscriptionDescription",)
-            )
+            path = f"{parts[0]}/Subscriptions/{parts[2]}"
+            return self._entity(method, path, headers, body, kinds=("SubscriptionDescription",), version=version)
         if len(low) == 5 and low[1] == "subscriptions" and low[3] == "rules":
             return self._rule(method, f"{parts[0]}/Subscriptions/{parts[2]}", parts[4], headers, body)
         raise ManagementError(404, f"unknown management resource {'/'.join(parts)!r}")
@@ -522,13 +676,13 @@ class ManagementApi:
             return None
 
     def _entity(
-        self, method: str, path: str, headers: dict[str, str], body: bytes, kinds: tuple[str, ...]
+        self, method: str, path: str, headers: dict[str, str], body: bytes, kinds: tuple[str, ...], version: str
     ) -> tuple[int, ET.Element | None]:
         existing = self._find(path)
         if method == "GET":
             if existing is None:
                 raise EntityNotFound(f"The messaging entity '{path}' could not be found.")
-            return 200, self._entry(existing.path, existing)
+            return 200, self._entry(existing.path, existing, version)
         if method == "DELETE":
             if existing is None:
                 raise EntityNotFound(f"The messaging entity '{path}' could not be found.")
@@ -545,12 +699,12 @@ class ManagementApi:
         if existing is None:
             if "if-match" in headers:
                 raise EntityNotFound(f"The messaging entity '{path}' could not be found to update.")
-            created = self._create(kind, path, description)
-            return 201, self._entry(created.path, created)
+            created = self._create(kind, path, description, version=version)
+            return 201, self._entry(created.path, created, version)
         if "if-match" not in headers:
             raise ManagementError(409, f"The messaging entity '{path}' already exists.")
-        self._update(kind, existing, description)
-        return 200, self._entry(existing.path, existing)
+        self._update(kind, existing, description, version)
+        return 200, self._entry(existing.path, existing, version)
 
     @staticmethod
     def _description(body: bytes, kinds: tuple[str, ...]) -> ET.Element:
@@ -568,8 +722,45 @@ class ManagementApi:
             raise ManagementError(400, f"expected a {' or '.join(kinds)}, got {_local(description.tag)}")
         return description
 
-    def _create(self, kind: str, path: str, description: ET.Element, persist: bool = True) -> Entity | Topic:
+    def _elements(self, kind: str, path: str, description: ET.Element, version: str | None) -> dict[str, ET.Element]:
+        """The description's settings as the entity keeps them (``version`` None: a stored definition, kept as it
+        was accepted): runtime values dropped, values checked (``check_values``), forwarding as the destination's
+        full URL (and dropped when empty), authorization rules complete (``authorization_rules``)."""
         elements = {_local(c.tag): c for c in description if _local(c.tag) not in RUNTIME}
+        if version is None:
+            return elements
+        check_values(elements, version)
+        for name in FORWARDING:
+            if name in elements:
+                target = self._forward_target(name, _text(elements, name))
+                if target is None:
+                    del elements[name]
+                else:
+                    elements[name] = ET.Element(name)
+                    elements[name].text = target
+        if "AuthorizationRules" in elements:
+            elements["AuthorizationRules"] = authorization_rules(elements["AuthorizationRules"], _leaf(kind, path))
+        return elements
+
+    def _forward_target(self, name: str, text: str | None) -> str | None:
+        """``sb://<namespace>/<entity>`` for a destination given by name or URL: a queue or topic of this namespace
+        that exists (Azure: "The destination entity must exist at the time the source entity is created")."""
+        if not text:
+            return None
+        url = urlsplit(text)
+        if url.netloc and url.netloc.lower() not in (self.host.lower(), self.namespace.lower()):
+            raise ManagementError(400, f"{name} {text!r} is not an entity of this namespace ({self.host})")
+        entity = unquote(url.path if url.netloc else text).strip("/")
+        try:
+            destination = self.store.resolve_target(entity)
+        except EntityNotFound:
+            raise ManagementError(400, f"{name}: the destination entity '{entity}' does not exist") from None
+        return f"sb://{self.host}/{destination.path}"
+
+    def _create(
+        self, kind: str, path: str, description: ET.Element, persist: bool = True, version: str | None = None
+    ) -> Entity | Topic:
+        elements = self._elements(kind, path, description, version)
         config = config_from(kind, _leaf(kind, path), elements)
         try:
             if kind == "SubscriptionDescription":
@@ -594,19 +785,19 @@ class ManagementApi:
             raise ManagementError(400, str(exc)) from exc
         self.meta[created.path.lower()] = _Meta(kind, elements)
         if persist:
-            self._persist(created.path, kind, ET.tostring(description, encoding="unicode"))
+            self._persist(created.path, kind, _definition(description.tag, elements))
             if kind == "SubscriptionDescription":
                 for rule in self.store.rules_of(created.path):
                     self._persist_rule(created.path, rule)
         log.info("servicebus_emulator_entity_created", entity=created.path, kind=kind)
         return created
 
-    def _update(self, kind: str, existing: Entity | Topic, description: ET.Element) -> None:
+    def _update(self, kind: str, existing: Entity | Topic, description: ET.Element, version: str) -> None:
         expected = self._kind(existing)
         if kind != expected:
             raise ManagementError(400, f"'{existing.path}' is a {expected}, not a {kind}")
         meta = self._meta(existing)
-        elements = {_local(c.tag): c for c in description if _local(c.tag) not in RUNTIME}
+        elements = self._elements(kind, existing.path, description, version)
         config = config_from(kind, _leaf(kind, existing.path), elements, existing.config)
         if (
             isinstance(config, QueueConfig)
@@ -615,11 +806,9 @@ class ManagementApi:
         ):
             raise ManagementError(400, "RequiresSession cannot be changed on an existing entity")
         self.store.reconfigure(existing.path, config)
-        meta.elements.update(elements)
+        meta.elements = elements  # a PUT replaces the description: what it leaves out (ForwardTo, ...) is unset
         meta.updated_at = time.time()
-        merged = ET.Element(description.tag)
-        merged.extend(copy.deepcopy(list(meta.elements.values())))
-        self._persist(existing.path, kind, ET.tostring(merged, encoding="unicode"))
+        self._persist(existing.path, kind, _definition(description.tag, elements))
 
     @staticmethod
     def _kind(target: Entity | Topic) -> str:
@@ -683,14 +872,26 @@ class ManagementApi:
         holder.append(content)
         return entry
 
-    def _entry(self, path: str, target: Entity | Topic) -> ET.Element:
+    def _filter_counts(self, topic: Topic) -> dict[str, int]:
+        """The topic's ``SqlFilterCount`` (SQL, true and false filters) and ``CorrelationFilterCount``, over the
+        rules of all its subscriptions."""
+        filters = [rule.filter for sub in topic.subscriptions.values() for rule in self.store.rules_of(sub.path)]
+        correlation = sum(isinstance(f, CorrelationFilter) for f in filters)
+        return {"SqlFilterCount": len(filters) - correlation, "CorrelationFilterCount": correlation}
+
+    def _entry(self, path: str, target: Entity | Topic, version: str = API_2024_05) -> ET.Element:
         meta = self._meta(target)
         kind = meta.kind
         configured = _configured(kind, target.config)
         counts = self.store.runtime(target.path)
+        filter_counts = self._filter_counts(target) if isinstance(target, Topic) else {}
         description = ET.Element(f"{{{SB}}}{kind}")
         for name, default in KINDS[kind]:
-            if name in ("SizeInBytes", "MessageCount"):
+            if version < SINCE.get(name, API_2017_04):
+                continue
+            if name in filter_counts:
+                _sb(description, name, str(filter_counts[name]))
+            elif name in ("SizeInBytes", "MessageCount"):
                 if kind != "TopicDescription" or name == "SizeInBytes":
                     _sb(description, name, str(counts["size"] if name == "SizeInBytes" else counts["total"]))
             elif name in ("CreatedAt", "UpdatedAt", "AccessedAt"):
@@ -712,9 +913,7 @@ class ManagementApi:
             elif name in configured:
                 _sb(description, name, configured[name])
             elif name in meta.elements:
-                element = copy.deepcopy(meta.elements[name])
-                element.tag = f"{{{SB}}}{name}"
-                description.append(element)
+                description.append(_in_sb(meta.elements[name]))
             elif default is not None:
                 _sb(description, name, default)
         title = _leaf(meta.kind, path)

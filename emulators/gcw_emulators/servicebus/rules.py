@@ -8,6 +8,7 @@ SQL's three-valued logic: a missing property is ``NULL``, and a filter that eval
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -288,7 +289,15 @@ def _comparable(x: Any, y: Any) -> tuple[Any, Any] | None:
         return x, y
     if isinstance(x, str) and isinstance(y, str):
         return x, y
+    if isinstance(x, dt.datetime) and isinstance(y, dt.datetime):  # a dateTime parameter; naive is UTC
+        return _utc(x), _utc(y)
+    if isinstance(x, dt.timedelta) and isinstance(y, dt.timedelta):
+        return x, y
     return None
+
+
+def _utc(value: dt.datetime) -> dt.datetime:
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value
 
 
 _COMPARE: dict[str, Callable[[Any, Any], bool]] = {

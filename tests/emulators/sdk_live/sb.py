@@ -143,6 +143,9 @@ class Namespace:
             SERVICEBUS_CONNECTION_STR=emu.connection_string,
             SERVICEBUS_SAS_POLICY="RootManageSharedAccessKey",
             SERVICEBUS_SAS_KEY="SAS_KEY_VALUE",  # the root policy (servicebus/access.py)
+            # what follows the namespace's name in its host (".servicebus.windows.net" on Azure): the tests check
+            # forwarding URLs with it, and the namespace 127.a.b.c is "127" in ".a.b.c"
+            SERVICEBUS_ENDPOINT_SUFFIX=host[host.index(".") :],
         )
         return cls(emu, host, identity, env)
 
