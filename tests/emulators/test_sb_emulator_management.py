@@ -4,25 +4,35 @@ entities, runtime counts, subscriptions, rules with SQL filters and actions, per
 from __future__ import annotations
 
 import asyncio
+import base64
 import datetime as dt
 import random
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from azure.core.credentials import AzureNamedKeyCredential
-from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
+from azure.core.credentials import AccessToken, AzureNamedKeyCredential
+from azure.core.exceptions import (
+    ClientAuthenticationError,
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceNotFoundError,
+)
 from azure.servicebus import ServiceBusClient, ServiceBusMessage
 from azure.servicebus.aio.management import ServiceBusAdministrationClient as AsyncAdministrationClient
 from azure.servicebus.management import (
+    AccessRights,
+    ApiVersion,
+    AuthorizationRule,
     CorrelationRuleFilter,
     ServiceBusAdministrationClient,
     SqlRuleAction,
     SqlRuleFilter,
     TrueRuleFilter,
 )
+from gcw_emulators.identity import storage_token
 from gcw_emulators.servicebus import QueueConfig
-from gcw_emulators.servicebus.access import ROOT_POLICY, sas_token
+from gcw_emulators.servicebus.access import LISTEN, ROOT_KEY_NAME, ROOT_KEY_VALUE, ROOT_POLICY, AccessPolicy, sas_token
 from gcw_emulators.servicebus.management import ManagementApi, iso_duration
 from gcw_emulators.servicebus.store import Store
 
@@ -188,6 +198,136 @@ def test_api_entities_and_rules_persist_with_data_dir(sb_emulator, tmp_path):
         assert m.get_subscription("t", "s").lock_duration == dt.timedelta(seconds=20)
         assert [r.name for r in m.list_rules("t", "s")] == ["only-a"]
         assert m.get_queue_runtime_properties("durable").active_message_count == 1
+
+
+class EntraCredential:
+    """A token credential handing out an Entra ID access token (a JWT, as DefaultAzureCredential gets one)."""
+
+    def get_token(self, *scopes: str, **kwargs: object) -> AccessToken:
+        token, expires = storage_token()
+        return AccessToken(token, expires)
+
+
+def test_the_credential_is_checked_as_azure_does(sb_emulator):
+    emu = sb_emulator(management_port=0, policies=[AccessPolicy("listener", "k-listen", frozenset({LISTEN}))])
+    host = f"{emu.host}:{emu.management_port}"
+
+    def queues(policy: str | EntraCredential, key: str = "") -> list[str]:
+        verify = str(emu.ca_cert)
+        if isinstance(policy, EntraCredential):
+            client = ServiceBusAdministrationClient(host, policy, connection_verify=verify)
+        else:
+            conn = f"Endpoint=sb://{host}/;SharedAccessKeyName={policy};SharedAccessKey={key}"
+            client = ServiceBusAdministrationClient.from_connection_string(conn, connection_verify=verify)
+        with client as m:
+            return [q.name for q in m.list_queues()]
+
+    assert queues(ROOT_KEY_NAME, ROOT_KEY_VALUE) == []
+    assert queues(EntraCredential()) == []
+    refused = [
+        (ROOT_KEY_NAME, "not-the-key", "InvalidSignature"),
+        ("invalid", "invalid", "InvalidSignature"),
+        ("listener", "k-listen", "'Manage' claim"),  # a valid key without the Manage right
+    ]
+    for policy, key, reason in refused:
+        with pytest.raises(ClientAuthenticationError, match=reason) as info:
+            queues(policy, key)
+        assert info.value.status_code == 401
+        assert "not-the-key" not in str(info.value) and "sig=" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("create", "reason"),
+    [
+        ({"lock_duration": dt.timedelta(minutes=6)}, "LockDuration PT6M is out of range"),
+        ({"duplicate_detection_history_time_window": dt.timedelta(days=25)}, "from PT20S to P7D"),
+        ({"auto_delete_on_idle": dt.timedelta(minutes=1)}, "AutoDeleteOnIdle PT1M is out of range"),
+        ({"max_message_size_in_kilobytes": 1024}, "only a Premium namespace sets it"),
+    ],
+)
+def test_values_azure_refuses_are_a_400(emu, create, reason):
+    with admin(emu) as m:
+        with pytest.raises(HttpResponseError, match=reason) as info:
+            m.create_queue("refused", **create)
+        assert info.value.status_code == 400
+        queue = m.create_queue("kept", lock_duration=dt.timedelta(minutes=5))
+        for name, value in create.items():
+            setattr(queue, name, value)
+        with pytest.raises(HttpResponseError, match=reason):
+            m.update_queue(queue)
+        assert m.get_queue("kept").lock_duration == dt.timedelta(minutes=5)
+        assert [q.name for q in m.list_queues()] == ["configured", "kept"]
+
+
+def test_api_version_2017_04_has_no_message_size(emu):
+    with ServiceBusAdministrationClient.from_connection_string(
+        emu.management_connection_string, connection_verify=str(emu.ca_cert), api_version=ApiVersion.V2017_04
+    ) as old:
+        old.create_queue("q")
+        assert old.get_queue("q").max_message_size_in_kilobytes is None
+        with pytest.raises(HttpResponseError, match="not a property in api-version 2017-04"):
+            old.create_queue("big", max_message_size_in_kilobytes=256)
+    with admin(emu) as m:
+        assert m.get_queue("q").max_message_size_in_kilobytes == 256
+
+
+def test_authorization_rules_and_forwarding_as_azure_returns_them(emu):
+    with admin(emu) as m:
+        m.create_topic("dest")
+        rule = AuthorizationRule(key_name="reader", rights=[AccessRights.LISTEN])
+        m.create_queue("src", forward_to="dest", authorization_rules=[rule])
+        queue = m.get_queue("src")
+        (kept,) = queue.authorization_rules
+        assert (kept.key_name, kept.rights, kept.claim_type) == ("reader", ["Listen"], "SharedAccessKey")
+        assert len(base64.b64decode(kept.primary_key)) == 32 and kept.secondary_key != kept.primary_key
+        assert kept.created_at_utc is not None
+        assert queue.forward_to == f"sb://{emu.host}:{emu.management_port}/dest"
+        queue.forward_to = None
+        queue.forward_dead_lettered_messages_to = "configured"
+        m.update_queue(queue)
+        again = m.get_queue("src")
+        assert again.forward_to is None
+        assert again.forward_dead_lettered_messages_to == f"sb://{emu.host}:{emu.management_port}/configured"
+        assert again.authorization_rules[0].primary_key == kept.primary_key  # generated once, then kept
+        with pytest.raises(HttpResponseError, match="destination entity 'nowhere' does not exist"):
+            m.create_subscription("dest", "s", forward_to="nowhere")
+        with pytest.raises(HttpResponseError, match="not an entity of this namespace"):
+            m.create_subscription("dest", "s", forward_to="sb://elsewhere.servicebus.windows.net/dest")
+        with pytest.raises(HttpResponseError, match="rights must be one or more of"):
+            m.create_queue("bad-rule", authorization_rules=[AuthorizationRule(key_name="none", rights=[])])
+
+
+def test_rule_parameters_keep_their_type_and_filter_by_it(emu):
+    when = dt.datetime(2020, 7, 5, 11, 12, 13, tzinfo=dt.UTC)
+    with admin(emu) as m:
+        m.create_topic("t")
+        m.create_subscription("t", "late")
+        params = {"@after": when, "@window": dt.timedelta(hours=1), "@n": 2}
+        m.create_rule("t", "late", "after", filter=SqlRuleFilter("at > @after", parameters=params))
+        m.delete_rule("t", "late", "$Default")
+        got = m.get_rule("t", "late", "after").filter.parameters
+        assert got == {"@after": when, "@window": dt.timedelta(hours=1), "@n": 2}
+        with ServiceBusClient.from_connection_string(emu.connection_string) as c:
+            with c.get_topic_sender("t") as s:
+                s.send_messages(
+                    [
+                        ServiceBusMessage("early", application_properties={"at": when - dt.timedelta(days=1)}),
+                        ServiceBusMessage("late", application_properties={"at": when + dt.timedelta(days=1)}),
+                    ]
+                )
+            with c.get_subscription_receiver("t", "late") as r:
+                assert [str(x) for x in receive_all(r, 1)] == ["late"]
+
+
+def test_topic_runtime_properties_count_the_filters(emu):
+    with admin(emu) as m:
+        m.create_topic("t")
+        m.create_subscription("t", "a")  # its $Default rule is a true filter: a SQL one
+        m.create_subscription("t", "b")
+        m.create_rule("t", "b", "sql", filter=SqlRuleFilter("n > 1"))
+        m.create_rule("t", "b", "corr", filter=CorrelationRuleFilter(correlation_id="x"))
+        runtime = m.get_topic_runtime_properties("t")
+        assert (runtime.sql_filter_count, runtime.correlation_filter_count) == (3, 1)
 
 
 def test_async_administration_client(emu):

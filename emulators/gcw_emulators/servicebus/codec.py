@@ -7,6 +7,7 @@ dead-letter details are added.
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -24,6 +25,10 @@ A_LOCKED_UNTIL = symbol("x-opt-locked-until")
 A_SCHEDULED = symbol("x-opt-scheduled-enqueue-time")
 A_STATE = symbol("x-opt-message-state")
 A_DLQ_SOURCE = symbol("x-opt-deadletter-source")
+# Service Bus's AMQP encoding of a .NET TimeSpan: a long of 100 ns ticks under this descriptor (the AMQP protocol
+# guide's type mapping); an AMQP timestamp is milliseconds since the epoch
+TIMESPAN = symbol("com.microsoft:timespan")
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
 class CodecError(ValueError):
@@ -201,7 +206,7 @@ class WireMessage:
                 return None
             return bytes(value).decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
-        app = {text(k): (text(v) if isinstance(v, bytes) else v) for k, v in (self.app_properties or {}).items()}
+        app = {text(k): _filter_value(v) for k, v in (self.app_properties or {}).items()}
         return {
             "message_id": text(props[0]),
             "to": text(props[2]),
@@ -218,6 +223,28 @@ class WireMessage:
     def scheduled_at(self) -> float | None:
         when = self.annotations.get(A_SCHEDULED)
         return None if when is None else int(when) / 1000.0
+
+
+def _filter_value(value: Any) -> Any:
+    """An application property as filters see it: text decoded, a timestamp as a UTC datetime and a timespan as
+    a timedelta (what a rule's dateTime and duration parameters compare with)."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, timestamp):
+        return _EPOCH + dt.timedelta(milliseconds=int(value))
+    if isinstance(value, Described) and value.descriptor == TIMESPAN and isinstance(value.value, int):
+        return dt.timedelta(microseconds=value.value // 10)
+    return value
+
+
+def _amqp_value(value: Any) -> Any:
+    """The AMQP form of a property a SQL action set: a datetime as a timestamp, a timedelta as a timespan."""
+    if isinstance(value, dt.datetime):
+        aware = value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
+        return timestamp((aware - _EPOCH) // dt.timedelta(milliseconds=1))
+    if isinstance(value, dt.timedelta):
+        return Described(TIMESPAN, value // dt.timedelta(microseconds=1) * 10)
+    return value
 
 
 def parse(raw: bytes) -> WireMessage:
@@ -338,7 +365,8 @@ def encode(msg: StoredMessage, *, locked_until: float | None = None, peek: bool 
 
 def with_app_properties(wire: WireMessage, properties: dict[str, Any]) -> tuple[WireMessage, bytes]:
     """The message with new application properties (a subscription rule's SQL action), and its bytes."""
-    app_raw = _encode(Described(ulong(APP_PROPERTIES), dict(properties))) if properties else b""
+    properties = {key: _amqp_value(value) for key, value in properties.items()}
+    app_raw = _encode(Described(ulong(APP_PROPERTIES), properties)) if properties else b""
     changed = replace(wire, app_properties_raw=app_raw, app_properties=dict(properties))
     sections = [_encode(Described(ulong(HEADER), list(wire.header)))]
     if wire.annotations:
