@@ -8,10 +8,14 @@ topic}``; ``GET /{topic}/subscriptions``, ``GET|PUT|DELETE /{topic}/subscription
 exists) or, with ``If-Match``, updates (200; 404 if it does not). Entities created here are the store's own, like
 Config.json ones: senders and receivers use them at once, and with ``--data-dir`` their definitions persist.
 
-Descriptions keep every element the client sent (``ForwardTo``, ``UserMetadata``, ``AuthorizationRules``, ...) and
-echo it back; the ones the broker acts on (lock duration, max delivery count, sessions, duplicate detection, TTL,
-dead-lettering on expiry) become the entity's configuration. Runtime counts (``CountDetails``, ``MessageCount``,
-``SizeInBytes``) come from the store. Any credential is accepted (a SAS signature or a bearer token).
+Every request needs the ``Authorization`` Azure checks: a shared access signature with the Manage right, or an
+Entra ID bearer token, verified by ``access.py`` as ``$cbs`` tokens are (401 otherwise). Descriptions are checked
+as a Standard namespace checks them (``check_values``: Azure's ranges, elements newer than the request's
+api-version, ``MaxMessageSizeInKilobytes``) and keep what the client sent, normalised as Azure returns it
+(forwarding as the destination's ``sb://`` URL, authorization rules with their keys); a PUT replaces the
+description. The settings the broker acts on (lock duration, max delivery count, sessions, duplicate detection,
+TTL, dead-lettering on expiry) become the entity's configuration. Runtime counts (``CountDetails``,
+``MessageCount``, ``SizeInBytes``, a topic's filter counts) come from the store.
 """
 
 from __future__ import annotations
