@@ -181,7 +181,9 @@ def test_unsupported_sql_is_refused_with_the_reason(emu, expression, reason):
 def test_api_entities_and_rules_persist_with_data_dir(sb_emulator, tmp_path):
     first = sb_emulator(management_port=0, data_dir=tmp_path)
     with admin(first) as m:
-        m.create_queue("durable", max_delivery_count=7)
+        reader = AuthorizationRule(key_name="reader", rights=[AccessRights.LISTEN])
+        m.create_queue("durable", max_delivery_count=7, authorization_rules=[reader])
+        key = m.get_queue("durable").authorization_rules[0].primary_key
         m.create_topic("t")
         m.create_subscription("t", "s", lock_duration=dt.timedelta(seconds=20))
         m.create_rule("t", "s", "only-a", filter=SqlRuleFilter("k = 'a'"))
@@ -195,6 +197,7 @@ def test_api_entities_and_rules_persist_with_data_dir(sb_emulator, tmp_path):
     with admin(second) as m:
         assert sorted(q.name for q in m.list_queues()) == ["durable"]
         assert m.get_queue("durable").max_delivery_count == 7
+        assert m.get_queue("durable").authorization_rules[0].primary_key == key  # the generated key persists
         assert m.get_subscription("t", "s").lock_duration == dt.timedelta(seconds=20)
         assert [r.name for r in m.list_rules("t", "s")] == ["only-a"]
         assert m.get_queue_runtime_properties("durable").active_message_count == 1
@@ -240,6 +243,7 @@ def test_the_credential_is_checked_as_azure_does(sb_emulator):
     ("create", "reason"),
     [
         ({"lock_duration": dt.timedelta(minutes=6)}, "LockDuration PT6M is out of range"),
+        ({"lock_duration": "P10675199DT2H48M5.4775807S"}, "LockDuration P10675199DT2H48M5.4775.*S is out of range"),
         ({"duplicate_detection_history_time_window": dt.timedelta(days=25)}, "from PT20S to P7D"),
         ({"auto_delete_on_idle": dt.timedelta(minutes=1)}, "AutoDeleteOnIdle PT1M is out of range"),
         ({"max_message_size_in_kilobytes": 1024}, "only a Premium namespace sets it"),

@@ -295,7 +295,7 @@ def check_values(elements: dict[str, ET.Element], api_version: str) -> None:
             value = parse_duration(text, name)
         except ConfigError as exc:
             raise ManagementError(400, str(exc)) from exc
-        if not low <= value <= high and value < NEVER:
+        if not low <= value <= high:  # TimeSpan.MaxValue (never) is in range only when there is no maximum
             raise ManagementError(
                 400, f"{name} {text} is out of range: it must be from {iso_duration(low)} to {iso_duration(high)}"
             )
