@@ -299,6 +299,10 @@ def test_authorization_rules_and_forwarding_as_azure_returns_them(emu):
             m.create_subscription("dest", "s", forward_to="sb://elsewhere.servicebus.windows.net/dest")
         with pytest.raises(HttpResponseError, match="rights must be one or more of"):
             m.create_queue("bad-rule", authorization_rules=[AuthorizationRule(key_name="none", rights=[])])
+    # the namespace is the one the client called (its Host), here under another name of the same address
+    alias = emu.management_connection_string.replace(f"sb://{emu.host}:", "sb://localhost:")
+    with ServiceBusAdministrationClient.from_connection_string(alias, connection_verify=str(emu.ca_cert)) as m:
+        assert m.create_queue("via-alias", forward_to="dest").forward_to == f"sb://localhost:{emu.management_port}/dest"
 
 
 def test_rule_parameters_keep_their_type_and_filter_by_it(emu):

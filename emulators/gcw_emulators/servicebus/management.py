@@ -185,6 +185,15 @@ CORRELATION_FIELDS = [
 _DEFAULT_NS = re.compile(rb'\sxmlns="[^"]*"')
 
 
+@dataclass(frozen=True)
+class _Request:
+    """What a response depends on besides the resource: the client's api-version, and the namespace it called
+    (the ``Host`` it used, without HTTPS's own port 443), which forwarding URLs name."""
+
+    version: str
+    host: str
+
+
 class ManagementError(Exception):
     def __init__(self, status: int, detail: str) -> None:
         super().__init__(detail)
@@ -582,7 +591,7 @@ class ManagementApi:
 
     @property
     def host(self) -> str:
-        """The namespace as clients name it (``sb://<host>/<entity>``): without the port when it is 443."""
+        """The namespace as clients name it, without the port when it is 443 (for a request without ``Host``)."""
         return self.namespace.removesuffix(":443")
 
     # persistence: the definition is the description element as the client last sent it (plus rules)
@@ -603,9 +612,12 @@ class ManagementApi:
         self, method: str, path: str, query: dict[str, str], headers: dict[str, str], body: bytes
     ) -> tuple[int, bytes]:
         parts = [unquote(p) for p in path.strip("/").split("/") if p]
+        request = _Request(
+            query.get("api-version") or API_2024_05, (headers.get("host") or self.host).removesuffix(":443")
+        )
         try:
-            self._authorize(headers, parts)
-            status, element = self._route(method, parts, query, headers, body)
+            self._authorize(headers, parts, request.host)
+            status, element = self._route(method, parts, query, headers, body, request)
         except ManagementError as exc:
             return exc.status, _error(exc.status, exc.detail)
         except EntityNotFound as exc:
@@ -616,7 +628,7 @@ class ManagementApi:
             return status, b""
         return status, ET.tostring(element, xml_declaration=True, encoding="utf-8")
 
-    def _authorize(self, headers: dict[str, str], parts: list[str]) -> None:
+    def _authorize(self, headers: dict[str, str], parts: list[str], host: str) -> None:
         """Azure's check of the ``Authorization`` header: a shared access signature (``SharedAccessSignature
         sr=https://<namespace>&sig=...``, verified by ``access.py`` as on ``$cbs``) or an Entra ID bearer token,
         with the Manage right over the resource; anything else is 401."""
@@ -630,15 +642,21 @@ class ManagementApi:
         except TokenRejected as exc:
             raise ManagementError(401, str(exc)) from exc
         path = "" if not parts or parts[0].startswith("$") else "/".join(parts)  # $Resources, $namespaceinfo
-        denied = self.access.denied({"request": grant}, path, MANAGE, f"https://{self.host}/{path}")
+        denied = self.access.denied({"request": grant}, path, MANAGE, f"https://{host}/{path}")
         if denied is not None:
             raise ManagementError(401, denied)
 
     def _route(
-        self, method: str, parts: list[str], query: dict[str, str], headers: dict[str, str], body: bytes
+        self,
+        method: str,
+        parts: list[str],
+        query: dict[str, str],
+        headers: dict[str, str],
+        body: bytes,
+        request: _Request,
     ) -> tuple[int, ET.Element | None]:
         low = [p.lower() for p in parts]
-        version = query.get("api-version") or API_2024_05
+        version = request.version
         if low == ["$namespaceinfo"] and method == "GET":
             return 200, self._namespace_entry()
         if len(low) == 2 and low[0] == "$resources" and method == "GET":
@@ -657,11 +675,11 @@ class ManagementApi:
             return 200, self._feed(parts, query, [(r.name, self._rule_entry(sub_path, r)) for r in rules])
         if len(low) == 1 and not low[0].startswith("$"):
             kinds = ("QueueDescription", "TopicDescription")
-            return self._entity(method, parts[0], headers, body, kinds=kinds, version=version)
+            return self._entity(method, parts[0], headers, body, kinds=kinds, request=request)
         if len(low) == 3 and low[1] == "subscriptions":
             self._topic(parts[0])
             path = f"{parts[0]}/Subscriptions/{parts[2]}"
-            return self._entity(method, path, headers, body, kinds=("SubscriptionDescription",), version=version)
+            return self._entity(method, path, headers, body, kinds=("SubscriptionDescription",), request=request)
         if len(low) == 5 and low[1] == "subscriptions" and low[3] == "rules":
             return self._rule(method, f"{parts[0]}/Subscriptions/{parts[2]}", parts[4], headers, body)
         raise ManagementError(404, f"unknown management resource {'/'.join(parts)!r}")
@@ -680,8 +698,15 @@ class ManagementApi:
             return None
 
     def _entity(
-        self, method: str, path: str, headers: dict[str, str], body: bytes, kinds: tuple[str, ...], version: str
+        self,
+        method: str,
+        path: str,
+        headers: dict[str, str],
+        body: bytes,
+        kinds: tuple[str, ...],
+        request: _Request,
     ) -> tuple[int, ET.Element | None]:
+        version = request.version
         existing = self._find(path)
         if method == "GET":
             if existing is None:
@@ -703,11 +728,11 @@ class ManagementApi:
         if existing is None:
             if "if-match" in headers:
                 raise EntityNotFound(f"The messaging entity '{path}' could not be found to update.")
-            created = self._create(kind, path, description, version=version)
+            created = self._create(kind, path, description, request=request)
             return 201, self._entry(created.path, created, version)
         if "if-match" not in headers:
             raise ManagementError(409, f"The messaging entity '{path}' already exists.")
-        self._update(kind, existing, description, version)
+        self._update(kind, existing, description, request)
         return 200, self._entry(existing.path, existing, version)
 
     @staticmethod
@@ -726,17 +751,19 @@ class ManagementApi:
             raise ManagementError(400, f"expected a {' or '.join(kinds)}, got {_local(description.tag)}")
         return description
 
-    def _elements(self, kind: str, path: str, description: ET.Element, version: str | None) -> dict[str, ET.Element]:
-        """The description's settings as the entity keeps them (``version`` None: a stored definition, kept as it
+    def _elements(
+        self, kind: str, path: str, description: ET.Element, request: _Request | None
+    ) -> dict[str, ET.Element]:
+        """The description's settings as the entity keeps them (``request`` None: a stored definition, kept as it
         was accepted): runtime values dropped, values checked (``check_values``), forwarding as the destination's
         full URL (and dropped when empty), authorization rules complete (``authorization_rules``)."""
         elements = {_local(c.tag): c for c in description if _local(c.tag) not in RUNTIME}
-        if version is None:
+        if request is None:
             return elements
-        check_values(elements, version)
+        check_values(elements, request.version)
         for name in FORWARDING:
             if name in elements:
-                target = self._forward_target(name, _text(elements, name))
+                target = self._forward_target(name, _text(elements, name), request.host)
                 if target is None:
                     del elements[name]
                 else:
@@ -746,25 +773,25 @@ class ManagementApi:
             elements["AuthorizationRules"] = authorization_rules(elements["AuthorizationRules"], _leaf(kind, path))
         return elements
 
-    def _forward_target(self, name: str, text: str | None) -> str | None:
+    def _forward_target(self, name: str, text: str | None, host: str) -> str | None:
         """``sb://<namespace>/<entity>`` for a destination given by name or URL: a queue or topic of this namespace
         that exists (Azure: "The destination entity must exist at the time the source entity is created")."""
         if not text:
             return None
         url = urlsplit(text)
-        if url.netloc and url.netloc.lower() not in (self.host.lower(), self.namespace.lower()):
-            raise ManagementError(400, f"{name} {text!r} is not an entity of this namespace ({self.host})")
+        if url.netloc and url.netloc.lower().removesuffix(":443") != host.lower():
+            raise ManagementError(400, f"{name} {text!r} is not an entity of this namespace ({host})")
         entity = unquote(url.path if url.netloc else text).strip("/")
         try:
             destination = self.store.resolve_target(entity)
         except EntityNotFound:
             raise ManagementError(400, f"{name}: the destination entity '{entity}' does not exist") from None
-        return f"sb://{self.host}/{destination.path}"
+        return f"sb://{host}/{destination.path}"
 
     def _create(
-        self, kind: str, path: str, description: ET.Element, persist: bool = True, version: str | None = None
+        self, kind: str, path: str, description: ET.Element, persist: bool = True, request: _Request | None = None
     ) -> Entity | Topic:
-        elements = self._elements(kind, path, description, version)
+        elements = self._elements(kind, path, description, request)
         config = config_from(kind, _leaf(kind, path), elements)
         try:
             if kind == "SubscriptionDescription":
@@ -796,12 +823,12 @@ class ManagementApi:
         log.info("servicebus_emulator_entity_created", entity=created.path, kind=kind)
         return created
 
-    def _update(self, kind: str, existing: Entity | Topic, description: ET.Element, version: str) -> None:
+    def _update(self, kind: str, existing: Entity | Topic, description: ET.Element, request: _Request) -> None:
         expected = self._kind(existing)
         if kind != expected:
             raise ManagementError(400, f"'{existing.path}' is a {expected}, not a {kind}")
         meta = self._meta(existing)
-        elements = self._elements(kind, existing.path, description, version)
+        elements = self._elements(kind, existing.path, description, request)
         config = config_from(kind, _leaf(kind, existing.path), elements, existing.config)
         if (
             isinstance(config, QueueConfig)
