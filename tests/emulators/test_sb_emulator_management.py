@@ -313,6 +313,10 @@ def test_rule_parameters_keep_their_type_and_filter_by_it(emu):
         params = {"@after": when, "@window": dt.timedelta(hours=1), "@n": 2}
         m.create_rule("t", "late", "after", filter=SqlRuleFilter("at > @after", parameters=params))
         m.delete_rule("t", "late", "$Default")
+        m.create_subscription("t", "stamped")  # a SQL action setting typed parameters: encoded as AMQP types
+        stamp = SqlRuleAction("SET seen = @after; SET span = @window", parameters=params)
+        m.create_rule("t", "stamped", "stamp", filter=SqlRuleFilter("at < @after", parameters=params), action=stamp)
+        m.delete_rule("t", "stamped", "$Default")
         got = m.get_rule("t", "late", "after").filter.parameters
         assert got == {"@after": when, "@window": dt.timedelta(hours=1), "@n": 2}
         with ServiceBusClient.from_connection_string(emu.connection_string) as c:
@@ -325,6 +329,11 @@ def test_rule_parameters_keep_their_type_and_filter_by_it(emu):
                 )
             with c.get_subscription_receiver("t", "late") as r:
                 assert [str(x) for x in receive_all(r, 1)] == ["late"]
+            with c.get_subscription_receiver("t", "stamped") as r:
+                (early,) = receive_all(r, 1)
+                # the SDK reads an AMQP timestamp as milliseconds and a com.microsoft:timespan as its 100 ns ticks
+                assert early.application_properties[b"seen"] == int(when.timestamp() * 1000)
+                assert early.application_properties[b"span"] == 3600 * 10**7
 
 
 def test_topic_runtime_properties_count_the_filters(emu):
