@@ -594,7 +594,7 @@ class ManagementApi:
         """The namespace as clients name it, without the port when it is 443 (for a request without ``Host``)."""
         return self.namespace.removesuffix(":443")
 
-    # persistence: the definition is the description element as the client last sent it (plus rules)
+    # persistence: the definition is the description as last accepted (``_definition``), plus rules
     def restore(self, path: str, kind: str, xml: str) -> None:
         element = parse_xml(xml)
         if kind == "RuleDescription":
