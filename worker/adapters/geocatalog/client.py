@@ -29,6 +29,7 @@ import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -245,6 +246,21 @@ class Operation:
     additional_information: Mapping[str, str] = field(default_factory=dict)
     retry_after: float | None = None  # the poll interval the service asked for, if any
     submitted_at: float | None = None  # time.monotonic() when this client received the 202 (additive)
+    # the service's own timestamps (RFC 3339, as sent): creationTime always, finishTime once an item operation
+    # is terminal (geocatalog_recordings.md items 14 and 21); parsed only when asked (``server_seconds``)
+    creation_time: str | None = None
+    finish_time: str | None = None
+
+    @property
+    def server_seconds(self) -> float | None:
+        """How long the service took (``finishTime`` - ``creationTime``), when both are given and parse."""
+        if self.creation_time is None or self.finish_time is None:
+            return None
+        try:
+            seconds = datetime.fromisoformat(self.finish_time) - datetime.fromisoformat(self.creation_time)
+        except ValueError:
+            return None
+        return max(0.0, seconds.total_seconds())
 
     @property
     def terminal(self) -> bool:
@@ -289,7 +305,13 @@ class Operation:
             additional_information=additional,
             retry_after=retry_after,
             submitted_at=submitted_at,
+            creation_time=_text(body.get("creationTime")),
+            finish_time=_text(body.get("finishTime")),
         )
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 # ---------------------------------------------------------------------------------------------- client
