@@ -123,3 +123,16 @@ def test_terminal_and_collectionless_operations(emu, client) -> None:
         bare = Operation(op.id, op.status, type=op.type, submitted_at=op.submitted_at)  # no collection_id
         assert watcher.wait_for_operation(bare, deadline=time.monotonic() + 20).succeeded
     assert calls(emu, BY_ID) >= 1  # polled on its own by the client
+
+
+def test_first_reads_follow_the_durations_the_service_reports(emu, client) -> None:
+    slow_first = {"AddItem": PollSchedule((1.5, 3.0))}
+    with OperationWatcher(client, min_interval=0.05, schedules=slow_first) as watcher:
+        first = watcher.wait_for_operation(client.create_items("col", [item("l1")]), deadline=time.monotonic() + 20)
+        assert first.succeeded and first.server_seconds == pytest.approx(0.5, abs=0.05)
+        learned = watcher.schedule(first).offsets
+        assert learned[0] == pytest.approx(0.55, abs=0.05) and learned[1:] == (1.5, 3.0)
+        op = client.create_items("col", [item("l2")])
+        done = watcher.wait_for_operation(op, deadline=time.monotonic() + 20)
+        assert op.submitted_at is not None
+        assert done.succeeded and time.monotonic() - op.submitted_at < 1.5  # seen at the learned read, not at 1.5 s

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.utils
+import json
 import random
 import time
 
@@ -12,6 +13,7 @@ from requests.structures import CaseInsensitiveDict
 from worker.adapters.geocatalog.client import (
     AuthError,
     Cancelled,
+    EncodedItems,
     GeoCatalogClient,
     GeoCatalogError,
     NetworkError,
@@ -23,6 +25,7 @@ from worker.adapters.geocatalog.client import (
     ValidationError,
     auth_fault_cause,
     bearer_challenge,
+    encode_item,
 )
 from worker.adapters.geocatalog.retry import RetryPolicy, parse_retry_after
 from worker.domain.errors import ConfigurationFault, ErrorKind, FaultCause, WorkerError
@@ -213,3 +216,32 @@ def test_client_bare_string_token_accepted_and_never_in_repr() -> None:
     assert client.base_url == "http://127.0.0.1:1"
     assert "plain-token" not in repr(vars(client))
     client.close()
+
+
+# ------------------------------------------------------------------------------------------ encoded items
+
+
+def test_encoded_items_are_the_post_body_and_count_their_bytes() -> None:
+    items = [{"id": "a", "properties": {"title": "Zürich"}}, {"id": "b", "properties": {}}]
+    encoded = EncodedItems(items)
+    assert list(encoded) == items and len(encoded) == 2 and encoded[1]["id"] == "b"
+    body = encoded.body()
+    assert json.loads(body) == {"type": "FeatureCollection", "features": items}
+    assert len(body) == len(b'{"type":"FeatureCollection","features":[]}') + 1 + sum(len(encode_item(i)) for i in items)
+    assert "Zürich".encode() in encode_item(items[0])  # UTF-8, not \u escapes: the size the service sees
+    with pytest.raises(ValueError):
+        encode_item({"id": "n", "bbox": [float("nan")]})  # not JSON
+    with pytest.raises(ValueError, match="one encoding per item"):
+        EncodedItems(items, [b"{}"])
+
+
+def test_server_seconds_from_the_operation_timestamps() -> None:
+    body = {
+        "id": "op",
+        "status": "Succeeded",
+        "creationTime": "2025-10-27T17:56:47.126281Z",
+        "finishTime": "2025-10-27T17:56:54.016281Z",
+    }
+    assert Operation.from_json(body).server_seconds == pytest.approx(6.89)
+    assert Operation.from_json({**body, "finishTime": None}).server_seconds is None
+    assert Operation.from_json({**body, "finishTime": "soon"}).server_seconds is None

@@ -13,7 +13,7 @@ import structlog
 
 from worker.domain.secrets import Secret
 from worker.observability.health import HealthServer, HealthState
-from worker.observability.logging import configure_logging
+from worker.observability.logging import configure_logging, request_context
 from worker.observability.metrics import Metrics
 
 
@@ -118,3 +118,18 @@ def test_health_endpoints_follow_the_state() -> None:
         assert get(server.port, "/nope")[0] == 404
     finally:
         server.stop()
+
+
+def test_request_context_fields_reach_every_line_and_nest(log_stream: io.StringIO) -> None:
+    log = structlog.get_logger("t")
+    with request_context(message_id="m-2", attempt=1) as context:
+        context["collection"] = "col"
+        with request_context(action="ingest", attempt=3):
+            log.info("inner", attempt=4)
+        log.warning("outer")
+    log.info("after")
+    inner, outer, after = lines(log_stream)[-3:]
+    assert inner["message_id"] == "m-2" and inner["collection"] == "col" and inner["action"] == "ingest"
+    assert inner["attempt"] == 4  # the call's own key wins
+    assert outer["attempt"] == 1 and "action" not in outer and outer["collection"] == "col"
+    assert "message_id" not in after and "collection" not in after

@@ -99,3 +99,57 @@ def test_ticks_of_all_collections_stay_within_the_read_share_of_the_budget() -> 
     w.close()
     with pytest.raises(ValueError, match="read_share"):
         OperationWatcher(src, read_share=0)
+
+
+def test_learned_first_reads_then_the_static_offsets_after_them() -> None:
+    s = SCHEDULES["AddItem"]
+    assert s.learned([], 0.05) is s
+    assert s.learned([0.0], 0.05).offsets[:3] == (0.05, 1.0, 1.6)
+    assert s.learned([2.0], 0.05).offsets[:3] == (2.05, 2.2, 3.0)
+    assert s.learned([0.8, 0.8, 5.0], 0.05).offsets[:3] == pytest.approx((0.85, 5.05, 5.7))
+    late = s.learned([15.0], 0.05)  # beyond the static offsets: their last gap, growing
+    assert late.offsets == (15.05, 15.75) and late.next_after(15.75) == pytest.approx(15.75 + 0.7 * 1.2)
+
+
+class Timestamped:
+    """Every operation is terminal at its first read and reports it took ``seconds`` on the service."""
+
+    def __init__(self, seconds: float) -> None:
+        self.finish = f"2025-10-27T17:56:{10 + seconds:09.6f}Z"
+
+    def list_operations(self, collection, *, top, skip=0, cancel=None):
+        raise NotFound("no list here", status=404)
+
+    def get_operation(self, operation_id, *, cancel=None):
+        return Operation(
+            operation_id,
+            "Failed" if operation_id.startswith("fail") else "Succeeded",
+            type="AddItem",
+            collection_id="c",
+            creation_time="2025-10-27T17:56:10.000000Z",
+            finish_time=self.finish,
+        )
+
+    def wait_for_operation(self, op, *, deadline, cancel=None):
+        raise AssertionError("not used")
+
+
+def test_the_watcher_learns_the_first_read_per_type_and_outcome() -> None:
+    src = Timestamped(1.5)
+    with OperationWatcher(src, min_interval=0.01, learn_margin=0.1) as w:
+        op = Operation("ok1", "Pending", type="AddItem", collection_id="c")
+        assert w.schedule(op) is SCHEDULES["AddItem"]
+        w.wait_for_operation(op, deadline=time.monotonic() + 5)
+        assert w.schedule(op).offsets[:2] == pytest.approx((1.6, 1.6 + 0.6))  # 1.5 s + margin, then 2.2
+        src.finish = "2025-10-27T17:56:10.400000Z"
+        w.wait_for_operation(
+            Operation("fail1", "Pending", type="AddItem", collection_id="c"), deadline=time.monotonic() + 5
+        )
+        assert w.schedule(op).offsets[:3] == pytest.approx((0.5, 1.6, 2.2))  # the shortest failure, then success
+        other = Operation("u", "Pending", type="UpdateItem", collection_id="c")
+        assert w.schedule(other) is SCHEDULES["UpdateItem"]  # learnt per type
+    with OperationWatcher(src, learn_window=0) as static:
+        static.wait_for_operation(
+            Operation("ok2", "Pending", type="AddItem", collection_id="c"), deadline=time.monotonic() + 5
+        )
+        assert static.schedule(op) is SCHEDULES["AddItem"]

@@ -14,11 +14,13 @@ from azure.servicebus import ServiceBusMessage
 from worker.domain.contract import Limits, MessageMeta
 from worker.domain.retry_policy import RequestRetryPolicy, backoff
 from worker.domain.secrets import Secret
+from worker.observability.metrics import Metrics
 from worker.processing.processor import Outcome, Settle
 from worker.servicebus.breaker import BreakerState, CircuitBreaker
 from worker.servicebus.config import ConfigError, RunConfig
 from worker.servicebus.handling import handle
 from worker.servicebus.inflight import InFlight
+from worker.servicebus.locks import renew_message_locks
 from worker.servicebus.messages import (
     ATTEMPT_PROPERTY,
     REQUEST_ID_PROPERTY,
@@ -659,3 +661,30 @@ def test_config_faults_report_readiness_gauge_and_one_log_line_per_change() -> N
         faults.clear("schedule")
     assert health.readiness()[0] and gauge() == 0
     assert [e["event"] for e in logs] == ["configuration_fault", "configuration_fault_cleared"]
+
+
+# ---- lock renewal (owner-thread side) ---------------------------------------------------------------------------
+class RenewingReceiver:
+    def __init__(self) -> None:
+        self.renewed: list[object] = []
+
+    def renew_message_lock(self, message: object) -> dt.datetime:
+        self.renewed.append(message)
+        return dt.datetime.now(dt.UTC) + dt.timedelta(seconds=30)
+
+
+def test_lock_renewal_says_when_it_next_has_something_to_do() -> None:
+    receiver, metrics = RenewingReceiver(), Metrics()
+    fresh, due, capped = rec_for(GOOD), rec_for(GOOD), rec_for(GOOD)
+    now = fresh.received_mono
+    fresh.message, due.message, capped.message = "fresh", "due", "capped"
+    due.lock_expires_mono = now + 10  # past half of its 30 s
+    capped.received_mono, capped.lock_expires_mono = now - 100, now + 5  # held beyond the cap: not renewed
+    lost, next_due = renew_message_locks(receiver, [fresh, due, capped], now, 60.0, metrics)
+    assert lost == [] and receiver.renewed == ["due"] and due.renewals == 1
+    # the next scan is due when the fresh lock reaches half its duration, or the capped one expires
+    assert next_due == pytest.approx(min(fresh.lock_expires_mono - 15, due.lock_expires_mono - 15, now + 5))
+    assert next_due == pytest.approx(now + 5)
+    lost, _ = renew_message_locks(receiver, [capped], now + 5, 60.0, metrics)
+    assert [r for r, _ in lost] == [capped]
+    assert renew_message_locks(receiver, [], now, 60.0, metrics) == ([], float("inf"))

@@ -40,7 +40,6 @@ content rule to a single create that finds its item already there, since an earl
 
 from __future__ import annotations
 
-import json
 import re
 import threading
 import time
@@ -52,7 +51,7 @@ from typing import Literal, Protocol, TypeVar
 import structlog
 
 from worker import tracing
-from worker.adapters.geocatalog.client import Conflict, Operation
+from worker.adapters.geocatalog.client import Conflict, EncodedItems, Operation, encode_item
 from worker.adapters.ratelimit import RateLimiter
 from worker.domain.errors import Cancelled, ErrorKind, PermanentError, TransientError, WorkerError
 from worker.domain.secrets import redact
@@ -135,7 +134,7 @@ class CatalogClient(Protocol):
     """The part of ``worker.adapters.geocatalog.client.GeoCatalogClient`` the batcher uses."""
 
     def create_items(
-        self, collection: str, items: Sequence[dict], *, cancel: threading.Event | None = None
+        self, collection: str, items: EncodedItems, *, cancel: threading.Event | None = None
     ) -> Operation: ...
     def replace_item(self, collection: str, item: dict, *, cancel: threading.Event | None = None) -> Operation: ...
     def get_item(self, collection: str, item_id: str, *, cancel: threading.Event | None = None) -> dict | None: ...
@@ -193,8 +192,12 @@ class SubmitResult:
 class _Entry:
     sub: _Submission
     item: dict
-    size: int
+    encoded: bytes  # the item's JSON, encoded once: its size here, its part of the POST body (``EncodedItems``)
     result: ItemResult | None = None
+
+    @property
+    def size(self) -> int:
+        return len(self.encoded)
 
     @property
     def id(self) -> str:
@@ -267,10 +270,6 @@ def _named_failures(op: Operation, entries: list[_Entry], counts: _Counts | None
     return found if len(found) == counts.failed else None
 
 
-def _item_size(item: dict) -> int:
-    return len(json.dumps(item, separators=(",", ":"), ensure_ascii=False).encode())
-
-
 def parallel_map(fn: Callable[[T], R], xs: Sequence[T], max_workers: int) -> list[R]:
     """``[fn(x) for x in xs]`` on up to ``max_workers`` short-lived threads (a fresh pool: no nested deadlock)."""
     if len(xs) <= 1 or max_workers <= 1:
@@ -330,7 +329,8 @@ class _Resolution:
     def _post(self, entries: list[_Entry]) -> Operation:
         with self.lock:
             self.posts += 1
-        op = self.client.create_items(self.collection, [e.item for e in entries], cancel=self.cancel)
+        items = EncodedItems([e.item for e in entries], [e.encoded for e in entries])
+        op = self.client.create_items(self.collection, items, cancel=self.cancel)
         self._record_op(entries, op)
         op = self._wait(op)
         self._record_op(entries, op)
@@ -559,7 +559,7 @@ class Batcher:
         if self._stop.is_set():
             raise Cancelled("batcher is closed")
         sub = _Submission(request_id=request_id, trust_identical=trust_identical)
-        sub.entries = [_Entry(sub, item, _item_size(item)) for item in items]
+        sub.entries = [_Entry(sub, item, encode_item(item)) for item in items]
         if not sub.entries:
             return SubmitResult([], [])
         sub.remaining = len(sub.entries)

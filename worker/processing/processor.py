@@ -44,6 +44,7 @@ from worker.domain.errors import Cancelled, ConfigurationFault, ErrorKind, Perma
 from worker.domain.retry_policy import RequestRetryPolicy
 from worker.domain.secrets import redact
 from worker.domain.stored import with_digest
+from worker.observability.logging import request_context
 from worker.processing import events
 from worker.processing.batching import Batcher, ItemResult, OperationWaiter, OpRecord, operation_failure, parallel_map
 
@@ -134,19 +135,22 @@ class Processor:
         self, request: contract.Request, cancel: threading.Event, *, received_at: datetime | None = None
     ) -> Outcome:
         received_at = received_at or datetime.now(UTC)
-        bound = log.bind(
+        with request_context(
             message_id=request.request_id,
             correlation_id=request.correlation_id,
             collection=request.collection,
             action=request.action,
             attempt=self.settings.retry.attempt(request.meta),
-        )
+        ):
+            return self._process(request, cancel, received_at)
+
+    def _process(self, request: contract.Request, cancel: threading.Event, received_at: datetime) -> Outcome:
         fetched: dict[int, str] = {}  # item_urls index -> fetched item id (for a whole-request failure's items)
         try:
             if request.event is not None:  # a Blob Storage event: read the blob now (worker.processing.events)
                 resolved = self._resolve_event(request)
                 if resolved is None:
-                    bound.info("request_finished", status="succeeded", settle=Settle.COMPLETE, superseded=True)
+                    log.info("request_finished", status="succeeded", settle=Settle.COMPLETE, superseded=True)
                     return Outcome(events.superseded_result(request, received_at), Settle.COMPLETE)
                 request = resolved
             if request.action == "ingest":
@@ -155,10 +159,10 @@ class Processor:
                 results, ops = self._delete(request, cancel)
         except WorkerError as e:
             if isinstance(e, Cancelled) or cancel.is_set():
-                bound.info("request_cancelled")
+                log.info("request_cancelled")
                 return Outcome(None, Settle.RETRY, retry_after=0.0, service_ok=None)
             outcome = self._request_failure(request, e, received_at, fetched)
-            bound.info(
+            log.info(
                 "request_finished",
                 status=outcome.result and outcome.result.status,
                 settle=outcome.settle,
@@ -169,7 +173,7 @@ class Processor:
         if cancel.is_set() and any(isinstance(r.error, Cancelled) for r in results):
             return Outcome(None, Settle.RETRY, retry_after=0.0, service_ok=None)
         outcome = self._item_outcome(request, results, ops, received_at)
-        bound.info(
+        log.info(
             "request_finished",
             status=outcome.result.status if outcome.result else None,
             settle=outcome.settle,

@@ -17,6 +17,7 @@ import structlog
 from worker.domain.contract import InvalidRequest, Limits, Request, Result, crashed_result, parse_request
 from worker.domain.events import EventIgnored
 from worker.domain.secrets import redact
+from worker.observability.logging import request_context
 from worker.processing.processor import Outcome
 from worker.servicebus.inflight import InFlight
 from worker.servicebus.messages import MAX_DESCRIPTION, clip, event_meta
@@ -63,11 +64,11 @@ def handle(rec: InFlight, processor: ProcessorLike, limits: Limits) -> Dispositi
     """Parse and process one message; always returns a disposition, never raises."""
     started = time.monotonic()
     request = None
-    with structlog.contextvars.bound_contextvars(
+    with request_context(
         message_id=rec.meta.message_id,
         correlation_id=rec.meta.correlation_id or rec.meta.message_id,
         attempt=rec.meta.attempt,
-    ):
+    ) as context:
         try:
             try:
                 request = parse_request(rec.body, rec.meta, limits)
@@ -87,8 +88,9 @@ def handle(rec: InFlight, processor: ProcessorLike, limits: Limits) -> Dispositi
                 return disposition
             if request.event is not None:  # answered under the event id (the idempotency key)
                 rec.meta = request.meta
-                structlog.contextvars.bind_contextvars(event_id=request.event.id)
-            structlog.contextvars.bind_contextvars(collection=request.collection, item_ids=_item_ids(request))
+                context["event_id"] = request.event.id
+            context["collection"] = request.collection
+            context["item_ids"] = _item_ids(request)
             outcome = processor.process(request, rec.cancel, received_at=rec.received_at)
             disposition = Disposition.from_outcome(outcome)
             error = disposition.result.error if disposition.result is not None else None
@@ -115,5 +117,3 @@ def handle(rec: InFlight, processor: ProcessorLike, limits: Limits) -> Dispositi
                 description=description,
                 service_ok=None,
             )
-        finally:
-            structlog.contextvars.unbind_contextvars("collection", "item_ids", "event_id")

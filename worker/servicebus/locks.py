@@ -23,18 +23,28 @@ from worker.servicebus.settlement import LOCK_LOST_ERRORS
 log = structlog.get_logger(__name__)
 
 
+def renewal_due(rec: InFlight) -> float:
+    """When ``rec``'s lock is due for renewal (monotonic): half its duration before it expires."""
+    return rec.lock_expires_mono - rec.lock_duration / 2
+
+
 def renew_message_locks(
     receiver: Any, recs: Iterable[InFlight], now: float, cap: float, metrics: Metrics
-) -> list[tuple[InFlight, str]]:
-    """Renew every lock past half its duration; returns ``(message, why)`` for the locks that are gone."""
+) -> tuple[list[tuple[InFlight, str]], float]:
+    """Renew every lock past half its duration; returns ``(message, why)`` for the locks that are gone, and when
+    the next call has something to do (monotonic; the owner skips the scan of every message until then)."""
     lost: list[tuple[InFlight, str]] = []
+    next_due = float("inf")
     for rec in list(recs):
         remaining = rec.lock_expires_mono - now
         if remaining > rec.lock_duration / 2:
+            next_due = min(next_due, renewal_due(rec))
             continue
         if now - rec.received_mono >= cap:
             if remaining <= 0:
                 lost.append((rec, f"lock renewal cap of {cap:.0f}s reached"))
+            else:
+                next_due = min(next_due, rec.lock_expires_mono)  # not renewed: lost when it expires
             continue
         try:
             locked_until = receiver.renew_message_lock(rec.message)
@@ -46,11 +56,13 @@ def renew_message_locks(
                 lost.append((rec, redact(f"{type(exc).__name__}: {exc}")))
             else:
                 log.warning("lock_renew_failed", message_id=rec.meta.message_id, error=redact(str(exc)))
+                next_due = now  # try again on the next turn
             continue
         rec.renewals += 1
         metrics.lock_renewals.inc()
         rec.lock_expires_mono = now + max(0.0, (locked_until - utcnow()).total_seconds())
-    return lost
+        next_due = min(next_due, renewal_due(rec))
+    return lost, next_due
 
 
 class SessionLock:

@@ -46,7 +46,7 @@ from worker.servicebus.faults import (
 )
 from worker.servicebus.holds import HeldRequests
 from worker.servicebus.inflight import InFlight, received
-from worker.servicebus.locks import renew_message_locks
+from worker.servicebus.locks import renew_message_locks, renewal_due
 from worker.servicebus.messages import (
     build_retry_copy,
     utcnow,
@@ -98,6 +98,7 @@ class ReceiverOwner(threading.Thread):
         self._drain_deadline: float | None = None
         self._last_message_at: float = 0.0
         self._abandon_at: dict[int, float] = {}
+        self._renew_at = float("inf")  # no message lock is due for renewal before this (monotonic)
         self._faults = faults or ConfigFaults(health, metrics)
         self._link = RequestLink(
             name, self.receiver_client, settings, senders=self._senders, health=health, faults=self._faults, clock=clock
@@ -267,6 +268,7 @@ class ReceiverOwner(threading.Thread):
             metrics=self._metrics,
         )
         self._inflight[rec.key] = rec
+        self._renew_at = min(self._renew_at, renewal_due(rec))
         return rec
 
     def _total_inflight(self) -> int:
@@ -280,7 +282,9 @@ class ReceiverOwner(threading.Thread):
         if self.settings.sessions:
             self._renew_session(now)
             return
-        lost = renew_message_locks(
+        if now < self._renew_at:  # nothing due: no scan of every message on each turn (docs/benchmarks.md)
+            return
+        lost, self._renew_at = renew_message_locks(
             self._link.receiver, self._inflight.values(), now, self.settings.max_lock_renewal_seconds, self._metrics
         )
         for rec, why in lost:

@@ -21,15 +21,17 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import platform
 import random
 import re
 import threading
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import datetime
+from typing import Any, overload
 from urllib.parse import quote, urlsplit
 
 import requests
@@ -135,6 +137,7 @@ ROUTE_ITEMS = "/stac/collections/{collectionId}/items"
 ROUTE_ITEM = "/stac/collections/{collectionId}/items/{itemId}"
 ROUTE_OPERATION = "/inma/operations/{operationId}"
 ROUTE_OPERATIONS = "/inma/operations"
+_JSON_BODY = {"Content-Type": "application/json"}  # the header of a body sent as encoded (``data``)
 _LOG_FIELDS = {"collectionId": "collection", "itemId": "item_id", "operationId": "operation_id"}
 ROUTE_COLLECTIONS = "/stac/collections"
 ROUTE_SAS_TOKEN = "/sas/token/{collectionId}"  # noqa: S105 - a route, not a secret
@@ -245,6 +248,21 @@ class Operation:
     additional_information: Mapping[str, str] = field(default_factory=dict)
     retry_after: float | None = None  # the poll interval the service asked for, if any
     submitted_at: float | None = None  # time.monotonic() when this client received the 202 (additive)
+    # the service's own timestamps (RFC 3339, as sent): creationTime always, finishTime once an item operation
+    # is terminal (geocatalog_recordings.md items 14 and 21); parsed only when asked (``server_seconds``)
+    creation_time: str | None = None
+    finish_time: str | None = None
+
+    @property
+    def server_seconds(self) -> float | None:
+        """How long the service took (``finishTime`` - ``creationTime``), when both are given and parse."""
+        if self.creation_time is None or self.finish_time is None:
+            return None
+        try:
+            seconds = datetime.fromisoformat(self.finish_time) - datetime.fromisoformat(self.creation_time)
+        except ValueError:
+            return None
+        return max(0.0, seconds.total_seconds())
 
     @property
     def terminal(self) -> bool:
@@ -289,7 +307,51 @@ class Operation:
             additional_information=additional,
             retry_after=retry_after,
             submitted_at=submitted_at,
+            creation_time=_text(body.get("creationTime")),
+            finish_time=_text(body.get("finishTime")),
         )
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+# ---------------------------------------------------------------------------------------------- items
+
+
+def encode_item(item: Mapping[str, Any]) -> bytes:
+    """One item as it is POSTed: compact UTF-8 JSON (its length is what the batcher counts against its bytes)."""
+    return json.dumps(item, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+
+
+class EncodedItems(Sequence[dict]):
+    """The items of one ItemCollection POST, each one's JSON encoded once (``encode_item``): the batcher encodes
+    an item when it is submitted, counts its bytes, and the client sends those same bytes."""
+
+    __slots__ = ("_encoded", "_items")
+
+    def __init__(self, items: Sequence[dict], encoded: Sequence[bytes] | None = None) -> None:
+        self._items = list(items)
+        self._encoded = list(encoded) if encoded is not None else [encode_item(i) for i in self._items]
+        if len(self._encoded) != len(self._items):
+            raise ValueError("EncodedItems: one encoding per item")
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @overload
+    def __getitem__(self, index: int) -> dict: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[dict]: ...
+    def __getitem__(self, index: int | slice) -> dict | list[dict]:
+        return self._items[index]
+
+    def __iter__(self) -> Iterator[dict]:
+        return iter(self._items)
+
+    def body(self) -> bytes:
+        """The ItemCollection (``{"type": "FeatureCollection", "features": [...]}``) as JSON bytes."""
+        return b'{"type":"FeatureCollection","features":[' + b",".join(self._encoded) + b"]}"
 
 
 # ---------------------------------------------------------------------------------------------- client
@@ -440,13 +502,15 @@ class GeoCatalogClient:
         path_params: Mapping[str, str] | None = None,
         params: Mapping[str, Any] | None = None,
         json: Any = None,
+        data: bytes | None = None,
         ok: Sequence[int] = (200, 201, 202, 204),
         allow_404: bool = False,
         cancel: threading.Event | None = None,
     ) -> requests.Response:
         """One logical call: rate limit, auth, retries; returns the response or raises a ``GeoCatalogError``.
 
-        ``route`` is the template (also the metrics label); ``path_params`` fill it (URL-quoted).
+        ``route`` is the template (also the metrics label); ``path_params`` fill it (URL-quoted). The body is
+        ``json`` (encoded by ``requests``) or ``data``, JSON already encoded.
         """
         url = self._url(route, **(path_params or {}))
         query = {"api-version": self.api_version, **(params or {})}
@@ -477,9 +541,11 @@ class GeoCatalogClient:
                         url,
                         params=query,
                         json=json,
+                        data=data,
                         headers={
                             "Authorization": header,
                             "Accept": "application/json",
+                            **(_JSON_BODY if data is not None else {}),
                             "User-Agent": USER_AGENT,
                             "x-ms-client-request-id": client_request_id,
                             **call.headers,  # traceparent while tracing
@@ -623,15 +689,16 @@ class GeoCatalogClient:
     # ------------------------------------------------------------------------------------------ API
 
     def create_items(
-        self, collection: str, items: Sequence[dict] | dict, *, cancel: threading.Event | None = None
+        self, collection: str, items: EncodedItems | Sequence[dict] | dict, *, cancel: threading.Event | None = None
     ) -> Operation:
-        """POST one ItemCollection (or the bare Item when given a dict) → the 202's Operation."""
+        """POST one ItemCollection (or the bare Item when given a dict) → the 202's Operation. ``EncodedItems``
+        (the batcher's) go as they were encoded; other items are encoded here, the same way."""
         if isinstance(items, Mapping):
-            body: Any = items
+            data = encode_item(items)
         else:
-            body = {"type": "FeatureCollection", "features": list(items)}
+            data = (items if isinstance(items, EncodedItems) else EncodedItems(items)).body()
         resp = self.request(
-            "POST", ROUTE_ITEMS, path_params={"collectionId": collection}, json=body, ok=(200, 201, 202), cancel=cancel
+            "POST", ROUTE_ITEMS, path_params={"collectionId": collection}, data=data, ok=(200, 201, 202), cancel=cancel
         )
         return self._operation_from_write(resp, cancel)
 

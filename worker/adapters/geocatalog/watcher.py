@@ -17,6 +17,12 @@ a collection once per tick and resolves every operation of its own it finds ther
 - **Due times** follow the recorded durations per operation type (``SCHEDULES``; item 14 of the recordings:
   AddItem ~6.9 s of which Pending 2.3 s, UpdateItem ~2.5 s, DeleteItem ~0.8 s, failures back in 0.7-1.6 s),
   clamped to each waiter's deadline. A ``Retry-After`` on an operation pushes its due time back.
+- **Learned first reads**: the service stamps each terminal item operation with ``creationTime`` and
+  ``finishTime``; the watcher keeps the last ``learn_window`` such durations per type and outcome, and an
+  operation's first reads are due at the shortest recent failure and the shortest recent success (plus
+  ``learn_margin``), followed by the static offsets after them. Operations that take 0 s are read at the next
+  tick instead of after 1 s, and 2 s ones once at 2 s instead of at 1.0, 1.6 and 2.2 s; a faster operation
+  lowers the minimum at once, a slower one only costs the reads the static schedule has after it.
 - **Page size** ``$top``: at least ``page_min``, twice this process's waiters and twice the deepest position at
   which one was last found (other pods' and other writers' newer operations come first), at most ``page_max``.
   A due operation not on the page is looked for on up to ``max_pages`` pages, then read by id (``GET
@@ -35,7 +41,8 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -95,6 +102,19 @@ class PollSchedule:
             t += gap
         return t
 
+    def learned(self, firsts: Iterable[float], margin: float) -> PollSchedule:
+        """This schedule with its first reads at ``firsts`` (+ ``margin``), then its offsets after the last."""
+        heads: list[float] = []
+        for f in sorted(firsts):
+            if not heads or f + margin > heads[-1]:
+                heads.append(f + margin)
+        if not heads:
+            return self
+        offsets = [*heads, *(o for o in self.offsets if o > heads[-1])]
+        if len(offsets) < 2:
+            offsets.append(offsets[-1] + self.offsets[-1] - self.offsets[-2])
+        return PollSchedule(tuple(offsets), self.factor, self.max_interval)
+
 
 # Fitted to the recorded durations (geocatalog_recordings.md item 14): a first read where failures end
 # (0.7-1.6 s), then about one read per 0.6-1 s through the window where successes end.
@@ -139,6 +159,8 @@ class OperationWatcher:
         metrics: Metrics | None = None,
         cancel_check: float = 0.1,
         idle_exit: float = 30.0,
+        learn_window: int = 64,
+        learn_margin: float = 0.05,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if min_interval < 0 or page_min < 1 or page_max < page_min or max_pages < 1 or not 0 < read_share <= 1:
@@ -161,9 +183,32 @@ class OperationWatcher:
         self._loops: dict[str, _CollectionLoop] = {}
         self._stop = threading.Event()
         self.stats = {"list_reads": 0, "id_reads": 0, "resolved": 0}
+        self.learn_window = learn_window  # 0: the static schedules only
+        self.learn_margin = learn_margin
+        self._learn_lock = threading.Lock()
+        self._recent: dict[tuple[str, bool], deque[float]] = {}  # (type, succeeded) → recent server durations
+        self._learned: dict[str, tuple[tuple[float, ...], PollSchedule]] = {}  # type → (firsts, schedule)
 
     def schedule(self, op: Operation) -> PollSchedule:
+        learned = self._learned.get(op.type or "")
+        if learned is not None:
+            return learned[1]
         return self.schedules.get(op.type or "", DEFAULT_SCHEDULE)
+
+    def _observe(self, op: Operation) -> None:
+        """Learn from a terminal operation how long the service takes (see "Learned first reads")."""
+        seconds = op.server_seconds if self.learn_window > 0 else None
+        if seconds is None:
+            return
+        kind = op.type or ""
+        with self._learn_lock:
+            recent = self._recent.setdefault((kind, op.succeeded), deque(maxlen=self.learn_window))
+            recent.append(seconds)
+            firsts = tuple(sorted(round(min(xs), 2) for (k, _), xs in self._recent.items() if k == kind))
+            known = self._learned.get(kind)
+            if known is None or known[0] != firsts:
+                base = self.schedules.get(kind, DEFAULT_SCHEDULE)
+                self._learned[kind] = (firsts, base.learned(firsts, self.learn_margin))
 
     def wait_for_operation(self, op: Operation, *, deadline: float, cancel: threading.Event | None = None) -> Operation:
         """As ``GeoCatalogClient.wait_for_operation``: poll ``op`` until terminal; ``deadline`` is monotonic."""
@@ -383,6 +428,7 @@ class _CollectionLoop(threading.Thread):
             x.polls += 1
         if op.terminal:
             self.w.stats["resolved"] += 1
+            self.w._observe(op)
             self._end(op_id, x, result=operation_finished(op, x.submitted, x.polls, self.w.metrics))
             return
         if op.status != x.op.status:
