@@ -119,8 +119,83 @@ DATA_PLANE = (
     "async_tests/test_list_sessions_async.py",
     "test_message.py::TestServiceBusMessageBackcompat",
 )
-DATA_PLANE_FAST = ("test_topic.py",)
-DATA_GAPS: dict[str, str] = {}
+# ~36 of the quickest data-plane tests (measured in the full run), for the default run
+DATA_PLANE_FAST = (
+    "test_queues.py::TestServiceBusQueue::test_queue_message_properties[pyamqp]",
+    "test_queues.py::TestServiceBusQueue::test_send_message_alternate_body_types",
+    "test_sb_client.py::TestServiceBusClient::test_custom_client_id_queue_receiver[pyamqp]",
+    "test_sb_client.py::TestServiceBusClient::test_custom_client_id_queue_sender[pyamqp]",
+    "test_sb_client.py::TestServiceBusClient::test_custom_client_id_subscription_receiver[pyamqp]",
+    "test_sb_client.py::TestServiceBusClient::test_custom_client_id_topic_sender[pyamqp]",
+    "test_sb_client.py::TestServiceBusClient::test_default_client_id_queue_receiver[pyamqp]",
+    "test_sb_client.py::TestServiceBusClient::test_default_client_id_queue_sender[pyamqp]",
+    "test_sb_client.py::TestServiceBusClient::test_default_client_id_subscription_receiver[pyamqp]",
+    "test_sb_client.py::TestServiceBusClient::test_default_client_id_topic_sender[pyamqp]",
+    "test_sb_client.py::TestServiceBusClient::test_client_azure_sas_credential[pyamqp]",
+    "test_queues.py::TestServiceBusQueue::test_queue_message_http_proxy_setting[pyamqp]",
+    "test_queues.py::TestServiceBusQueue::test_queue_receiver_invalid_autolockrenew_mode[pyamqp]",
+    "test_sb_client.py::TestServiceBusClient::test_backoff_fixed_retry[pyamqp]",
+    "test_queues.py::TestServiceBusQueue::test_queue_receiver_invalid_mode[pyamqp]",
+    "test_topic.py::TestServiceBusTopics::test_topic_by_sas_token_credential_send_basic[pyamqp]",
+    "async_tests/test_sessions_async.py::TestServiceBusAsyncSession::test_async_session_non_session_send_to_session_queue_should_fail[pyamqp]",
+    "test_sessions.py::TestServiceBusSession::test_session_non_session_send_to_session_queue_should_fail[pyamqp]",
+    "async_tests/test_list_sessions_async.py::TestServiceBusListSessionsAsync::test_list_queue_sessions_empty_async[pyamqp]",
+    "test_queues.py::TestServiceBusQueue::test_queue_send_dict_messages_error_badly_formatted_dicts[pyamqp]",
+    "test_topic.py::TestServiceBusTopics::test_topic_by_servicebus_client_send_basic[pyamqp]",
+    "test_list_sessions.py::TestServiceBusListSessions::test_list_queue_sessions_empty[pyamqp]",
+    "test_queues.py::TestServiceBusQueue::test_queue_message_batch_large[pyamqp]",
+    "test_queues.py::TestServiceBusQueue::test_queue_by_servicebus_client_fail_send_messages[pyamqp]",
+    "test_queues.py::TestServiceBusQueue::test_queue_by_servicebus_client_browse_empty_messages[pyamqp]",
+    "async_tests/test_list_sessions_async.py::TestServiceBusListSessionsAsync::test_list_subscription_sessions_empty_async[pyamqp]",
+    "test_list_sessions.py::TestServiceBusListSessions::test_list_subscription_sessions_empty[pyamqp]",
+    "test_queues.py::TestServiceBusQueue::test_queue_send_dict_messages_scheduled_error_badly_formatted_dicts[pyamqp]",
+    "test_queues.py::TestServiceBusQueue::test_queue_by_servicebus_client_enum_case_sensitivity[pyamqp]",
+    "test_queues.py::TestServiceBusQueue::test_state_scheduled[pyamqp]",
+    "test_queues.py::TestServiceBusQueue::test_state_deferred[pyamqp]",
+    "test_queues.py::TestServiceBusQueue::test_queue_by_queue_client_peek_auto_increment[pyamqp]",
+    "test_sessions.py::TestServiceBusSession::test_session_by_servicebus_client_browse_messages_with_receiver[pyamqp]",
+    "test_message.py::TestServiceBusMessageBackcompat::test_message_backcompat_receive_and_delete_sequencebody[pyamqp]",
+    "test_message.py::TestServiceBusMessageBackcompat::test_message_backcompat_receive_and_delete_valuebody[pyamqp]",
+    "async_tests/test_sessions_async.py::TestServiceBusAsyncSession::test_session_receiver_partially_invalid_autolockrenew_mode[pyamqp]",
+)
+_UNTRIAGED = (
+    "failed in the first full run against the emulator (before the lock-token, session-id and list-sessions "
+    "fixes); not triaged yet, see docs/emulators.md"
+)
+DATA_GAPS: dict[str, str] = dict.fromkeys(
+    [
+        "async_tests.test_queues_async",
+        "test_async_next_available_session_timeout_value",
+        "test_async_session_by_session_client_conn_str_receive_handler_peeklock",
+        "test_custom_endpoint_connection_verify_exception",
+        "test_list_queue_sessions_updated_after",
+        "test_list_queue_sessions_updated_after_async",
+        "test_list_subscription_sessions_updated_after",
+        "test_list_subscription_sessions_updated_after_async",
+        "test_message_backcompat_peek_lock_databody",
+        "test_message_backcompat_peek_lock_valuebody",
+        "test_message_backcompat_receive_and_delete_databody",
+        "test_message_batch_backcompat",
+        "test_message_inner_amqp_properties",
+        "test_message_property",
+        "test_next_available_session_timeout_value",
+        "test_queue_by_queue_client_conn_str_receive_handler_peeklock",
+        "test_queue_by_servicebus_client_iter_messages_with_retrieve_deferred_client",
+        "test_queue_by_servicebus_client_iter_messages_with_retrieve_deferred_receiver_complete",
+        "test_queue_by_servicebus_client_iter_messages_with_retrieve_deferred_receiver_deadletter",
+        "test_queue_message_amqp_over_websocket",
+        "test_queue_operation_negative",
+        "test_queue_send_amqp_annotated_message",
+        "test_queue_send_large_message_receive",
+        "test_queue_send_timeout",
+        "test_queue_send_twice",
+        "test_sb_client_bad_entity",
+        "test_sb_client_with_ssl_context",
+        "test_session_by_queue_client_conn_str_receive_handler_receiveanddelete",
+        "test_session_by_session_client_conn_str_receive_handler_peeklock",
+    ],
+    _UNTRIAGED,
+)
 
 
 def _entities(ns: sb.Namespace) -> dict[str, str]:
