@@ -15,6 +15,12 @@ from ``sdk_live/``, pytest-asyncio in auto mode), pointed at one emulator starte
 ``GCW_SB_TESTS`` replaces it with pytest arguments (e.g. ``GCW_SB_TESTS='test_queues.py -k peek'``). Every test
 passes, or skips itself, except those in ``GAPS`` (each with its reason; docs/emulators.md has the same list); a
 gap whose tests all pass fails this test too, so the list stays true.
+
+The second tier, ``test_official_data_plane_tests_pass_in_live_mode``, runs the data-plane tests (``DATA_PLANE``),
+whose preparers provision namespaces and entities through Azure Resource Manager: the emulator serves those calls
+(``gcw_emulators.servicebus.arm``) and the subprocess resolves the namespaces' names to it (``sdk_live.sb``). The
+default run is ``DATA_PLANE_FAST``; ``GCW_SB_DATA_TESTS=all`` runs every file (``GCW_SB_DATA_WORKERS=N``: over N
+namespaces in parallel), other values are pytest arguments. Its gaps are ``DATA_GAPS``.
 """
 
 from __future__ import annotations
