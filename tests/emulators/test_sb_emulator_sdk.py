@@ -79,6 +79,26 @@ def test_all_properties_round_trip_and_complete(emu):
     assert stats["sent"] == 1 and stats["completed"] == 1 and stats["active"] == 0 and stats["locked"] == 0
 
 
+def test_transfers_carry_azures_annotations_and_a_received_message_can_be_sent_again(emu):
+    """As in the payload captured from Azure (azure-servicebus 7.15 tests/test_message.py, issue #43979): the lock
+    token as the delivery annotation x-opt-lock-token, no x-opt-enqueue-sequence-number."""
+    with client(emu) as c:
+        with c.get_queue_sender("q") as s:
+            s.send_messages(ServiceBusMessage("first", application_properties={"k": "v"}))
+        with c.get_queue_receiver("q") as r, c.get_queue_sender("q") as s:
+            (m,) = receive(r, 1)
+            raw = m.raw_amqp_message
+            assert raw.delivery_annotations == {b"x-opt-lock-token": m.lock_token}
+            assert b"x-opt-enqueue-sequence-number" not in raw.annotations
+            assert m.enqueued_sequence_number is None and m.sequence_number == 1
+            s.send_messages(m)  # what test_sessions.py does: a received message is sent again as a new one
+            r.complete_message(m)
+            (again,) = receive(r, 1)
+            assert str(again) == "first" and again.sequence_number == 2
+            assert again.application_properties == {b"k": b"v"}
+            r.complete_message(again)
+
+
 def test_batch_and_list_send_keep_fifo_order(emu):
     with client(emu) as c:
         with c.get_queue_sender("q") as s:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import time
 
 import pytest
@@ -72,6 +73,40 @@ def test_session_receiver_gets_only_its_session_in_order_with_state(emu):
                 r.complete_message(m)
         with c.get_queue_receiver("sq", session_id="y") as r:
             assert r.session.get_state() == b"checkpoint-2"
+
+
+def test_empty_session_id_is_a_session_of_its_own(emu):
+    """Azure takes "" as a session id (azure-servicebus 7.15 tests/test_sessions.py sends and receives one)."""
+    with client(emu) as c:
+        with c.get_queue_sender("sq") as s:
+            s.send_messages([ServiceBusMessage("empty", session_id=""), ServiceBusMessage("named", session_id="x")])
+        with c.get_queue_receiver("sq", session_id="", max_wait_time=3) as r:
+            (m,) = receive(r, 1)
+            assert (str(m), m.session_id) == ("empty", "")
+            r.session.set_state("s")
+            r.complete_message(m)
+            assert r.session.get_state() == b"s"
+        with c.get_queue_receiver("sq", session_id=NEXT_AVAILABLE_SESSION, max_wait_time=3) as r:
+            assert r.session.session_id == "x"
+
+
+def test_list_sessions_honours_its_last_updated_time_filter(emu):
+    """get-message-sessions: without a time, the sessions with messages; with one, those whose state was set
+    after it (the SDK's list_queue_sessions(state_updated_after=...), azure-servicebus 7.15 _session_browser.py)."""
+    with client(emu) as c:
+        with c.get_queue_sender("sq") as s:
+            s.send_messages([ServiceBusMessage("1", session_id="old"), ServiceBusMessage("2", session_id="new")])
+        with c.get_queue_receiver("sq", session_id="old", max_wait_time=3) as r:
+            r.session.set_state("old-state")
+        time.sleep(0.05)  # the filter is a point in time: let the clock pass the first update
+        cutoff = dt.datetime.now(dt.UTC)
+        time.sleep(0.05)
+        with c.get_queue_receiver("sq", session_id="new", max_wait_time=3) as r:
+            r.session.set_state("new-state")
+        assert sorted(c.list_queue_sessions("sq")) == ["new", "old"]
+        assert list(c.list_queue_sessions("sq", state_updated_after=cutoff)) == ["new"]
+        later = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1)
+        assert list(c.list_queue_sessions("sq", state_updated_after=later)) == []
 
 
 def test_locked_session_cannot_be_taken_by_a_second_receiver(emu):

@@ -15,6 +15,12 @@ from ``sdk_live/``, pytest-asyncio in auto mode), pointed at one emulator starte
 ``GCW_SB_TESTS`` replaces it with pytest arguments (e.g. ``GCW_SB_TESTS='test_queues.py -k peek'``). Every test
 passes, or skips itself, except those in ``GAPS`` (each with its reason; docs/emulators.md has the same list); a
 gap whose tests all pass fails this test too, so the list stays true.
+
+The second tier, ``test_official_data_plane_tests_pass_in_live_mode``, runs the data-plane tests (``DATA_PLANE``),
+whose preparers provision namespaces and entities through Azure Resource Manager: the emulator serves those calls
+(``gcw_emulators.servicebus.arm``) and the subprocess resolves the namespaces' names to it (``sdk_live.sb``). The
+default run is ``DATA_PLANE_FAST``; ``GCW_SB_DATA_TESTS=all`` runs every file (``GCW_SB_DATA_WORKERS=N``: over N
+namespaces in parallel), other values are pytest arguments. Its gaps are ``DATA_GAPS``.
 """
 
 from __future__ import annotations
@@ -22,7 +28,9 @@ from __future__ import annotations
 import datetime as dt
 import os
 import shlex
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -49,6 +57,100 @@ GAPS: dict[str, str] = {
     "unittests::test_pyamqp_decode::test_pyamqp_copies_are_byte_identical": "compares the SDK's vendored pyamqp "
     "with the Event Hubs copy in the azure-sdk-for-python checkout (sdk/): not in the sdist, nothing to emulate",
 }
+
+# the second tier: the data-plane tests, whose preparers provision through Azure Resource Manager (arm.py)
+DATA_PLANE = (
+    "test_queues.py",
+    "async_tests/test_queues_async.py",
+    "test_sessions.py",
+    "async_tests/test_sessions_async.py",
+    "test_sb_client.py",
+    "async_tests/test_sb_client_async.py",
+    "test_subscriptions.py",
+    "async_tests/test_subscriptions_async.py",
+    "test_topic.py",
+    "async_tests/test_topic_async.py",
+    "test_list_sessions.py",
+    "async_tests/test_list_sessions_async.py",
+    "test_message.py::TestServiceBusMessageBackcompat",
+)
+# ~36 of the quickest data-plane tests (measured in the full run), for the default run
+DATA_PLANE_FAST = (
+    "test_queues.py::TestServiceBusQueue::test_queue_message_properties[pyamqp]",
+    "test_queues.py::TestServiceBusQueue::test_send_message_alternate_body_types",
+    "test_sb_client.py::TestServiceBusClient::test_custom_client_id_queue_receiver[pyamqp]",
+    "test_sb_client.py::TestServiceBusClient::test_custom_client_id_queue_sender[pyamqp]",
+    "test_sb_client.py::TestServiceBusClient::test_custom_client_id_subscription_receiver[pyamqp]",
+    "test_sb_client.py::TestServiceBusClient::test_custom_client_id_topic_sender[pyamqp]",
+    "test_sb_client.py::TestServiceBusClient::test_default_client_id_queue_receiver[pyamqp]",
+    "test_sb_client.py::TestServiceBusClient::test_default_client_id_queue_sender[pyamqp]",
+    "test_sb_client.py::TestServiceBusClient::test_default_client_id_subscription_receiver[pyamqp]",
+    "test_sb_client.py::TestServiceBusClient::test_default_client_id_topic_sender[pyamqp]",
+    "test_sb_client.py::TestServiceBusClient::test_client_azure_sas_credential[pyamqp]",
+    "test_queues.py::TestServiceBusQueue::test_queue_message_http_proxy_setting[pyamqp]",
+    "test_queues.py::TestServiceBusQueue::test_queue_receiver_invalid_autolockrenew_mode[pyamqp]",
+    "test_sb_client.py::TestServiceBusClient::test_backoff_fixed_retry[pyamqp]",
+    "test_queues.py::TestServiceBusQueue::test_queue_receiver_invalid_mode[pyamqp]",
+    "test_topic.py::TestServiceBusTopics::test_topic_by_sas_token_credential_send_basic[pyamqp]",
+    "async_tests/test_sessions_async.py::TestServiceBusAsyncSession::test_async_session_non_session_send_to_session_queue_should_fail[pyamqp]",
+    "test_sessions.py::TestServiceBusSession::test_session_non_session_send_to_session_queue_should_fail[pyamqp]",
+    "async_tests/test_list_sessions_async.py::TestServiceBusListSessionsAsync::test_list_queue_sessions_empty_async[pyamqp]",
+    "test_queues.py::TestServiceBusQueue::test_queue_send_dict_messages_error_badly_formatted_dicts[pyamqp]",
+    "test_topic.py::TestServiceBusTopics::test_topic_by_servicebus_client_send_basic[pyamqp]",
+    "test_list_sessions.py::TestServiceBusListSessions::test_list_queue_sessions_empty[pyamqp]",
+    "test_queues.py::TestServiceBusQueue::test_queue_message_batch_large[pyamqp]",
+    "test_queues.py::TestServiceBusQueue::test_queue_by_servicebus_client_fail_send_messages[pyamqp]",
+    "test_queues.py::TestServiceBusQueue::test_queue_by_servicebus_client_browse_empty_messages[pyamqp]",
+    "async_tests/test_list_sessions_async.py::TestServiceBusListSessionsAsync::test_list_subscription_sessions_empty_async[pyamqp]",
+    "test_list_sessions.py::TestServiceBusListSessions::test_list_subscription_sessions_empty[pyamqp]",
+    "test_queues.py::TestServiceBusQueue::test_queue_send_dict_messages_scheduled_error_badly_formatted_dicts[pyamqp]",
+    "test_queues.py::TestServiceBusQueue::test_queue_by_servicebus_client_enum_case_sensitivity[pyamqp]",
+    "test_queues.py::TestServiceBusQueue::test_state_scheduled[pyamqp]",
+    "test_queues.py::TestServiceBusQueue::test_state_deferred[pyamqp]",
+    "test_queues.py::TestServiceBusQueue::test_queue_by_queue_client_peek_auto_increment[pyamqp]",
+    "test_sessions.py::TestServiceBusSession::test_session_by_servicebus_client_browse_messages_with_receiver[pyamqp]",
+    "test_message.py::TestServiceBusMessageBackcompat::test_message_backcompat_receive_and_delete_sequencebody[pyamqp]",
+    "test_message.py::TestServiceBusMessageBackcompat::test_message_backcompat_receive_and_delete_valuebody[pyamqp]",
+    "async_tests/test_sessions_async.py::TestServiceBusAsyncSession::test_session_receiver_partially_invalid_autolockrenew_mode[pyamqp]",
+)
+_UNTRIAGED = (
+    "failed in the first full run against the emulator (before the lock-token, session-id and list-sessions "
+    "fixes); not triaged yet, see docs/emulators.md"
+)
+DATA_GAPS: dict[str, str] = dict.fromkeys(
+    [
+        "async_tests.test_queues_async",
+        "test_async_next_available_session_timeout_value",
+        "test_async_session_by_session_client_conn_str_receive_handler_peeklock",
+        "test_custom_endpoint_connection_verify_exception",
+        "test_list_queue_sessions_updated_after",
+        "test_list_queue_sessions_updated_after_async",
+        "test_list_subscription_sessions_updated_after",
+        "test_list_subscription_sessions_updated_after_async",
+        "test_message_backcompat_peek_lock_databody",
+        "test_message_backcompat_peek_lock_valuebody",
+        "test_message_backcompat_receive_and_delete_databody",
+        "test_message_batch_backcompat",
+        "test_message_inner_amqp_properties",
+        "test_message_property",
+        "test_next_available_session_timeout_value",
+        "test_queue_by_queue_client_conn_str_receive_handler_peeklock",
+        "test_queue_by_servicebus_client_iter_messages_with_retrieve_deferred_client",
+        "test_queue_by_servicebus_client_iter_messages_with_retrieve_deferred_receiver_complete",
+        "test_queue_by_servicebus_client_iter_messages_with_retrieve_deferred_receiver_deadletter",
+        "test_queue_message_amqp_over_websocket",
+        "test_queue_operation_negative",
+        "test_queue_send_amqp_annotated_message",
+        "test_queue_send_large_message_receive",
+        "test_queue_send_timeout",
+        "test_queue_send_twice",
+        "test_sb_client_bad_entity",
+        "test_sb_client_with_ssl_context",
+        "test_session_by_queue_client_conn_str_receive_handler_receiveanddelete",
+        "test_session_by_session_client_conn_str_receive_handler_peeklock",
+    ],
+    _UNTRIAGED,
+)
 
 
 def _entities(ns: sb.Namespace) -> dict[str, str]:
@@ -79,20 +181,63 @@ def _entities(ns: sb.Namespace) -> dict[str, str]:
     }
 
 
-def test_official_sdk_tests_pass_in_live_mode(tmp_path: Path) -> None:
+def _sdist() -> tuple[Path, Path]:
     try:
-        sdist, deps = sb.sdist(), sb.test_dependencies()
+        return sb.sdist() / "tests", sb.test_dependencies()
     except pc.Unavailable as exc:
         pytest.skip(str(exc))
-    tests = sdist / "tests"
-    custom = os.environ.get("GCW_SB_TESTS")
-    args = shlex.split(custom) if custom else list(SELECTION)
-    (tmp_path / "trust").mkdir()
-    ns = sb.Namespace.start(tmp_path / "trust")
+
+
+def _run(tests: Path, deps: Path, args: list[str], work: Path, *, arm: bool, timeout: float) -> dict[str, Any]:
+    """One namespace (emulator) and one pytest subprocess for ``args``; the outcomes by test id."""
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "trust").mkdir()
+    ns = sb.Namespace.start(work / "trust", arm=arm)
     try:
         env = {**ns.env, **_entities(ns)}
         env["PYTHONPATH"] = os.pathsep.join([env["PYTHONPATH"], str(pc.HERE), str(deps)])
-        found, proc = runner.run_pytest(tests, args, env, tmp_path, timeout=840)
+        found, proc = runner.run_pytest(tests, args, env, work, timeout=timeout)
     finally:
         ns.stop()
-    runner.check(found, GAPS, proc.stdout, allow_skipped=True)
+    return {"found": found, "stdout": proc.stdout}
+
+
+def test_official_sdk_tests_pass_in_live_mode(tmp_path: Path) -> None:
+    tests, deps = _sdist()
+    custom = os.environ.get("GCW_SB_TESTS")
+    args = shlex.split(custom) if custom else list(SELECTION)
+    run = _run(tests, deps, args, tmp_path, arm=False, timeout=840)
+    runner.check(run["found"], GAPS, run["stdout"], allow_skipped=True)
+
+
+def _data_plane_args() -> list[list[str]]:
+    """What the data-plane test runs: ``DATA_PLANE_FAST``, or with ``GCW_SB_DATA_TESTS=all`` every file of
+    ``DATA_PLANE`` (split over ``GCW_SB_DATA_WORKERS`` namespaces), or other pytest arguments."""
+    wanted = os.environ.get("GCW_SB_DATA_TESTS", "").strip()
+    if not wanted:
+        return [list(DATA_PLANE_FAST)]
+    if wanted != "all":
+        return [shlex.split(wanted)]
+    workers = max(1, int(os.environ.get("GCW_SB_DATA_WORKERS", "1")))
+    shares: list[list[str]] = [[] for _ in range(min(workers, len(DATA_PLANE)))]
+    for i, selection in enumerate(DATA_PLANE):
+        shares[i % len(shares)].append(selection)
+    return shares
+
+
+@pytest.mark.timeout(3600)
+def test_official_data_plane_tests_pass_in_live_mode(tmp_path: Path) -> None:
+    """The second tier: the tests that provision their namespace through Azure Resource Manager (issue 19)."""
+    tests, deps = _sdist()
+    shares = _data_plane_args()
+    found: dict[str, tuple[str, str]] = {}
+    stdout = ""
+    with ThreadPoolExecutor(max_workers=len(shares)) as pool:
+        runs = pool.map(
+            lambda job: _run(tests, deps, job[1], tmp_path / f"w{job[0]}", arm=True, timeout=3300),
+            enumerate(shares),
+        )
+        for run in runs:
+            found.update(run["found"])
+            stdout += run["stdout"][-3000:]
+    runner.check(found, DATA_GAPS, stdout, allow_skipped=True)

@@ -128,6 +128,23 @@ class AccessControl:
                 return p
         raise KeyError(f"no shared access policy {name!r}" + (f" on {entity!r}" if entity else ""))
 
+    def add(self, policy: AccessPolicy) -> None:
+        """Add ``policy``, or replace the one of that name on that entity (the root policy cannot be replaced).
+
+        The list is replaced, not changed in place, so a check running on the broker's thread sees one or the
+        other."""
+        if policy.name.lower() == ROOT_POLICY.name.lower() and policy.entity is None:
+            raise ConfigError(f"{ROOT_POLICY.name} is the namespace's root policy and cannot be replaced")
+        ident = (policy.name.lower(), (policy.entity or "").lower())
+        self.policies = [p for p in self.policies if (p.name.lower(), (p.entity or "").lower()) != ident] + [policy]
+
+    def remove(self, name: str, entity: str | None = None) -> None:
+        """Remove a policy added with :meth:`add` (nothing if there is none; never the root policy)."""
+        ident = (name.lower(), (entity or "").lower())
+        self.policies = [
+            p for p in self.policies if p is ROOT_POLICY or (p.name.lower(), (p.entity or "").lower()) != ident
+        ]
+
     def grant(self, token: str) -> Grant:
         """Verify a put-token body; raise :class:`TokenRejected` with Azure's kind of description."""
         if not token.startswith(_SAS_PREFIX):

@@ -456,9 +456,8 @@ class Broker(Handler):
 
     def _deliver_one(self, link: Link) -> bool:
         try:
-            msg = self.store.next_message(
-                link.path, peek_lock=link.peek_lock, session_id=link.session_id, owner=link if link.session_id else None
-            )
+            owner = link if link.session_id is not None else None
+            msg = self.store.next_message(link.path, peek_lock=link.peek_lock, session_id=link.session_id, owner=owner)
         except StoreError as exc:
             if link.session_id is not None:
                 link.condition = error_condition(exc.condition, str(exc))
@@ -471,7 +470,8 @@ class Broker(Handler):
             assert msg.lock_token is not None
             dlv = link.delivery(codec.lock_token_tag(msg.lock_token))
             dlv.token = msg.lock_token
-            link.send(codec.encode(msg, locked_until=None if link.session_id else msg.locked_until))
+            locked_until = None if link.session_id is not None else msg.locked_until
+            link.send(codec.encode(msg, locked_until=locked_until, lock_token=msg.lock_token))
             link.advance()
         else:
             self.on_commit()
@@ -815,12 +815,20 @@ class Broker(Handler):
         return 200, {}
 
     def op_list_sessions(self, node: str, body: dict[str, Any]) -> tuple[int, Any]:
-        ids = self.store.list_sessions(node)
+        # last-updated-time: DateTime.MaxValue (253402300800000 ms) asks for every session with messages
+        # (azure-servicebus 7.15 _session_browser.py, after the Java SDK's SessionBrowser.MAXDATE)
+        since = body.get("last-updated-time")
+        millis = since if isinstance(since, int) else None
+        updated_after = millis / 1000 if millis is not None and millis < MAX_DATE_MS else None
+        ids = self.store.list_sessions(node, updated_after)
         skip, top = int(body.get("skip") or 0), int(body.get("top") or 100)
         page = ids[skip : skip + top]
         if not page:
             return 204, None
         return 200, {"skip": skip + len(page), "sessions-ids": page}
+
+
+MAX_DATE_MS = 253402300800000
 
 
 def _uuid(value: Any) -> uuid.UUID:

@@ -19,7 +19,7 @@ from gcw_emulators.servicebus.store import Incoming, MessageState, StoredMessage
 HEADER, DELIVERY_ANN, MESSAGE_ANN, PROPERTIES, APP_PROPERTIES, DATA, SEQUENCE, VALUE, FOOTER = range(0x70, 0x79)
 
 A_SEQ = symbol("x-opt-sequence-number")
-A_ENQ_SEQ = symbol("x-opt-enqueue-sequence-number")
+A_LOCK_TOKEN = symbol("x-opt-lock-token")  # a delivery annotation
 A_ENQUEUED = symbol("x-opt-enqueued-time")
 A_LOCKED_UNTIL = symbol("x-opt-locked-until")
 A_SCHEDULED = symbol("x-opt-scheduled-enqueue-time")
@@ -329,14 +329,21 @@ def _encode(obj: Any) -> bytes:
     return data.encode()
 
 
-def encode(msg: StoredMessage, *, locked_until: float | None = None, peek: bool = False) -> bytes:
-    """The message as delivered to a receiver (or returned by peek / receive-by-sequence-number)."""
+def encode(
+    msg: StoredMessage, *, locked_until: float | None = None, peek: bool = False, lock_token: uuid.UUID | None = None
+) -> bytes:
+    """The message as delivered to a receiver (or returned by peek / receive-by-sequence-number).
+
+    As Azure delivers it (the payload captured from Azure in azure-servicebus 7.15's ``tests/test_message.py``,
+    ``test_servicebus_received_message_from_bytes_preserves_broker_metadata``, issue #43979): a transfer on a
+    receiver link carries the lock token as the delivery annotation ``x-opt-lock-token`` (``lock_token``),
+    and the message annotations hold ``x-opt-enqueued-time``, ``x-opt-sequence-number`` and
+    ``x-opt-locked-until``, without ``x-opt-enqueue-sequence-number``."""
     wire: WireMessage = msg.payload
     header = list(wire.header)
     header[4] = uint(msg.delivery_count)
     annotations = dict(wire.annotations)
     annotations[A_SEQ] = msg.seq
-    annotations[A_ENQ_SEQ] = msg.seq
     annotations[A_ENQUEUED] = timestamp(int(msg.enqueued_at * 1000))
     if locked_until:
         annotations[A_LOCKED_UNTIL] = timestamp(int(locked_until * 1000))
@@ -347,11 +354,10 @@ def encode(msg: StoredMessage, *, locked_until: float | None = None, peek: bool 
         annotations[A_STATE] = int(MessageState.DEFERRED)
     if msg.dead_letter_source:
         annotations[A_DLQ_SOURCE] = msg.dead_letter_source
-    out = [
-        _encode(Described(ulong(HEADER), header)),
-        _encode(Described(ulong(MESSAGE_ANN), annotations)),
-        wire.properties_raw,
-    ]
+    out = [_encode(Described(ulong(HEADER), header))]
+    if lock_token is not None:
+        out.append(_encode(Described(ulong(DELIVERY_ANN), {A_LOCK_TOKEN: lock_token})))
+    out += [_encode(Described(ulong(MESSAGE_ANN), annotations)), wire.properties_raw]
     if msg.dead_letter_reason is not None or msg.dead_letter_description is not None:
         app = dict(wire.app_properties or {})
         app["DeadLetterReason"] = msg.dead_letter_reason or ""

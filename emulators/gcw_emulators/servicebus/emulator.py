@@ -43,6 +43,10 @@ class ServiceBusEmulator:
     (``emu.management_connection_string``); ``amqps_port`` adds an AMQP-over-TLS listener for clients that do not
     use ``UseDevelopmentEmulator`` (5671 is the port the SDK dials then). Both use a certificate signed by a local
     CA written to ``tls_dir`` (default: ``data_dir``/tls, else a temporary folder); trust ``emu.ca_cert``.
+
+    ``arm_port`` (0 picks one) serves the Azure Resource Manager calls that provision namespaces and their
+    entities (``arm.py``, ``emu.arm_url``): every namespace is ``<name><namespace_suffix>``, all served by this
+    emulator, and the certificate also covers ``*<namespace_suffix>`` (the client resolves those names to ``host``).
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, queues: Sequence[QueueConfig] = (),
@@ -51,8 +55,13 @@ class ServiceBusEmulator:
                  tick_interval: float = 0.05, max_message_size: int = 256 * 1024,
                  management_port: int | None = None, amqps_port: int | None = None,
                  tls_dir: str | Path | None = None,
-                 policies: Sequence[AccessPolicy] = ()) -> None:
+                 policies: Sequence[AccessPolicy] = (), arm_port: int | None = None,
+                 namespace_suffix: str = ".servicebus.gcw.test") -> None:
         self.host = host
+        self._arm_port = arm_port
+        self._arm: Any = None
+        self.arm_port: int | None = None
+        self.namespace_suffix = namespace_suffix if namespace_suffix.startswith(".") else f".{namespace_suffix}"
         self._management_port = management_port
         self._amqps_port = amqps_port
         self._tls_dir = Path(tls_dir) if tls_dir is not None else None
@@ -129,7 +138,8 @@ class ServiceBusEmulator:
 
             self._tmp = tempfile.TemporaryDirectory(prefix="sb-emulator-tls-")
             folder = Path(self._tmp.name)
-        return ensure_certificates(folder, (self.host,))
+        wildcard = (f"*{self.namespace_suffix}",) if self._arm_port is not None else ()
+        return ensure_certificates(folder, (self.host, *wildcard))
 
     def start(self, timeout: float = 15.0) -> ServiceBusEmulator:
         if self._thread is not None:
@@ -147,7 +157,7 @@ class ServiceBusEmulator:
             self._ready.set()
 
         commit = self._journal.commit if self._journal is not None else None
-        if self._management_port is not None or self._amqps_port is not None:
+        if self._management_port is not None or self._amqps_port is not None or self._arm_port is not None:
             self._tls = self._certificates()
             self.ca_cert = self._tls.ca
         self._broker = Broker(self.store, self.host, self._requested_port, on_ready=ready, on_commit=commit,
@@ -181,6 +191,12 @@ class ServiceBusEmulator:
                                                 certfile=str(self._tls.cert), keyfile=str(self._tls.key)).start()
             self.management_port = self._management.port
             self._api.namespace = f"{self.host}:{self.management_port}"
+        if self._arm_port is not None:
+            from gcw_emulators.servicebus.arm import ArmApi, ArmServer
+
+            self._arm = ArmServer(ArmApi(self.store, self.access, self.namespace_suffix), self.host,
+                                  self._arm_port, certfile=self._tls.cert, keyfile=self._tls.key).start()
+            self.arm_port = self._arm.port
         if self._status_port is not None:
             from gcw_emulators.servicebus.status import StatusServer
 
@@ -207,6 +223,9 @@ class ServiceBusEmulator:
         if self._management is not None:
             self._management.stop()
             self._management = None
+        if self._arm is not None:
+            self._arm.stop()
+            self._arm = None
         if self._status is not None:
             self._status.stop()
             self._status = None
@@ -242,6 +261,13 @@ class ServiceBusEmulator:
         found = self.access.policy(policy, entity)
         return (f"Endpoint=sb://{self.host}:{self.port};SharedAccessKeyName={found.name};"
                 f"SharedAccessKey={found.key};UseDevelopmentEmulator=true")
+
+    @property
+    def arm_url(self) -> str:
+        """The Resource Manager endpoint (``https://host:port/``): ``base_url`` of the ARM clients."""
+        if self.arm_port is None:
+            raise EmulatorError("the Resource Manager stand-in is off: start the emulator with arm_port")
+        return f"https://{self.host}:{self.arm_port}/"
 
     @property
     def management_connection_string(self) -> str:

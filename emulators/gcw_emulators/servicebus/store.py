@@ -129,6 +129,7 @@ class SessionInfo:
     state: bytes | None = None
     owner: Any = None
     locked_until: float = 0.0
+    state_updated_at: float = 0.0  # when set_session_state last ran (the list-sessions filter)
 
 
 @dataclass
@@ -417,7 +418,7 @@ class Store:
             now = self._clock()
             out: list[int | None] = []
             for item in items:
-                if isinstance(target, Entity) and target.requires_session and not item.session_id:
+                if isinstance(target, Entity) and target.requires_session and item.session_id is None:
                     raise NotAllowed(f"The SessionId was not set on a message, and it cannot be sent to the "
                                      f"entity '{target.path}'. Entities that have session support enabled can "
                                      "only receive messages that have the SessionId set to a valid value.")
@@ -739,12 +740,17 @@ class Store:
             info = self._check_session(entity, session_id, owner)
             assert info is not None
             info.state = state
+            info.state_updated_at = self._clock()
             if self._journal is not None:
                 self._journal.save_session_state(entity.path, session_id, state)
 
-    def list_sessions(self, path: str) -> list[str]:
+    def list_sessions(self, path: str, updated_after: float | None = None) -> list[str]:
+        """Azure's get-message-sessions: with no ``updated_after`` (the SDK sends DateTime.MaxValue), the sessions
+        that have messages or a state; else those whose state was set after that time."""
         with self._lock:
             entity = self.resolve(path)
+            if updated_after is not None:
+                return sorted(sid for sid, info in entity.sessions.items() if info.state_updated_at > updated_after)
             ids = {m.session_id for m in entity.messages.values() if m.session_id}
             ids.update(sid for sid, info in entity.sessions.items() if info.state is not None)
             return sorted(ids)

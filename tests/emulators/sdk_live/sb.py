@@ -83,6 +83,26 @@ def test_dependencies() -> Path:
     return target
 
 
+# the test process's resolver for the namespaces the Resource Manager stand-in creates (names under one suffix)
+_RESOLVER = """\
+import socket
+
+_SUFFIX = {suffix!r}
+_ADDRESS = {address!r}
+_getaddrinfo = socket.getaddrinfo
+
+
+def _resolve(host, *args, **kwargs):
+    name = host.decode() if isinstance(host, bytes) else host
+    if isinstance(name, str) and name.lower().rstrip(".").endswith(_SUFFIX):
+        host = _ADDRESS
+    return _getaddrinfo(host, *args, **kwargs)
+
+
+socket.getaddrinfo = _resolve
+"""
+
+
 def _can_bind(host: str, port: int) -> bool:
     with socket.socket() as s:
         try:
@@ -100,6 +120,12 @@ class Namespace:
     verifies against ``certifi.where()`` unless the caller passes ``connection_verify``, which Microsoft's code
     does not. So ``env["PYTHONPATH"]`` starts with a ``certifi`` whose ``where()`` is certifi's own bundle plus
     ``ca.pem`` (what a distribution's certifi pointing at the system store does), never a disabled check.
+
+    With ``arm=True`` the emulator also serves Azure Resource Manager (``gcw_emulators.servicebus.arm``), where
+    the data-plane tests' preparers create namespaces ``<name>.servicebus.gcw.test``: ``env`` points
+    ``SERVICEBUS_RESOURCE_MANAGER_URL`` and ``SERVICEBUS_ENDPOINT_SUFFIX`` (read by ``servicebus_preparer.py``) at
+    it, and a ``sitecustomize.py`` next to the certifi stand-in resolves names under that suffix (only those) to
+    the emulator's address, as a DNS zone for the namespaces would.
     """
 
     emulator: ServiceBusEmulator
@@ -117,14 +143,16 @@ class Namespace:
         return self.host if self.management_on_443 else f"{self.host}:{self.emulator.management_port}"
 
     @classmethod
-    def start(cls, trust: Path) -> Namespace:
+    def start(cls, trust: Path, *, arm: bool = False) -> Namespace:
         """A namespace on a free loopback address; ``trust`` is an empty folder for the certifi stand-in."""
         for _ in range(50):
             host = f"127.{random.randint(1, 254)}.{random.randint(1, 254)}.{random.randint(2, 254)}"
             if _can_bind(host, 5671):
                 break
         management_port = 443 if _can_bind(host, 443) else 0
-        emu = ServiceBusEmulator(host=host, port=0, amqps_port=5671, management_port=management_port).start()
+        emu = ServiceBusEmulator(
+            host=host, port=0, amqps_port=5671, management_port=management_port, arm_port=0 if arm else None
+        ).start()
         assert emu.ca_cert is not None
         bundle = trust / "bundle.pem"
         bundle.write_text(Path(certifi.where()).read_text() + "\n" + emu.ca_cert.read_text())
@@ -147,6 +175,15 @@ class Namespace:
             # forwarding URLs with it, and the namespace 127.a.b.c is "127" in ".a.b.c"
             SERVICEBUS_ENDPOINT_SUFFIX=host[host.index(".") :],
         )
+        if arm:
+            (trust / "sitecustomize.py").write_text(_RESOLVER.format(suffix=emu.namespace_suffix, address=host))
+            env.update(
+                SERVICEBUS_RESOURCE_MANAGER_URL=emu.arm_url,
+                SERVICEBUS_ENDPOINT_SUFFIX=emu.namespace_suffix,
+                AZURE_SUBSCRIPTION_ID="00000000-0000-0000-0000-000000000000",
+                # what Microsoft's pipelines set: the preparer then creates namespaces with local (SAS) auth on
+                AZURESUBSCRIPTION_SERVICE_CONNECTION_ID="gcw-emulator",
+            )
         return cls(emu, host, identity, env)
 
     def stop(self) -> None:
