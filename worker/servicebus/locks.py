@@ -36,10 +36,11 @@ def renew_message_locks(
     lost: list[tuple[InFlight, str]] = []
     next_due = float("inf")
     for rec in list(recs):
-        remaining = rec.lock_expires_mono - now
-        if remaining > rec.lock_duration / 2:
-            next_due = min(next_due, renewal_due(rec))
+        due = renewal_due(rec)
+        if now < due:
+            next_due = min(next_due, due)
             continue
+        remaining = rec.lock_expires_mono - now
         if now - rec.received_mono >= cap:
             if remaining <= 0:
                 lost.append((rec, f"lock renewal cap of {cap:.0f}s reached"))

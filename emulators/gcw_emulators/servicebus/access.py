@@ -17,6 +17,7 @@ import hashlib
 import hmac
 import json
 import re
+import secrets
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -216,6 +217,11 @@ def _fields(text: str) -> dict[str, str]:
         if sep:
             out[name.strip().lower()] = value.strip()
     return out
+
+
+def new_key() -> str:
+    """A generated shared access key (32 random bytes, base64, as Azure's keys are)."""
+    return base64.b64encode(secrets.token_bytes(32)).decode()
 
 
 def sas_token(resource: str, policy: AccessPolicy, ttl: float = 3600.0, *, now: float | None = None) -> str:

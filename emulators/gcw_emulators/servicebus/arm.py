@@ -29,9 +29,7 @@ needs a bearer token (any well-formed one: there is no tenant to verify it again
 
 from __future__ import annotations
 
-import base64
 import json
-import secrets
 import threading
 import time
 import uuid
@@ -45,9 +43,9 @@ from urllib.parse import unquote, urlsplit
 import structlog
 
 from gcw_emulators.servicebus import config as entities
-from gcw_emulators.servicebus.access import ROOT_POLICY, AccessControl, AccessPolicy
+from gcw_emulators.servicebus.access import ROOT_POLICY, AccessControl, AccessPolicy, new_key
 from gcw_emulators.servicebus.config import CorrelationFilter, QueueConfig, SubscriptionConfig, TopicConfig
-from gcw_emulators.servicebus.management import NEVER, iso_duration
+from gcw_emulators.servicebus.management import NEVER, iso_duration, iso_timestamp
 from gcw_emulators.servicebus.rules import Rule, RuleError, SqlAction, sql_filter
 from gcw_emulators.servicebus.status import BackgroundHTTPServer
 from gcw_emulators.servicebus.store import Entity, EntityNotFound, Store, StoreError, Topic
@@ -85,10 +83,6 @@ class Response:
     headers: Mapping[str, str] = field(default_factory=dict)
 
 
-def _iso(epoch: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(epoch)) + f".{int(epoch % 1 * 1000):03d}Z"
-
-
 def _duration(props: JsonObject, name: str, default: float | None) -> float | None:
     value = props.get(name)
     if value is None:
@@ -98,10 +92,6 @@ def _duration(props: JsonObject, name: str, default: float | None) -> float | No
     except entities.ConfigError as exc:
         raise ArmError(400, "InvalidRequestContent", str(exc)) from exc
     return None if seconds >= NEVER else seconds
-
-
-def _key() -> str:
-    return base64.b64encode(secrets.token_bytes(32)).decode()
 
 
 class ArmApi:
@@ -220,8 +210,8 @@ class ArmApi:
                 status="Active",
                 serviceBusEndpoint=f"https://{host}:443/",
                 metricId=f"{subscription}:{name}",
-                createdAt=_iso(existing.created if existing else now),
-                updatedAt=_iso(now),
+                createdAt=iso_timestamp(existing.created if existing else now),
+                updatedAt=iso_timestamp(now),
             )
             doc = {
                 "id": rid,
@@ -257,7 +247,7 @@ class ArmApi:
     def _accepted(self, subscription: str, base: str, status: int = 202, body: JsonObject | None = None) -> Response:
         """A long-running operation that is already done: its status link answers Succeeded at the first poll."""
         op = uuid.uuid4().hex
-        self.operations[op] = {"name": op, "status": "Succeeded", "startTime": _iso(time.time())}
+        self.operations[op] = {"name": op, "status": "Succeeded", "startTime": iso_timestamp(time.time())}
         link = f"{base}/subscriptions/{subscription}/providers/Microsoft.ServiceBus/operationStatus/{op}"
         headers = {"Azure-AsyncOperation": link, "Location": link, "Retry-After-Ms": "10"}
         return Response(status, body, headers)
@@ -405,10 +395,10 @@ class ArmApi:
                 old = self.access.policy(name, entity) if ident in ns.policies else None
                 policy = AccessPolicy(
                     name,
-                    old.key if old else _key(),
+                    old.key if old else new_key(),
                     frozenset(str(r).title() for r in rights),
                     entity=entity,
-                    secondary_key=old.secondary_key if old else _key(),
+                    secondary_key=old.secondary_key if old else new_key(),
                 )
             except entities.ConfigError as exc:
                 raise ArmError(400, "InvalidRequestContent", str(exc)) from exc
@@ -463,8 +453,8 @@ class ArmApi:
         config = target.config
         props: JsonObject = {
             "status": "Active",
-            "createdAt": _iso(ns.created),
-            "updatedAt": _iso(time.time()),
+            "createdAt": iso_timestamp(ns.created),
+            "updatedAt": iso_timestamp(time.time()),
             "defaultMessageTimeToLive": iso_duration(config.default_ttl),
         }
         if isinstance(config, TopicConfig):

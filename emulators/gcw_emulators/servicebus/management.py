@@ -20,12 +20,10 @@ TTL, dead-lettering on expiry) become the entity's configuration. Runtime counts
 
 from __future__ import annotations
 
-import base64
 import copy
 import dataclasses
 import datetime as dt
 import re
-import secrets
 import ssl
 import time
 import xml.etree.ElementTree as ET
@@ -38,7 +36,7 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 import structlog
 from defusedxml.ElementTree import fromstring as parse_xml
 
-from gcw_emulators.servicebus.access import MANAGE, RIGHTS, AccessControl, AccessPolicy, TokenRejected
+from gcw_emulators.servicebus.access import MANAGE, RIGHTS, AccessControl, AccessPolicy, TokenRejected, new_key
 from gcw_emulators.servicebus.config import (
     ConfigError,
     CorrelationFilter,
@@ -243,7 +241,8 @@ def iso_duration(seconds: float | None) -> str:
     return "P0D" if out == "PT0S" and not seconds else out
 
 
-def _timestamp(epoch: float) -> str:
+def iso_timestamp(epoch: float) -> str:
+    """``epoch`` as the UTC timestamp Service Bus writes (milliseconds, ``Z``)."""
     return dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
@@ -320,15 +319,11 @@ def check_values(elements: dict[str, ET.Element], api_version: str) -> None:
         )
 
 
-def _new_key() -> str:
-    return base64.b64encode(secrets.token_bytes(32)).decode()
-
-
 def authorization_rules(holder: ET.Element, entity: str) -> ET.Element:
     """``AuthorizationRules`` as Azure keeps them: each rule checked as a shared access policy (``access.py``:
     name, keys, rights), a generated key for each one left out, and its created and modified times."""
     out = ET.Element("AuthorizationRules")
-    now = _timestamp(time.time())
+    now = iso_timestamp(time.time())
     for rule in holder:
         if _local(rule.tag) != "AuthorizationRule":
             raise ManagementError(400, f"AuthorizationRules may hold AuthorizationRule elements only, not {rule.tag}")
@@ -336,8 +331,8 @@ def authorization_rules(holder: ET.Element, entity: str) -> ET.Element:
         given = [(r.text or "").strip() for r in rights_el] if rights_el is not None else []
         rights = list(dict.fromkeys(ACCESS_RIGHTS.get(r.lower(), r) for r in given))
         name = _child_text(rule, "KeyName") or ""
-        primary = _child_text(rule, "PrimaryKey") or _new_key()
-        secondary = _child_text(rule, "SecondaryKey") or _new_key()
+        primary = _child_text(rule, "PrimaryKey") or new_key()
+        secondary = _child_text(rule, "SecondaryKey") or new_key()
         try:
             AccessPolicy(name, primary, frozenset(rights), entity=entity, secondary_key=secondary)
         except ConfigError as exc:
@@ -564,7 +559,7 @@ def rule_element(rule: Rule) -> ET.Element:
         _sb(a_el, "CompatibilityLevel", "20")
         if rule.action.parameters:
             _put_key_values(a_el, "Parameters", rule.action.parameters)
-    _sb(root, "CreatedAt", _timestamp(rule.created_at or time.time()))
+    _sb(root, "CreatedAt", iso_timestamp(rule.created_at or time.time()))
     _sb(root, "Name", rule.name)
     return root
 
@@ -894,8 +889,8 @@ class ManagementApi:
         entry = ET.Element(f"{{{ATOM}}}entry")
         ET.SubElement(entry, f"{{{ATOM}}}id").text = self._url(path)
         ET.SubElement(entry, f"{{{ATOM}}}title", type="text").text = title
-        ET.SubElement(entry, f"{{{ATOM}}}published").text = _timestamp(published)
-        ET.SubElement(entry, f"{{{ATOM}}}updated").text = _timestamp(updated)
+        ET.SubElement(entry, f"{{{ATOM}}}published").text = iso_timestamp(published)
+        ET.SubElement(entry, f"{{{ATOM}}}updated").text = iso_timestamp(updated)
         author = ET.SubElement(entry, f"{{{ATOM}}}author")
         ET.SubElement(author, f"{{{ATOM}}}name").text = self.namespace
         ET.SubElement(entry, f"{{{ATOM}}}link", rel="self", href=self._url(path))
@@ -927,7 +922,7 @@ class ManagementApi:
                     _sb(description, name, str(counts["size"] if name == "SizeInBytes" else counts["total"]))
             elif name in ("CreatedAt", "UpdatedAt", "AccessedAt"):
                 when = {"CreatedAt": meta.created_at, "UpdatedAt": meta.updated_at}.get(name, time.time())
-                _sb(description, name, _timestamp(when))
+                _sb(description, name, iso_timestamp(when))
             elif name == "CountDetails":
                 details = _sb(description, "CountDetails")
                 for tag, key in (
@@ -968,7 +963,7 @@ class ManagementApi:
         feed = ET.Element(f"{{{ATOM}}}feed")
         ET.SubElement(feed, f"{{{ATOM}}}title", type="text").text = parts[-1]
         ET.SubElement(feed, f"{{{ATOM}}}id").text = self._url(path)
-        ET.SubElement(feed, f"{{{ATOM}}}updated").text = _timestamp(time.time())
+        ET.SubElement(feed, f"{{{ATOM}}}updated").text = iso_timestamp(time.time())
         ET.SubElement(feed, f"{{{ATOM}}}link", rel="self", href=self._url(path))
         if skip + top < len(entries):
             href = f"https://{self.namespace}/{quote(path)}?$skip={skip + top}&$top={top}&api-version=2021-05"
@@ -979,9 +974,9 @@ class ManagementApi:
 
     def _namespace_entry(self) -> ET.Element:
         info = ET.Element(f"{{{SB}}}NamespaceInfo")
-        _sb(info, "CreatedTime", _timestamp(self.started))
+        _sb(info, "CreatedTime", iso_timestamp(self.started))
         _sb(info, "MessagingSKU", "Standard")
-        _sb(info, "ModifiedTime", _timestamp(self.started))
+        _sb(info, "ModifiedTime", iso_timestamp(self.started))
         _sb(info, "Name", self.namespace.split(":")[0])
         _sb(info, "NamespaceType", "Messaging")
         return self._wrap(self.namespace, "$namespaceinfo", info, self.started, self.started)
