@@ -30,7 +30,6 @@ import os
 import shlex
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -188,8 +187,10 @@ def _sdist() -> tuple[Path, Path]:
         pytest.skip(str(exc))
 
 
-def _run(tests: Path, deps: Path, args: list[str], work: Path, *, arm: bool, timeout: float) -> dict[str, Any]:
-    """One namespace (emulator) and one pytest subprocess for ``args``; the outcomes by test id."""
+def _run(
+    tests: Path, deps: Path, args: list[str], work: Path, *, arm: bool, timeout: float
+) -> tuple[dict[str, tuple[str, str]], str]:
+    """One namespace (emulator) and one pytest subprocess for ``args``; the outcomes by test id, and its output."""
     work.mkdir(parents=True, exist_ok=True)
     (work / "trust").mkdir()
     ns = sb.Namespace.start(work / "trust", arm=arm)
@@ -199,15 +200,15 @@ def _run(tests: Path, deps: Path, args: list[str], work: Path, *, arm: bool, tim
         found, proc = runner.run_pytest(tests, args, env, work, timeout=timeout)
     finally:
         ns.stop()
-    return {"found": found, "stdout": proc.stdout}
+    return found, proc.stdout
 
 
 def test_official_sdk_tests_pass_in_live_mode(tmp_path: Path) -> None:
     tests, deps = _sdist()
     custom = os.environ.get("GCW_SB_TESTS")
     args = shlex.split(custom) if custom else list(SELECTION)
-    run = _run(tests, deps, args, tmp_path, arm=False, timeout=840)
-    runner.check(run["found"], GAPS, run["stdout"], allow_skipped=True)
+    found, stdout = _run(tests, deps, args, tmp_path, arm=False, timeout=840)
+    runner.check(found, GAPS, stdout, allow_skipped=True)
 
 
 def _data_plane_args() -> list[list[str]]:
@@ -237,7 +238,7 @@ def test_official_data_plane_tests_pass_in_live_mode(tmp_path: Path) -> None:
             lambda job: _run(tests, deps, job[1], tmp_path / f"w{job[0]}", arm=True, timeout=3300),
             enumerate(shares),
         )
-        for run in runs:
-            found.update(run["found"])
-            stdout += run["stdout"][-3000:]
+        for share_found, share_stdout in runs:
+            found.update(share_found)
+            stdout += share_stdout[-3000:]
     runner.check(found, DATA_GAPS, stdout, allow_skipped=True)
