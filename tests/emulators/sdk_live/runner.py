@@ -22,7 +22,11 @@ def run_pytest(
 ) -> tuple[dict[str, tuple[str, str]], subprocess.CompletedProcess[str]]:
     """Runs pytest on ``args`` (paths under ``tests``, options) with ``env`` + live mode; outcomes by test id."""
     junit, ini = work / "junit.xml", work / "pytest.ini"
-    ini.write_text("[pytest]\nasyncio_mode = auto\nasyncio_default_fixture_loop_scope = function\n")
+    # timeout: pytest-timeout fails a test that hangs (e.g. on a frame the emulator never answers) and goes on,
+    # so one hang costs that test, not the whole subprocess and its report
+    ini.write_text(
+        "[pytest]\nasyncio_mode = auto\nasyncio_default_fixture_loop_scope = function\ntimeout = 300\n"
+    )
     command = [sys.executable, "-m", "pytest", "-c", str(ini), "--rootdir", str(tests)]
     # -p devtools_testutils: its fixtures (test_proxy), which the SDK repository's root conftest.py provides
     command += ["-p", "no:cacheprovider", "-p", "no:xdist", "-p", "pytest_asyncio", "-p", "devtools_testutils"]
