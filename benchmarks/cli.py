@@ -40,7 +40,10 @@ def main(argv: list[str] | None = None) -> int:
     show_p.add_argument("file", type=Path)
     args = parser.parse_args(argv)
     if args.command == "show":
-        print(report.markdown(json.loads(args.file.read_text())))
+        doc = json.loads(args.file.read_text())
+        print(report.markdown(doc))
+        print()
+        print(report.cpu_markdown(doc))
         return 0
 
     chosen = scenarios.select(scenarios.smoke() if args.smoke else scenarios.full(), getattr(args, "scenario", None))
@@ -60,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         results.append(r)
         f = r.figures
         print(f"   {r.error or ''}{_line(f)} ({time.monotonic() - started:.0f} s)", flush=True)
+        if f:
+            print(f"   {report.cpu_line(f)}", flush=True)
     print()
     print(report.table(results))
     print()

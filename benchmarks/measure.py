@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -97,3 +98,80 @@ def calls_by_kind(delta: Mapping[str, Mapping[str, int]]) -> dict[str, int]:
         if kind in ("post", "put", "delete"):
             accepted += statuses.get("202", 0)
     return {**kinds, "throttled": throttled, "accepted_writes": accepted}
+
+
+# Threads of the runner's own process → the part of the harness they are (their ``threading`` names: the
+# emulators' event loops in ``gcw_emulators``, the collector in ``gcw_emulators.demo.traffic``); the main thread
+# sends the requests and then waits for the results; anything else (the SDK's, the readers of the workers' output)
+# is ``runner_other``, and threads that ended within the window show only in the process's total.
+THREAD_ROLES = (
+    ("servicebus-", "servicebus_emulator"),
+    ("geocatalog-emulator", "geocatalog_emulator"),
+    ("result-collector", "collector"),
+    ("MainThread", "load_generator"),
+)
+RUNNER_ROLES = ("servicebus_emulator", "geocatalog_emulator", "collector", "load_generator", "runner_other")
+
+
+@dataclass
+class CpuSample:
+    """CPU seconds (user + system) so far: of this process by role of its threads, of whole processes by pid,
+    and of the whole machine (busy and total, all CPUs: what the other jobs on the box used is in it)."""
+
+    roles: dict[str, float]
+    process: float
+    pids: dict[int, float]
+    machine_busy: float
+    machine_total: float
+    steal: float
+
+
+def _role(name: str) -> str:
+    for prefix, role in THREAD_ROLES:
+        if name.startswith(prefix):
+            return role
+    return "runner_other"
+
+
+def cpu_sample(pids: Iterable[int] = ()) -> CpuSample:
+    names = {t.native_id: t.name for t in threading.enumerate() if t.native_id is not None}
+    me = psutil.Process()
+    roles = dict.fromkeys(RUNNER_ROLES, 0.0)
+    for t in me.threads():
+        roles[_role(names.get(t.id, ""))] += t.user_time + t.system_time
+    times = me.cpu_times()
+    m = psutil.cpu_times()  # Linux fields; user and nice include guest time, steal is the hypervisor's
+    busy = m.user + m.nice + m.system + m.irq + m.softirq
+    return CpuSample(
+        roles=roles,
+        process=times.user + times.system,
+        pids={pid: cpu for pid in pids if (cpu := cpu_seconds(pid)) is not None},
+        machine_busy=busy,
+        machine_total=busy + m.idle + m.iowait,
+        steal=m.steal,
+    )
+
+
+def cpu_by_part(
+    before: CpuSample, after: CpuSample, *, measured: Iterable[int], separate: Mapping[str, int]
+) -> dict[str, float]:
+    """Where the machine's CPU went between two samples, in CPU seconds: ``workers`` (the ``measured``
+    processes), each process of ``separate`` (name → pid: an emulator in its own process), the runner's
+    threads by role, and ``other_jobs`` (everything else on the box: other users' processes, the kernel's
+    work not charged to a process); ``available`` is the wall time x CPUs less ``steal`` (the hypervisor's)."""
+
+    def delta(pid: int) -> float:
+        return after.pids.get(pid, 0.0) - before.pids.get(pid, 0.0)
+
+    out: dict[str, float] = {"workers": sum(delta(p) for p in measured)}
+    for name, pid in separate.items():
+        out[name] = delta(pid)
+    for role in RUNNER_ROLES:
+        out[role] = out.get(role, 0.0) + after.roles[role] - before.roles[role]
+    threads = sum(after.roles.values()) - sum(before.roles.values())
+    out["runner_other"] += max(0.0, (after.process - before.process) - threads)  # threads gone since
+    busy = after.machine_busy - before.machine_busy
+    out["other_jobs"] = max(0.0, busy - sum(out.values()))
+    out["available"] = after.machine_total - before.machine_total
+    out["steal"] = after.steal - before.steal
+    return {k: round(v, 3) for k, v in out.items()}

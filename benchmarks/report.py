@@ -180,3 +180,38 @@ def markdown(doc: dict[str, Any]) -> str:
         ]
         lines.append("| " + " | ".join(str(x) for x in cells) + " |")
     return "\n".join(lines)
+
+
+CPU_PARTS = (
+    ("workers", "workers"),
+    ("servicebus_emulator", "SB broker"),
+    ("geocatalog_emulator", "GeoCatalog"),
+    ("collector", "collector"),
+    ("load_generator", "producer"),
+    ("runner_other", "runner other"),
+    ("other_jobs", "other jobs"),
+)
+
+
+def cpu_line(figures: dict[str, Any]) -> str:
+    """Where the CPU went in one scenario's measured window (``cpu_s_by_part``), one line."""
+    parts = figures.get("cpu_s_by_part")
+    if not parts:
+        return ""
+    shown = ", ".join(f"{label} {parts.get(key, 0.0):.1f}" for key, label in CPU_PARTS)
+    return f"CPU s: {shown} of {parts['available']:.1f} available"
+
+
+def cpu_markdown(doc: dict[str, Any]) -> str:
+    """Where the 2 CPUs went per scenario (CPU seconds in the measured window), from a JSON document."""
+    head = "| scenario | " + " | ".join(label for _, label in CPU_PARTS) + " | available | idle |"
+    lines = [head, "|" + "---|" * (len(CPU_PARTS) + 3)]
+    for s in doc["scenarios"]:
+        parts = s["figures"].get("cpu_s_by_part") if s["figures"] else None
+        if not parts:
+            continue
+        used = sum(parts.get(key, 0.0) for key, _ in CPU_PARTS)
+        cells = [s["name"], *(_fmt(parts.get(key, 0.0), 1) for key, _ in CPU_PARTS)]
+        cells += [_fmt(parts["available"], 1), _fmt(max(0.0, parts["available"] - used), 1)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)

@@ -181,6 +181,8 @@ class Run:
                 procs0 = measure.sample(pids)
                 load0 = os.getloadavg()[0]
                 harness0 = sum(me.cpu_times()[:2])
+                separate = self._separate_processes(cluster)
+                cpu0 = measure.cpu_sample([*pids, *separate.values()])
                 profilers = self._start_profilers(s, pids)
                 t0 = time.monotonic()
                 if rate is None:
@@ -191,6 +193,7 @@ class Run:
                 timeout = 120.0 + n * (s.baseline_poll_seconds + s.operation_seconds if sequential else 0.05)
                 collector.wait_for(sent_at, timeout=timeout)
                 procs1 = measure.sample(pids)
+                cpu1 = measure.cpu_sample([*pids, *separate.values()])
                 self._stop_profilers(profilers)
                 harness1 = sum(me.cpu_times()[:2])
                 load1 = os.getloadavg()[0]
@@ -200,7 +203,15 @@ class Run:
                     self._stop_baseline(proc)
         result = self._figures(s, n, rate, t0, sent_at, collected, procs0, procs1, stats0, stats1, harness1 - harness0)
         result.figures["load_average_1m"] = [load0, load1]
+        result.figures["cpu_s_by_part"] = measure.cpu_by_part(cpu0, cpu1, measured=pids, separate=separate)
         return result
+
+    @staticmethod
+    def _separate_processes(cluster: Cluster) -> dict[str, int]:
+        """The emulators that run in a process of their own (name → pid), as ``measure.cpu_by_part`` names them."""
+        if cluster.servicebus_proc is not None:
+            return {"servicebus_emulator": cluster.servicebus_proc.pid}
+        return {}
 
     def _warm_up(self, client: ServiceBusClient, collector: ResultCollector, s: Scenario) -> None:
         """A few requests per process so that links, pools and SAS tokens exist before measuring."""

@@ -65,6 +65,36 @@ def test_peak_rss_and_cpu_come_from_the_os() -> None:
     assert cpu is not None and cpu > 0.0
 
 
+def test_cpu_by_part_charges_each_thread_to_its_role() -> None:
+    import threading
+    import time
+
+    def spin(seconds: float) -> None:
+        end = time.thread_time() + seconds
+        while time.thread_time() < end:
+            pass
+
+    before = measure.cpu_sample()
+    # a thread named as the GeoCatalog emulator's event loop, and one the runner does not know
+    for name in ("geocatalog-emulator", "someone-else"):
+        t = threading.Thread(target=spin, args=(0.2,), name=name)
+        t.start()
+        t.join()
+    spun, stay = threading.Event(), threading.Event()
+    collector = threading.Thread(target=lambda: (spin(0.2), spun.set(), stay.wait(10)), name="result-collector")
+    collector.start()
+    assert spun.wait(10)
+    after = measure.cpu_sample()  # while the collector's thread is alive
+    stay.set()
+    collector.join()
+    parts = measure.cpu_by_part(before, after, measured=[], separate={})
+    assert parts["collector"] >= 0.19
+    # the two threads ended before the sample: their CPU is the process's, charged to "runner_other"
+    assert parts["runner_other"] >= 0.39 and parts["geocatalog_emulator"] < 0.05
+    assert parts["available"] > 0 and parts["workers"] == 0.0
+    assert set(parts) >= {*measure.RUNNER_ROLES, "workers", "other_jobs", "available", "steal"}
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_smoke_run_produces_every_figure(tmp_path: Path) -> None:
@@ -92,6 +122,9 @@ def test_smoke_run_produces_every_figure(tmp_path: Path) -> None:
         assert f["cpu_ms_per_request"] > 0 and f["peak_rss_mb_max"] > 10
         assert f["calls_per_item"] > 0 and f["operations"] >= 1 and f["poll_gets_per_op_second"] > 0
         assert len(s["processes"]) == max(1, s["settings"]["processes"])
+        parts = f["cpu_s_by_part"]
+        assert parts["workers"] == pytest.approx(f["cpu_s_total"], abs=0.01)
+        assert parts["servicebus_emulator"] > 0 and parts["collector"] > 0 and parts["available"] > 0
         for t in f["targets"]:
             assert t["met"] in (True, False) and t["value"] is not None, (s["name"], t)
     assert by_name["smoke-op02-1item-p1"]["figures"]["vs_baseline_throughput"] > 0
@@ -101,6 +134,7 @@ def test_smoke_run_produces_every_figure(tmp_path: Path) -> None:
     # the baseline is the quickstart: one POST per request and at least one poll GET per operation
     table = report.markdown(doc)
     assert all(f"| {name} |" in table for name in by_name) and "error" not in table
+    assert all(f"| {name} |" in report.cpu_markdown(doc) for name in by_name)
     base = by_name["smoke-baseline"]
     assert base["calls"]["post"] == base["figures"]["requests"]
     assert base["calls"]["poll_get"] >= base["calls"]["post"]
