@@ -178,3 +178,22 @@ def test_blob_store_public_and_private(emu):
     assert requests.get(signed, timeout=5).status_code == 200
     wrong = f"{private}?{pc_token(emu, 'privatedemo', 'other')}"
     assert requests.get(wrong, timeout=5).headers["x-ms-error-code"] == "AuthenticationFailed"
+
+
+def test_a_checked_token_is_judged_again_at_each_time_and_scope() -> None:
+    # the emulator remembers what it learnt of a token (signature, permissions, expiry), not the answer at one time
+    from gcw_emulators.geocatalog.sas import SasAuthority
+
+    now = [1_000_000.0]
+    sas = SasAuthority(60, clock=lambda: now[0])
+    token, _ = sas.issue("acct", "box")
+    assert sas.check("acct", "box", token) is None
+    assert sas.check("acct", "box", token, at=now[0] + 61) == "SAS token expired"
+    sas.early_seconds = 120.0  # the sas-early fault, set after the token was first checked
+    assert sas.check("acct", "box", token) == "SAS token expired"
+    sas.early_seconds = 0.0
+    assert sas.check("acct", "other", token) == "SAS signature does not match this storage account and container"
+    sas.aliases[("acct", "other")] = ("acct", "box")  # an alias added after the refusal
+    assert sas.check("acct", "other", token) is None
+    now[0] += 61
+    assert sas.check("acct", "box", token) == "SAS token expired"

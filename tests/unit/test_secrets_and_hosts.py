@@ -19,6 +19,16 @@ def test_redact_sas_bearer_and_keys():
     assert "a.blob.core.windows.net/c/x.tif" in out
 
 
+def test_redact_finds_each_kind_without_its_usual_neighbours():
+    # the shortcut for text that cannot hold a secret must not skip one: a JWT has no "=", a bearer token
+    # needs none either, whatever the case of "Bearer"
+    jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.c2lnbmF0dXJlLXNpZ25hdHVyZQ"
+    assert jwt not in redact(f"token {jwt} in a path")
+    assert "abcdefgh" not in redact("header: BEARER abcdefgh")
+    assert redact("https://acct.blob.core.windows.net/c/a.tif") == "https://acct.blob.core.windows.net/c/a.tif"
+    assert "s3cr3t" not in redact("x;AccountKey=s3cr3t;y")
+
+
 def test_allow_list_wildcards_and_lookalikes():
     allow = HostAllowList(["*.blob.core.windows.net", "127.0.0.1:10000"])
     assert allow.allows_url("https://acct.blob.core.windows.net/c/x.tif")

@@ -537,8 +537,8 @@ class GeoCatalogApp:
             raise ApiError(400, "InvalidInputData", "$top and $skip must be integers", "$top") from None
         if (top is not None and not 1 <= top <= 1000) or skip < 0:
             raise ApiError(400, "InvalidInputData", "$top must be 1..1000 and $skip >= 0", "$top")
-        ops = self.catalog.list_operations(q.get("collectionId"), q.get("status"))
-        return self.paged_response(request, ops, top, skip)
+        page, total = self.catalog.list_operations(q.get("collectionId"), q.get("status"), skip=skip, top=top)
+        return self.page_response(request, page, total, top, skip)
 
     def paged_response(
         self, request: web.Request, values: list[Any], top: int | None = None, skip: int | None = None
@@ -555,9 +555,16 @@ class GeoCatalogApp:
             if (top is not None and top < 1) or skip < 0:
                 raise ApiError(400, "InvalidInputData", "$top must be >= 1 and $skip >= 0", "$top")
         end = len(values) if top is None else skip + top
-        body: dict[str, Any] = {"value": values[skip:end]}
-        if top is not None and end < len(values):
-            query = dict(q)
+        return self.page_response(request, values[skip:end], len(values), top, skip)
+
+    def page_response(
+        self, request: web.Request, page: list[Any], total: int, top: int | None, skip: int
+    ) -> web.Response:
+        """The ``/inma`` answer of one page (``page``: the values from ``skip``, of ``total``), with a nextLink when
+        more follow."""
+        body: dict[str, Any] = {"value": page}
+        if top is not None and skip + top < total:
+            query = dict(request.query)
             query.update({"$top": str(top), "$skip": str(skip + top)})
             body["nextLink"] = f"{self._origin(request)}{request.path}?{urlencode(query, safe='$')}"
         return self.inma_response(body)

@@ -9,6 +9,7 @@ are not, and the operation ends Failed if any item failed.
 from __future__ import annotations
 
 import copy
+import functools
 import heapq
 import random
 import threading
@@ -49,9 +50,20 @@ def strip_sas(href: str) -> str:
     parts = urlsplit(href)
     if not parts.query:
         return href
-    kept = [(k, v) for k, v in parse_qs(parts.query, keep_blank_values=True).items() if k.lower() not in SAS_KEYS]
-    query = urlencode([(k, x) for k, vs in kept for x in vs])
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, _query_without_sas(parts.query), parts.fragment))
+
+
+@functools.lru_cache(maxsize=4096)
+def _query_without_sas(query: str) -> str:
+    """A query string without its SAS parameters (the assets of a request share one token: parsed once)."""
+    kept = [(k, v) for k, v in parse_qs(query, keep_blank_values=True).items() if k.lower() not in SAS_KEYS]
+    return urlencode([(k, x) for k, vs in kept for x in vs])
+
+
+@functools.lru_cache(maxsize=4096)
+def _carries_signature(query: str) -> bool:
+    """Whether a query string has a ``sig`` parameter (any case)."""
+    return any(k.lower() == "sig" for k in parse_qs(query, keep_blank_values=True))
 
 
 def _merge_patch(target: Any, patch: Any) -> Any:
@@ -346,7 +358,7 @@ class Catalog:
 
     def _record_signed(self, href: str) -> None:
         parts = urlsplit(href)
-        if any(k.lower() == "sig" for k in parse_qs(parts.query, keep_blank_values=True)):
+        if parts.query and _carries_signature(parts.query):
             self.signed_asset_netlocs[parts.netloc] += 1
 
     def _asset_access(self, item: dict[str, Any], at: float) -> str | None:
@@ -547,19 +559,24 @@ class Catalog:
                 raise ApiError(404, "OperationNotFound", f"Operation '{op_id}' does not exist", target="operationId")
             return op.to_json(self.clock()), op
 
-    def list_operations(self, collection_id: str | None, status: str | None) -> list[dict[str, Any]]:
+    def list_operations(
+        self, collection_id: str | None, status: str | None, *, skip: int = 0, top: int | None = None
+    ) -> tuple[list[dict[str, Any]], int]:
+        """The operations (of a collection, in a status) newest first, ``top`` of them from ``skip`` as the service
+        serves them, and how many there are in all (only the page is rendered: the store keeps every operation)."""
         with self._lock:
             self.advance()
             now = self.clock()
-            out = []
+            matches = []
             for op in self.store.list_operations():
                 if collection_id and op.collection_id != collection_id:
                     continue
                 if status and op.status_at(now).lower() != status.lower():
                     continue
-                out.append(op.to_json(now))
-        out.reverse()  # newest first
-        return out
+                matches.append(op)
+            matches.reverse()  # newest first
+            end = len(matches) if top is None else skip + top
+            return [op.to_json(now) for op in matches[skip:end]], len(matches)
 
     def _cancel(self, op: Operation, now: float) -> None:
         op.outcome = "Canceled"

@@ -15,6 +15,7 @@ docs/emulator-geocatalog.md names the files):
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from typing import Any
 from urllib.parse import urlsplit
@@ -76,11 +77,16 @@ def managed_href(account: str, container: str, blob: str) -> str:
 def jsonb_order(value: Any) -> Any:
     """``value`` with every object's keys in PostgreSQL ``jsonb`` order: shorter keys first, then bytewise."""
     if isinstance(value, dict):
-        keys = sorted(value, key=lambda k: (len(k.encode()), k.encode()))
-        return {k: jsonb_order(value[k]) for k in keys}
-    if isinstance(value, list):
-        return [jsonb_order(v) for v in value]
+        return {k: jsonb_order(value[k]) for k in _jsonb_keys(tuple(value))}
+    if isinstance(value, list):  # coordinates: mostly numbers, not worth a call each
+        return [jsonb_order(v) if isinstance(v, dict | list) else v for v in value]
     return value
+
+
+@functools.lru_cache(maxsize=4096)
+def _jsonb_keys(keys: tuple[str, ...]) -> tuple[str, ...]:
+    """The ``jsonb`` order of an object's keys; items of one kind share their key sets, so it is computed once."""
+    return tuple(sorted(keys, key=lambda k: (len(k.encode()), k.encode())))
 
 
 def upgrade_extensions(extensions: Any) -> Any:

@@ -7,6 +7,7 @@ No timer thread: the catalog applies due operations before answering any call.
 
 from __future__ import annotations
 
+import functools
 import random
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -22,6 +23,7 @@ COLLECTION_TYPES = frozenset({"AddCollection", "DeleteCollection"})
 DEFINITION_TYPES = frozenset({"DeleteIngestion"})
 
 
+@functools.lru_cache(maxsize=4096)  # an operation's timestamps are written on every read of it, an item's per item
 def rfc3339(ts: float, digits: int = 7) -> str:
     """Seconds since the epoch as the service writes them: ``2025-10-28T18:43:35.3077441Z`` (7 digits) or, in
     terminal item-operation bodies and ``_msft:ts``, ``2025-10-27T17:56:54.016281Z`` (6 digits)."""

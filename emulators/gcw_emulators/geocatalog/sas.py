@@ -8,6 +8,7 @@ only for the container it was issued for and only until ``se`` (minus any ``sas-
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import math
@@ -17,6 +18,7 @@ from datetime import UTC, datetime
 from urllib.parse import parse_qs, quote, urlsplit, urlunsplit
 
 SAS_VERSION = "2024-05-04"
+VERDICTS_KEPT = 4096  # checked tokens remembered (then forgotten all at once)
 BLOB_SUFFIX = ".blob.core.windows.net"
 
 
@@ -32,6 +34,7 @@ def parse_iso(text: str) -> float | None:
         return None
 
 
+@functools.lru_cache(maxsize=4096)  # an asset's href is looked at several times while its item is applied
 def blob_location(href: str) -> tuple[str, str] | None:
     """(account, container) of an Azure blob URL, or None when ``href`` is not one."""
     parts = urlsplit(href)
@@ -59,6 +62,9 @@ class SasAuthority:
         self.early_seconds = 0.0  # set by the ``sas-early`` fault: tokens count as expired this much sooner
         # (account, container) -> another (account, container) whose tokens are valid here too
         self.aliases: dict[tuple[str, str], tuple[str, str]] = {}
+        # (scopes, query) -> why the token is refused whatever the time, or its expiry: every item of a request
+        # carries the same container token on each of its assets, checked once per asset (the emulator's CPU)
+        self._verdicts: dict[tuple[tuple[tuple[str, str], ...], str], str | float] = {}
 
     def _sign(self, account: str, container: str, se: str) -> str:
         mac = hmac.new(self._secret, f"{account}\n{container}\n{se}".encode(), hashlib.sha256).digest()
@@ -75,15 +81,30 @@ class SasAuthority:
 
     def check(self, account: str, container: str, query: str, at: float | None = None) -> str | None:
         """None when ``query`` holds a valid token for the container at time ``at``; else why not."""
+        scopes = [(account.lower(), container)]
+        alias = self.aliases.get(scopes[0])
+        if alias is not None:
+            scopes.append(alias)
+        key = (tuple(scopes), query)
+        verdict = self._verdicts.get(key)
+        if verdict is None:
+            if len(self._verdicts) >= VERDICTS_KEPT:
+                self._verdicts.clear()
+            verdict = self._verdicts[key] = self._verdict(scopes, query)
+        if isinstance(verdict, str):
+            return verdict
+        now = self._clock() if at is None else at
+        if now >= verdict - self.early_seconds:
+            return "SAS token expired"
+        return None
+
+    def _verdict(self, scopes: list[tuple[str, str]], query: str) -> str | float:
+        """Why ``query`` is no valid token for any of ``scopes`` at any time, or else its expiry (epoch)."""
         params = parse_qs(query, keep_blank_values=True)
         if "sig" not in params:
             return "no SAS token"
         se = params.get("se", [""])[0]
         sig = params["sig"][0]
-        scopes = [(account.lower(), container)]
-        alias = self.aliases.get(scopes[0])
-        if alias is not None:
-            scopes.append(alias)
         if not any(hmac.compare_digest(sig.encode(), self._sign(a, c, se).encode()) for a, c in scopes):
             return "SAS signature does not match this storage account and container"
         if "r" not in params.get("sp", [""])[0]:
@@ -91,10 +112,7 @@ class SasAuthority:
         expiry = parse_iso(se)
         if expiry is None:
             return "SAS token has no valid expiry (se)"
-        now = self._clock() if at is None else at
-        if now >= expiry - self.early_seconds:
-            return "SAS token expired"
-        return None
+        return expiry
 
     def sign_href(
         self, href: str, account_container: tuple[str, str] | None, duration: float | None
