@@ -153,3 +153,53 @@ def test_the_watcher_learns_the_first_read_per_type_and_outcome() -> None:
             Operation("ok2", "Pending", type="AddItem", collection_id="c"), deadline=time.monotonic() + 5
         )
         assert static.schedule(op) is SCHEDULES["AddItem"]
+
+
+class EndsOnTime:
+    """Lists the operations of collection ``c``: each is Succeeded from ``ends[id]`` (monotonic) on; counts reads."""
+
+    def __init__(self) -> None:
+        self.ends: dict[str, float] = {}
+        self.list_reads = 0
+
+    def list_operations(self, collection, *, top, skip=0, cancel=None):
+        self.list_reads += 1
+        now = time.monotonic()
+        ops = [
+            Operation(i, "Succeeded" if now >= end else "Running", type="AddItem", collection_id="c")
+            for i, end in self.ends.items()
+        ]
+        return ops, False
+
+    def get_operation(self, operation_id, *, cancel=None):
+        raise AssertionError("every operation is on the list")
+
+    def wait_for_operation(self, op, *, deadline, cancel=None):
+        raise AssertionError("not used")
+
+
+@pytest.mark.parametrize(("share", "reads"), [(0.5, 1), (0.0, 2)])
+def test_operations_ending_a_write_slot_apart_are_answered_by_one_read(share: float, reads: int) -> None:
+    # two POSTs of one burst, 150 ms apart: both end 0.4 s after their submission
+    src = EndsOnTime()
+    start = time.monotonic()
+    ops = []
+    for i, offset in enumerate((0.0, 0.15)):
+        src.ends[f"op{i}"] = start + offset + 0.4
+        ops.append(Operation(f"op{i}", "Running", type="AddItem", collection_id="c", submitted_at=start + offset))
+    schedules = {"AddItem": PollSchedule((0.4, 5.0))}
+    with OperationWatcher(src, min_interval=0.01, schedules=schedules, coalesce_share=share, learn_window=0) as w:
+        seen: list[float] = []
+        threads = [
+            threading.Thread(
+                target=lambda op=op: (w.wait_for_operation(op, deadline=start + 10), seen.append(time.monotonic()))
+            )
+            for op in ops
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=10)
+    assert len(seen) == 2 and src.list_reads == reads
+    # coalesced: the first waited for the second (0.15 s: within 0.5 of its 0.4 s), not a read later
+    assert max(seen) - start < 0.55 + 0.25
