@@ -23,12 +23,6 @@ a collection once per tick and resolves every operation of its own it finds ther
   ``learn_margin``), followed by the static offsets after them. Operations that take 0 s are read at the next
   tick instead of after 1 s, and 2 s ones once at 2 s instead of at 1.0, 1.6 and 2.2 s; a faster operation
   lowers the minimum at once, a slower one only costs the reads the static schedule has after it.
-- **Coalesced reads**: when a collection's next tick is set by its earliest waiter (not by ``min_interval`` or the
-  read share), it waits for the waiters due within ``coalesce_share`` (5 %) of that operation's age, at most
-  ``COALESCE_MAX`` (0.25 s), so that one read answers them all: the ingest POSTs of one burst of requests go out
-  a write slot apart (67 ms at 50 calls/s) and end as far apart; read one by one, the burst's results came back
-  a tick apart, the next requests arrived spread out and made smaller batches (docs/benchmarks.md). An operation
-  of 2 s waits at most 0.1 s more, one of 0 s nothing; under load the interval sets every tick, nothing changes.
 - **Page size** ``$top``: at least ``page_min``, twice this process's waiters and twice the deepest position at
   which one was last found (other pods' and other writers' newer operations come first), at most ``page_max``.
   A due operation not on the page is looked for on up to ``max_pages`` pages, then read by id (``GET
@@ -131,7 +125,6 @@ SCHEDULES: Mapping[str, PollSchedule] = {
 }
 DEFAULT_SCHEDULE = PollSchedule((1.0, 2.2, 3.6, 5.4, 7.4))  # other types: the client's own schedule
 
-COALESCE_MAX = 0.25  # seconds a read may wait for the waiters due after the one that set it
 _REFUSED = (400, 403, 404, 405, 501)  # the list read is not available here: read by id from now on
 
 
@@ -168,15 +161,12 @@ class OperationWatcher:
         idle_exit: float = 30.0,
         learn_window: int = 64,
         learn_margin: float = 0.05,
-        coalesce_share: float = 0.05,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if min_interval < 0 or page_min < 1 or page_max < page_min or max_pages < 1 or not 0 < read_share <= 1:
             raise ValueError(
                 "OperationWatcher: min_interval ≥ 0, 1 ≤ page_min ≤ page_max, max_pages ≥ 1, 0 < read_share ≤ 1"
             )
-        if coalesce_share < 0:
-            raise ValueError("OperationWatcher: coalesce_share ≥ 0")
         self.client = client
         self.min_interval = min_interval
         self.page_min = page_min
@@ -195,7 +185,6 @@ class OperationWatcher:
         self.stats = {"list_reads": 0, "id_reads": 0, "resolved": 0}
         self.learn_window = learn_window  # 0: the static schedules only
         self.learn_margin = learn_margin
-        self.coalesce_share = coalesce_share  # 0: every tick at the earliest waiter's due time
         self._learn_lock = threading.Lock()
         self._recent: dict[tuple[str, bool], deque[float]] = {}  # (type, succeeded) → recent server durations
         self._learned: dict[str, tuple[tuple[float, ...], PollSchedule]] = {}  # type → (firsts, schedule)
@@ -328,7 +317,7 @@ class _CollectionLoop(threading.Thread):
                         continue
                 else:
                     idle_since = now
-                    due_at = self._due_at(w._interval())
+                    due_at = max(min(x.due for xs in self.waiters.values() for x in xs), self.last_tick + w._interval())
                     if now < due_at:
                         self.cond.wait(min(due_at - now, w.cancel_check))
                         continue
@@ -354,18 +343,6 @@ class _CollectionLoop(threading.Thread):
                         ),
                         only=set(due),
                     )
-
-    def _due_at(self, interval: float) -> float:
-        """When the next tick is due: the earliest waiter's due time, never sooner than ``interval`` after the last
-        tick; when the earliest one alone sets it, later until the waiters due within ``coalesce_share`` of its
-        age (see "Coalesced reads")."""
-        waiters = [x for xs in self.waiters.values() for x in xs]
-        first = min(waiters, key=lambda x: x.due)
-        floor = self.last_tick + interval
-        if first.due <= floor:
-            return floor  # the budget sets the pace: everything due by then is read at that tick anyway
-        window = first.due + min(COALESCE_MAX, self.w.coalesce_share * (first.due - first.submitted))
-        return max(x.due for x in waiters if x.due <= window)
 
     def _drop_cancelled(self) -> None:
         for op_id, xs in list(self.waiters.items()):
