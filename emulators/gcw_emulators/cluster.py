@@ -12,7 +12,8 @@ production does: separate processes talking to a Service Bus (AMQP 1.0) and a Ge
 
 The Service Bus emulator runs in this process (``queue_stats`` reads its counters; ``durable=True`` gives it a
 data directory so ``restart_servicebus`` keeps accepted messages) or as a subprocess (``servicebus_process=True``,
-so that ``kill_servicebus`` can drop every connection at once). The GeoCatalog emulator (with its SAS API) runs in
+so that ``kill_servicebus`` can drop every connection at once, and so that the broker has a GIL of its own: the
+benchmarks run it so), with the same queues (``write_config_json``). The GeoCatalog emulator (with its SAS API) runs in
 this process. Each worker's stdout and stderr are read by a thread into ``WorkerProcess.lines`` and written to
 ``<log_dir>/worker-<n>.log``; the health port is learnt from the ``health_server_started`` event (workers bind
 ``--health-port 0``). Without a ``log_dir`` the logs go to a temporary directory removed at stop unless
@@ -75,14 +76,18 @@ def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 
 
 
 def start_servicebus_process(
-    queues: Sequence[str], *, lock_duration: float = 60.0, max_delivery_count: int = 10
+    queues: Sequence[str], *, lock_duration: float = 60.0, max_delivery_count: int = 10, config: Path | None = None
 ) -> tuple[subprocess.Popen[str], str]:
-    """Start ``geocatalog-worker emulator servicebus`` as a subprocess on a free port with these queues; returns the
-    process and the connection string it printed (its further output is discarded)."""
+    """Start ``geocatalog-worker emulator servicebus`` as a subprocess on a free port with these queues (or the
+    entities of a ``Config.json``, see ``write_config_json``); returns the process and the connection string it
+    printed (its further output is discarded)."""
     args = [sys.executable, "-m", "worker", "emulator", "servicebus", "--port", "0"]
-    for queue in queues:
-        args += ["--queue", queue]
-    args += ["--lock-duration", str(lock_duration), "--max-delivery-count", str(max_delivery_count)]
+    if config is not None:
+        args += ["--config", str(config)]
+    else:
+        for queue in queues:
+            args += ["--queue", queue]
+        args += ["--lock-duration", str(lock_duration), "--max-delivery-count", str(max_delivery_count)]
     proc = subprocess.Popen(
         args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}
     )
@@ -94,6 +99,27 @@ def start_servicebus_process(
         raise RuntimeError(f"the Service Bus emulator did not print a connection string: {first!r}")
     threading.Thread(target=proc.stdout.read, daemon=True).start()
     return proc, first
+
+
+def write_config_json(path: Path, queues: Sequence[QueueConfig]) -> Path:
+    """The queues as a Microsoft Service Bus emulator ``Config.json`` (durations in seconds, which the emulator's
+    ``--config`` reads as well as ISO-8601), so that a broker in its own process has the same entities."""
+    entries = [
+        {
+            "Name": q.name,
+            "Properties": {
+                "LockDuration": q.lock_duration,
+                "MaxDeliveryCount": q.max_delivery_count,
+                "RequiresSession": q.requires_session,
+                "RequiresDuplicateDetection": q.requires_duplicate_detection,
+                "DuplicateDetectionHistoryTimeWindow": q.duplicate_detection_window,
+            },
+        }
+        for q in queues
+    ]
+    doc = {"UserConfig": {"Namespaces": [{"Name": "sbemulatorns", "Queues": entries}]}}
+    path.write_text(json.dumps(doc, indent=2))
+    return path
 
 
 def _text_keys(properties: Mapping[Any, Any] | None) -> dict[str, Any]:
@@ -315,9 +341,9 @@ class Cluster:
         self.connection_string = self.servicebus.connection_string
 
     def _start_servicebus_process(self) -> None:
-        self.servicebus_proc, self.connection_string = start_servicebus_process(
-            [REQUEST_QUEUE, REPLY_QUEUE], lock_duration=self.lock_duration, max_delivery_count=self.max_delivery_count
-        )
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        config = write_config_json(self.log_dir / "servicebus-config.json", self._queues())
+        self.servicebus_proc, self.connection_string = start_servicebus_process([], config=config)
 
     def kill_servicebus(self) -> None:
         """SIGKILL the Service Bus emulator subprocess: every connection drops at once."""
