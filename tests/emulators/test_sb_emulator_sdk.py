@@ -318,9 +318,11 @@ def test_receive_and_delete_mode(emu):
             got = receive(r, 2)
             assert [str(m) for m in got] == ["x", "y"]
     # as from Azure (azure-servicebus 7.15's test_message_backcompat_receive_and_delete_databody): pre-settled
-    # transfers with an empty delivery tag and an empty delivery-annotations section, no lock token
+    # transfers with an empty delivery tag and an empty delivery-annotations section, no lock token, and the three
+    # message annotations enqueued time, sequence number and (when set) partition key: no message state
     for m in got:
         assert m.lock_token is None and m.message.delivery_tag is None and m.message.delivery_annotations == {}
+        assert set(m.raw_amqp_message.annotations) == {b"x-opt-enqueued-time", b"x-opt-sequence-number"}
     counts = emu.stats()["entities"]["q"]
     assert counts["active"] == 0 and counts["locked"] == 0
 

@@ -350,8 +350,9 @@ def encode(
     and ``test_queue_send_amqp_annotated_message``, read them back from Azure),
     and the message annotations hold ``x-opt-enqueued-time``, ``x-opt-sequence-number`` and
     ``x-opt-locked-until``, without ``x-opt-enqueue-sequence-number``. A ``transfer`` on a receiver link has the
-    delivery annotations section even when it is empty (receive-and-delete: no lock token), as from Azure
-    (``test_message_backcompat_receive_and_delete_databody`` reads ``{}``, not None)."""
+    delivery annotations section even when it is empty (receive-and-delete: no lock token) and no
+    ``x-opt-message-state``, as from Azure (``test_message_backcompat_receive_and_delete_databody`` reads ``{}``,
+    not None, three message annotations and the encoded size that follows)."""
     wire: WireMessage = msg.payload
     header = list(wire.header)
     header[4] = uint(msg.delivery_count)
@@ -360,7 +361,7 @@ def encode(
     annotations[A_ENQUEUED] = timestamp(int(msg.enqueued_at * 1000))
     if locked_until:
         annotations[A_LOCKED_UNTIL] = timestamp(int(locked_until * 1000))
-    if peek or msg.state is not MessageState.LOCKED:
+    if peek or (msg.state is not MessageState.LOCKED and not transfer):
         state = MessageState.ACTIVE if msg.state is MessageState.LOCKED else msg.state
         annotations[A_STATE] = int(state)
     elif msg.deferred:
