@@ -130,6 +130,13 @@ _SETTLE_STUB = (
     "settle_message_via_receiver_link; CHANGELOG 7.15: settlements wait for the outcome): complete_message raises "
     "TypeError before anything is sent, against Azure too"
 )
+_LEAKED_STUB = (
+    "order-dependent, against Azure too: test_queue_receive_handler_peek_check_uniq_corr_id (and its async twin) "
+    "assigns its stub to receiver._amqp_transport.parse_received_message, i.e. to the class PyamqpTransport(Async), "
+    "and never restores it; every later test in the process gets deferred messages parsed by the stub, which drops "
+    "the lock-token of the management response: lock_token is None and complete_message sends a null lock token "
+    "(which the emulator rejects as undecodable). They pass when that test has not run before them"
+)
 DATA_GAPS: dict[str, str] = {
     **dict.fromkeys(
         [
@@ -161,6 +168,14 @@ DATA_GAPS: dict[str, str] = {
     # the [ws-pyamqp] parameter (socket_transport=AmqpOverWebsocket); [amqp-pyamqp] passes
     **dict.fromkeys(["test_sb_client_with_ssl_context", "test_sb_client_with_ssl_context_async"], _WEBSOCKETS),
     **dict.fromkeys(["test_queue_operation_negative", "test_async_queue_operation_negative"], _SETTLE_STUB),
+    **dict.fromkeys(
+        [
+            f"test_{prefix}queue_by_servicebus_client_iter_messages_with_retrieve_deferred_{which}"
+            for prefix in ("", "async_")
+            for which in ("client", "receiver_complete", "receiver_deadletter")
+        ],
+        _LEAKED_STUB,
+    ),
     "test_message_property": "the SDK cannot decode the decimal128 it encodes: _pyamqp/_decode.py "
     "_decode_decimal128 reads the 14-bit exponent as (b0 & 0x7F) << 9 | b1 >> 1, while its encoder and Azure's AMQP "
     "stack (Microsoft.Azure.Amqp DecimalEncoding) write 7 + 7 bits, so Decimal('1.2345') decodes as an overflow, "
