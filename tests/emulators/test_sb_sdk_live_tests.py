@@ -228,8 +228,9 @@ def _run(
     try:
         env = {**ns.env, **_entities(ns)}
         env["PYTHONPATH"] = os.pathsep.join([env["PYTHONPATH"], str(pc.HERE), str(deps)])
-        # the data-plane tests include two that sleep 305 s by design (test_queue_receive_keep_conn_alive and its
-        # async twin: past the service's 240 s idle timeout, then past the lock duration)
+        # data-plane tests that sleep 300-305 s by design (test_queue_receive_keep_conn_alive and its async twin:
+        # past the service's 240 s idle timeout, then past the lock duration; and
+        # test_queue_receiver_sender_resume_after_link_timeout) need more than the default
         test_timeout = 420 if arm else 300
         found, proc = runner.run_pytest(tests, args, env, work, timeout=timeout, test_timeout=test_timeout)
     finally:
