@@ -245,6 +245,24 @@ def test_sdk_value_data_and_sequence_bodies_round_trip(emu):
     _check_sdk_bodies(received)
 
 
+def test_sender_delivery_annotations_and_footer_reach_the_receiver_with_the_lock_token(emu):
+    """Azure delivers the sender's delivery annotations next to its own x-opt-lock-token (azure-servicebus 7.15's
+    test_queue_send_amqp_annotated_message and test_message_inner_amqp_properties read them back from Azure)."""
+    sent = AmqpAnnotatedMessage(
+        data_body=[b"x"], delivery_annotations={"delann_key": "delann_value"}, footer={"footer_key": 6}
+    )
+    with ServiceBusClient.from_connection_string(emu.connection_string, retry_total=0) as c:
+        with c.get_queue_sender("q") as s:
+            s.send_messages(sent, timeout=10)
+        with c.get_queue_receiver("q", max_wait_time=5) as r:
+            (got,) = r.receive_messages(max_wait_time=5)
+            annotations = got.raw_amqp_message.delivery_annotations
+            assert annotations[b"delann_key"] == b"delann_value"
+            assert annotations[b"x-opt-lock-token"] == got.lock_token
+            assert got.raw_amqp_message.footer == {b"footer_key": 6}
+            r.complete_message(got)
+
+
 def test_async_sdk_bodies_round_trip(emu):
     async def scenario() -> list[Any]:
         async with AsyncServiceBusClient.from_connection_string(emu.connection_string, retry_total=0) as c:

@@ -21,12 +21,21 @@ from azure.servicebus import (
     ServiceBusReceiveMode,
     ServiceBusSubQueue,
 )
-from azure.servicebus.exceptions import MessageLockLostError, MessagingEntityNotFoundError
+from azure.servicebus._pyamqp.error import TokenAuthFailure
+from azure.servicebus.exceptions import MessageLockLostError, ServiceBusAuthenticationError
 from gcw_emulators.servicebus import QueueConfig
 
 from tests.support.harness import wait_until
 
 pytestmark = pytest.mark.timeout(60)
+
+
+def assert_entity_missing(raised: pytest.ExceptionInfo[ServiceBusAuthenticationError]) -> None:
+    """Azure's answer to a put-token for a missing entity, as the SDK raises it: the put-token's 404 and its
+    description (``TokenAuthFailure``, ``_pyamqp/error.py``) inside a ServiceBusAuthenticationError."""
+    inner = raised.value.inner_exception
+    assert isinstance(inner, TokenAuthFailure) and inner.status_code == 404, repr(inner)
+    assert "could not be found" in str(inner), str(inner)
 
 
 def client(emu) -> ServiceBusClient:
@@ -271,12 +280,16 @@ def test_duplicate_detection_drops_repeated_message_id(emu):
     assert emu.stats()["entities"]["dedup"]["sent"] == 2
 
 
-def test_unknown_entity_raises_not_found_for_sender_and_receiver(emu):
+def test_unknown_entity_fails_the_put_token_for_sender_and_receiver(emu):
+    """Azure answers the put-token for a missing entity with 404 (Azure/azure-service-bus issue 304), which the
+    SDK raises as ServiceBusAuthenticationError (``_pyamqp/cbs.py``), before any link is attached."""
     with client(emu) as c:
-        with pytest.raises(MessagingEntityNotFoundError), c.get_queue_sender("missing") as s:
+        with pytest.raises(ServiceBusAuthenticationError) as raised, c.get_queue_sender("missing") as s:
             s.send_messages(ServiceBusMessage("x"))
-        with pytest.raises(MessagingEntityNotFoundError), c.get_queue_receiver("missing") as r:
+        assert_entity_missing(raised)
+        with pytest.raises(ServiceBusAuthenticationError) as raised, c.get_queue_receiver("missing") as r:
             r.receive_messages(max_wait_time=1)
+        assert_entity_missing(raised)
 
 
 def test_defer_then_receive_deferred_and_complete(emu):
@@ -304,6 +317,12 @@ def test_receive_and_delete_mode(emu):
         with c.get_queue_receiver("q", receive_mode=ServiceBusReceiveMode.RECEIVE_AND_DELETE) as r:
             got = receive(r, 2)
             assert [str(m) for m in got] == ["x", "y"]
+    # as from Azure (azure-servicebus 7.15's test_message_backcompat_receive_and_delete_databody): pre-settled
+    # transfers with an empty delivery tag and an empty delivery-annotations section, no lock token, and the three
+    # message annotations enqueued time, sequence number and (when set) partition key: no message state
+    for m in got:
+        assert m.lock_token is None and m.message.delivery_tag is None and m.message.delivery_annotations == {}
+        assert set(m.raw_amqp_message.annotations) == {b"x-opt-enqueued-time", b"x-opt-sequence-number"}
     counts = emu.stats()["entities"]["q"]
     assert counts["active"] == 0 and counts["locked"] == 0
 

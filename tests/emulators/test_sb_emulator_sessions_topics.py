@@ -16,12 +16,14 @@ from azure.servicebus import (
 )
 from azure.servicebus.aio import ServiceBusClient as AsyncServiceBusClient
 from azure.servicebus.exceptions import (
-    MessagingEntityNotFoundError,
     OperationTimeoutError,
+    ServiceBusAuthenticationError,
     SessionCannotBeLockedError,
     SessionLockLostError,
 )
 from gcw_emulators.servicebus import QueueConfig, SubscriptionConfig, TopicConfig
+
+from tests.emulators.test_sb_emulator_sdk import assert_entity_missing
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -211,9 +213,11 @@ def test_correlation_filter_subscription_gets_only_matching_messages(sb_emulator
 
 
 def test_unknown_subscription_is_not_found(emu):
-    with client(emu) as c, pytest.raises(MessagingEntityNotFoundError), \
+    """The put-token for a missing subscription is a 404, as Azure answers it (see test_sb_emulator_sdk.py)."""
+    with client(emu) as c, pytest.raises(ServiceBusAuthenticationError) as raised, \
             c.get_subscription_receiver("events", "nope") as r:
         r.receive_messages(max_wait_time=1)
+    assert_entity_missing(raised)
 
 
 def test_async_client_send_receive_complete_and_dead_letter(emu):

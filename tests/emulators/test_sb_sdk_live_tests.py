@@ -73,7 +73,7 @@ DATA_PLANE = (
     "async_tests/test_list_sessions_async.py",
     "test_message.py::TestServiceBusMessageBackcompat",
 )
-# ~36 of the quickest data-plane tests (measured in the full run), for the default run
+# ~40 of the quickest data-plane tests (measured in the full run), for the default run
 DATA_PLANE_FAST = (
     "test_queues.py::TestServiceBusQueue::test_queue_message_properties[pyamqp]",
     "test_queues.py::TestServiceBusQueue::test_send_message_alternate_body_types",
@@ -111,45 +111,76 @@ DATA_PLANE_FAST = (
     "test_message.py::TestServiceBusMessageBackcompat::test_message_backcompat_receive_and_delete_sequencebody[pyamqp]",
     "test_message.py::TestServiceBusMessageBackcompat::test_message_backcompat_receive_and_delete_valuebody[pyamqp]",
     "async_tests/test_sessions_async.py::TestServiceBusAsyncSession::test_session_receiver_partially_invalid_autolockrenew_mode[pyamqp]",
+    # quick ones fixed since (delivery annotations, receive-and-delete transfers, the sync WebSocket library)
+    "test_queues.py::TestServiceBusQueue::test_message_inner_amqp_properties[pyamqp]",
+    "test_message.py::TestServiceBusMessageBackcompat::test_message_backcompat_receive_and_delete_databody[pyamqp]",
+    "test_sb_client.py::TestServiceBusClient::test_custom_endpoint_connection_verify_exception[pyamqp]",
 )
 _UNTRIAGED = (
     "failed in the first full run against the emulator (before the lock-token, session-id and list-sessions "
     "fixes); not triaged yet, see docs/emulators.md"
 )
-DATA_GAPS: dict[str, str] = dict.fromkeys(
-    [
-        "async_tests.test_queues_async",
-        "test_async_next_available_session_timeout_value",
-        "test_async_session_by_session_client_conn_str_receive_handler_peeklock",
-        "test_custom_endpoint_connection_verify_exception",
-        "test_list_queue_sessions_updated_after",
-        "test_list_queue_sessions_updated_after_async",
-        "test_list_subscription_sessions_updated_after",
-        "test_list_subscription_sessions_updated_after_async",
-        "test_message_backcompat_peek_lock_databody",
-        "test_message_backcompat_peek_lock_valuebody",
-        "test_message_backcompat_receive_and_delete_databody",
-        "test_message_batch_backcompat",
-        "test_message_inner_amqp_properties",
-        "test_message_property",
-        "test_next_available_session_timeout_value",
-        "test_queue_by_queue_client_conn_str_receive_handler_peeklock",
-        "test_queue_by_servicebus_client_iter_messages_with_retrieve_deferred_client",
-        "test_queue_by_servicebus_client_iter_messages_with_retrieve_deferred_receiver_complete",
-        "test_queue_by_servicebus_client_iter_messages_with_retrieve_deferred_receiver_deadletter",
-        "test_queue_message_amqp_over_websocket",
-        "test_queue_operation_negative",
-        "test_queue_send_amqp_annotated_message",
-        "test_queue_send_large_message_receive",
-        "test_queue_send_timeout",
-        "test_queue_send_twice",
-        "test_sb_client_bad_entity",
-        "test_sb_client_with_ssl_context",
-        "test_session_by_queue_client_conn_str_receive_handler_receiveanddelete",
-        "test_session_by_session_client_conn_str_receive_handler_peeklock",
-    ],
-    _UNTRIAGED,
+_WEBSOCKETS = (
+    "AMQP over WebSockets (TransportType.AmqpOverWebsocket, or custom_endpoint_address, which implies it): the "
+    "emulator serves no WebSockets, an allowed exclusion (docs/emulators.md)"
 )
+_SETTLE_STUB = (
+    "the test's stand-in for ReceiveClient.settle_messages takes (delivery_id, delivery_tag, outcome) only, and "
+    "7.15 calls it with await_outcome= and outcome_timeout= (_transport/_pyamqp_transport.py "
+    "settle_message_via_receiver_link; CHANGELOG 7.15: settlements wait for the outcome): complete_message raises "
+    "TypeError before anything is sent, against Azure too"
+)
+_LEAKED_STUB = (
+    "order-dependent, against Azure too: test_queue_receive_handler_peek_check_uniq_corr_id (and its async twin) "
+    "assigns its stub to receiver._amqp_transport.parse_received_message, i.e. to the class PyamqpTransport(Async), "
+    "and never restores it; every later test in the process gets deferred messages parsed by the stub, which drops "
+    "the lock-token of the management response: lock_token is None and complete_message sends a null lock token "
+    "(which the emulator rejects as undecodable). They pass when that test has not run before them"
+)
+DATA_GAPS: dict[str, str] = {
+    **dict.fromkeys(
+        [
+            "test_async_next_available_session_timeout_value",
+            "test_async_session_by_session_client_conn_str_receive_handler_peeklock",
+            "test_list_queue_sessions_updated_after",
+            "test_list_queue_sessions_updated_after_async",
+            "test_list_subscription_sessions_updated_after",
+            "test_list_subscription_sessions_updated_after_async",
+            "test_next_available_session_timeout_value",
+            "test_session_by_queue_client_conn_str_receive_handler_receiveanddelete",
+            "test_session_by_session_client_conn_str_receive_handler_peeklock",
+        ],
+        _UNTRIAGED,
+    ),
+    # the whole test runs over WebSockets (sync and async)
+    **dict.fromkeys(["test_queue_send_twice", "test_async_queue_send_twice"], _WEBSOCKETS),
+    "test_queue_message_amqp_over_websocket": _WEBSOCKETS,
+    # their AMQP parts pass; each ends with the same send over WebSockets
+    **dict.fromkeys(
+        [
+            "test_queue_send_timeout",
+            "test_async_queue_send_timeout",
+            "test_queue_send_large_message_receive",
+            "test_async_queue_send_large_message_receive",
+        ],
+        _WEBSOCKETS,
+    ),
+    # the [ws-pyamqp] parameter (socket_transport=AmqpOverWebsocket); [amqp-pyamqp] passes
+    **dict.fromkeys(["test_sb_client_with_ssl_context", "test_sb_client_with_ssl_context_async"], _WEBSOCKETS),
+    **dict.fromkeys(["test_queue_operation_negative", "test_async_queue_operation_negative"], _SETTLE_STUB),
+    **dict.fromkeys(
+        [
+            f"test_{prefix}queue_by_servicebus_client_iter_messages_with_retrieve_deferred_{which}"
+            for prefix in ("", "async_")
+            for which in ("client", "receiver_complete", "receiver_deadletter")
+        ],
+        _LEAKED_STUB,
+    ),
+    "test_message_property": "the SDK cannot decode the decimal128 it encodes: _pyamqp/_decode.py "
+    "_decode_decimal128 reads the 14-bit exponent as (b0 & 0x7F) << 9 | b1 >> 1, while its encoder and Azure's AMQP "
+    "stack (Microsoft.Azure.Amqp DecimalEncoding) write 7 + 7 bits, so Decimal('1.2345') decodes as an overflow, "
+    "the receiver rejects the transfer and receive_messages returns nothing: against Azure too",
+}
 
 
 def _entities(ns: sb.Namespace) -> dict[str, str]:
@@ -197,7 +228,11 @@ def _run(
     try:
         env = {**ns.env, **_entities(ns)}
         env["PYTHONPATH"] = os.pathsep.join([env["PYTHONPATH"], str(pc.HERE), str(deps)])
-        found, proc = runner.run_pytest(tests, args, env, work, timeout=timeout)
+        # data-plane tests that sleep 300-305 s by design (test_queue_receive_keep_conn_alive and its async twin:
+        # past the service's 240 s idle timeout, then past the lock duration; and
+        # test_queue_receiver_sender_resume_after_link_timeout) need more than the default
+        test_timeout = 420 if arm else 300
+        found, proc = runner.run_pytest(tests, args, env, work, timeout=timeout, test_timeout=test_timeout)
     finally:
         ns.stop()
     return found, proc.stdout

@@ -31,6 +31,7 @@ from worker.recovery.selection import Filters, SelectionError
 from worker.recovery.settle import Decision, SettleOutcome, settle_selected
 from worker.recovery.summary import render_summary, render_table, summarize, wrap_cell
 from worker.servicebus.client import make_servicebus_client
+from worker.servicebus.faults import servicebus_error_text
 
 log = structlog.get_logger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
@@ -113,7 +114,9 @@ def sdk_errors() -> Iterator[None]:
     except Exception as exc:
         from azure.servicebus.exceptions import ServiceBusError
 
-        if isinstance(exc, ServiceBusError | ValueError | OSError):
+        if isinstance(exc, ServiceBusError):
+            raise click.ClickException(servicebus_error_text(exc)) from None
+        if isinstance(exc, ValueError | OSError):
             raise click.ClickException(redact(f"{type(exc).__name__}: {exc}")[:1000]) from None
         raise
 

@@ -5,11 +5,22 @@ credential lacks a right or an entity is missing) would fail every request the s
 intake instead and reports it three ways, once per change: ``/readyz`` names the failing check and cause, the
 gauge ``gcw_config_fault{cause}`` is 1, and one log line (``configuration_fault``, then
 ``configuration_fault_cleared``) says what to fix.
+
+A missing entity reaches the worker in two shapes. Azure answers the client's put-token (the ``$cbs`` node) for a
+queue, topic or subscription that does not exist with status 404 ("The messaging entity 'sb://<namespace>/<name>'
+could not be found", Azure/azure-service-bus issue 304); the SDK raises that, as every put-token status outside
+2xx, as ``ServiceBusAuthenticationError`` carrying pyamqp's ``TokenAuthFailure`` (``_pyamqp/cbs.py``,
+``_transport/_pyamqp_transport.py``). An entity deleted after the put-token is refused on attach
+(``amqp:not-found``), which the SDK raises as ``MessagingEntityNotFoundError``.
 """
 
 from __future__ import annotations
 
 import structlog
+
+# TokenAuthFailure is pyamqp's (the SDK's vendored AMQP stack) and has no public alias: it is the only place the
+# put-token's status code and description survive (ServiceBusAuthenticationError keeps it as inner_exception)
+from azure.servicebus._pyamqp.error import TokenAuthFailure
 from azure.servicebus.exceptions import (
     MessagingEntityNotFoundError,
     ServiceBusAuthenticationError,
@@ -37,19 +48,39 @@ _HINTS = {
 }
 
 
+def _put_token_failure(exc: BaseException) -> TokenAuthFailure | None:
+    """The put-token answer inside an authentication error (status code and description), if it is one."""
+    if isinstance(exc, ServiceBusAuthenticationError) and isinstance(exc.inner_exception, TokenAuthFailure):
+        return exc.inner_exception
+    return None
+
+
 def servicebus_fault_cause(exc: BaseException) -> FaultCause | None:
     """The configuration fault a Service Bus SDK error stands for, or None when it is not one."""
     if isinstance(exc, ServiceBusAuthorizationError):
         return FaultCause.SERVICEBUS_FORBIDDEN
     if isinstance(exc, ServiceBusAuthenticationError):
+        failure = _put_token_failure(exc)
+        if failure is not None and failure.status_code == 404:  # Azure's answer for a missing entity
+            return FaultCause.SERVICEBUS_ENTITY_NOT_FOUND
         return FaultCause.SERVICEBUS_UNAUTHORIZED
     if isinstance(exc, MessagingEntityNotFoundError):
         return FaultCause.SERVICEBUS_ENTITY_NOT_FOUND
     return None
 
 
+def servicebus_error_text(exc: BaseException) -> str:
+    """``<class>: <message>``, redacted; for a failed put-token also its status and description, which the SDK's
+    message leaves out ("Service Bus has encountered an error. Error condition: amqp:client-error.")."""
+    text = f"{type(exc).__name__}: {exc}"
+    failure = _put_token_failure(exc)
+    if failure is not None:
+        text += " (" + "; ".join(line.strip() for line in str(failure).splitlines() if line.strip()) + ")"
+    return redact(text)[:1000]
+
+
 def describe_servicebus_fault(cause: FaultCause, entity: str, exc: BaseException) -> str:
-    return redact(f"{_HINTS.get(cause, str(cause))}: {entity}: {type(exc).__name__}: {exc}")[:1000]
+    return redact(f"{_HINTS.get(cause, str(cause))}: {entity}: {servicebus_error_text(exc)}")[:1000]
 
 
 class ConfigFaults:

@@ -475,8 +475,10 @@ class Broker(Handler):
             link.advance()
         else:
             self.on_commit()
-            dlv = link.delivery(uuid.uuid4().bytes)
-            link.send(codec.encode(msg))
+            # receive-and-delete: pre-settled, with an empty delivery tag as from Azure (azure-servicebus 7.15's
+            # test_message_backcompat_receive_and_delete_databody reads the tag back as None)
+            dlv = link.delivery(b"")
+            link.send(codec.encode(msg, transfer=True))
             link.advance()
             dlv.settle()
         return True
@@ -628,12 +630,27 @@ class Broker(Handler):
 
     # ------------------------------------------------------------------ shared access (access.py)
     def _put_token(self, conn: Any, request: Message) -> dict[str, Any]:
-        """``$cbs`` put-token: a verified token adds its grant to the connection (202); else 401, as Azure."""
+        """``$cbs`` put-token: a verified token adds its grant to the connection (202); else 401, as Azure.
+
+        A verified token whose audience (the request's ``name``) is an entity that does not exist is a 404, as
+        Azure answers it ("The messaging entity 'sb://ns/queen0' could not be found", Azure/azure-service-bus
+        issue 304); the SDK raises ``ServiceBusAuthenticationError`` (``_pyamqp/cbs.py``: any status outside 2xx
+        is ``TokenAuthFailure``). Authorization comes first (Azure/azure-sdk-for-net issue 44734): a token that
+        does not cover the audience gets no 404, its attach is refused for the missing right."""
         try:
             grant = self.access.grant(_str(request.body) or "")
         except TokenRejected as exc:
             log.info("servicebus_emulator_token_rejected", reason=str(exc).split(":", 1)[0])
             return {"status-code": 401, "status-description": str(exc)}
+        audience = _str((request.properties or {}).get("name")) or ""
+        path = entity_path(audience)
+        if path and grant.covers(path):
+            try:
+                self.store.resolve_any(path)
+            except EntityNotFound:
+                log.info("servicebus_emulator_token_entity_not_found", entity=path)
+                missing = f"The messaging entity '{audience}' could not be found."
+                return {"status-code": 404, "status-description": missing}
         conn.grants[grant.scope.lower()] = grant
         return {"status-code": 202, "status-description": "Accepted"}
 

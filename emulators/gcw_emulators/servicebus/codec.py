@@ -1,8 +1,8 @@
 """AMQP message sections as Service Bus needs them: parse what the SDK sends, build what it receives.
 
-The properties, body and footer sections are kept byte-for-byte; the header and message annotations are
-rebuilt on every delivery (delivery count, sequence number, lock expiry), application properties only when
-dead-letter details are added.
+The properties, body and footer sections are kept byte-for-byte; the header, delivery annotations and message
+annotations are rebuilt on every delivery (delivery count, lock token, sequence number, lock expiry) from the
+sender's, application properties only when dead-letter details are added.
 """
 
 from __future__ import annotations
@@ -61,6 +61,7 @@ _SYMBOLIC_SECTIONS = {
 }
 _SECTION_NAMES = {
     HEADER: "header",
+    DELIVERY_ANN: "delivery-annotations",
     MESSAGE_ANN: "message-annotations",
     PROPERTIES: "properties",
     APP_PROPERTIES: "application-properties",
@@ -181,6 +182,8 @@ class WireMessage:
     app_properties_raw: bytes
     rest_raw: bytes  # body sections + footer
     app_properties: dict[Any, Any] | None = field(default=None)
+    # the sender's delivery annotations: Azure delivers them with its own (x-opt-lock-token) to the receiver
+    delivery_annotations: dict[Any, Any] = field(default_factory=dict)
 
     @property
     def message_id(self) -> str | None:
@@ -253,6 +256,7 @@ def parse(raw: bytes) -> WireMessage:
 
 def _from_sections(sections: list[tuple[int, Any, bytes]]) -> WireMessage:
     header: list[Any] = []
+    delivery: dict[Any, Any] = {}
     annotations: dict[Any, Any] = {}
     properties: list[Any] = []
     properties_raw = app_raw = b""
@@ -262,7 +266,7 @@ def _from_sections(sections: list[tuple[int, Any, bytes]]) -> WireMessage:
         if code == HEADER:
             header = list(value or [])
         elif code == DELIVERY_ANN:
-            continue
+            delivery = dict(value or {})
         elif code == MESSAGE_ANN:
             annotations = dict(value or {})
         elif code == PROPERTIES:
@@ -276,7 +280,7 @@ def _from_sections(sections: list[tuple[int, Any, bytes]]) -> WireMessage:
         else:
             raise CodecError(f"unknown AMQP message section descriptor 0x{code:x}")
     header += [None] * (5 - len(header))
-    return WireMessage(header, annotations, properties, properties_raw, app_raw, b"".join(rest), app)
+    return WireMessage(header, annotations, properties, properties_raw, app_raw, b"".join(rest), app, delivery)
 
 
 def split_batch(raw: bytes) -> list[bytes] | None:
@@ -330,15 +334,25 @@ def _encode(obj: Any) -> bytes:
 
 
 def encode(
-    msg: StoredMessage, *, locked_until: float | None = None, peek: bool = False, lock_token: uuid.UUID | None = None
+    msg: StoredMessage,
+    *,
+    locked_until: float | None = None,
+    peek: bool = False,
+    lock_token: uuid.UUID | None = None,
+    transfer: bool = False,
 ) -> bytes:
     """The message as delivered to a receiver (or returned by peek / receive-by-sequence-number).
 
     As Azure delivers it (the payload captured from Azure in azure-servicebus 7.15's ``tests/test_message.py``,
     ``test_servicebus_received_message_from_bytes_preserves_broker_metadata``, issue #43979): a transfer on a
-    receiver link carries the lock token as the delivery annotation ``x-opt-lock-token`` (``lock_token``),
+    receiver link carries the lock token as the delivery annotation ``x-opt-lock-token`` (``lock_token``), next
+    to the delivery annotations the sender set (``tests/test_queues.py``, ``test_message_inner_amqp_properties``
+    and ``test_queue_send_amqp_annotated_message``, read them back from Azure),
     and the message annotations hold ``x-opt-enqueued-time``, ``x-opt-sequence-number`` and
-    ``x-opt-locked-until``, without ``x-opt-enqueue-sequence-number``."""
+    ``x-opt-locked-until``, without ``x-opt-enqueue-sequence-number``. A ``transfer`` on a receiver link has the
+    delivery annotations section even when it is empty (receive-and-delete: no lock token) and no
+    ``x-opt-message-state``, as from Azure (``test_message_backcompat_receive_and_delete_databody`` reads ``{}``,
+    not None, three message annotations and the encoded size that follows)."""
     wire: WireMessage = msg.payload
     header = list(wire.header)
     header[4] = uint(msg.delivery_count)
@@ -347,7 +361,7 @@ def encode(
     annotations[A_ENQUEUED] = timestamp(int(msg.enqueued_at * 1000))
     if locked_until:
         annotations[A_LOCKED_UNTIL] = timestamp(int(locked_until * 1000))
-    if peek or msg.state is not MessageState.LOCKED:
+    if peek or (msg.state is not MessageState.LOCKED and not transfer):
         state = MessageState.ACTIVE if msg.state is MessageState.LOCKED else msg.state
         annotations[A_STATE] = int(state)
     elif msg.deferred:
@@ -355,8 +369,11 @@ def encode(
     if msg.dead_letter_source:
         annotations[A_DLQ_SOURCE] = msg.dead_letter_source
     out = [_encode(Described(ulong(HEADER), header))]
+    delivery = dict(wire.delivery_annotations)
     if lock_token is not None:
-        out.append(_encode(Described(ulong(DELIVERY_ANN), {A_LOCK_TOKEN: lock_token})))
+        delivery[A_LOCK_TOKEN] = lock_token
+    if delivery or transfer or lock_token is not None:
+        out.append(_encode(Described(ulong(DELIVERY_ANN), delivery)))
     out += [_encode(Described(ulong(MESSAGE_ANN), annotations)), wire.properties_raw]
     if msg.dead_letter_reason is not None or msg.dead_letter_description is not None:
         app = dict(wire.app_properties or {})
@@ -375,6 +392,8 @@ def with_app_properties(wire: WireMessage, properties: dict[str, Any]) -> tuple[
     app_raw = _encode(Described(ulong(APP_PROPERTIES), properties)) if properties else b""
     changed = replace(wire, app_properties_raw=app_raw, app_properties=dict(properties))
     sections = [_encode(Described(ulong(HEADER), list(wire.header)))]
+    if wire.delivery_annotations:
+        sections.append(_encode(Described(ulong(DELIVERY_ANN), dict(wire.delivery_annotations))))
     if wire.annotations:
         sections.append(_encode(Described(ulong(MESSAGE_ANN), dict(wire.annotations))))
     return changed, b"".join([*sections, wire.properties_raw, app_raw, wire.rest_raw])

@@ -18,14 +18,14 @@ LIVE = {"AZURE_TEST_RUN_LIVE": "true", "AZURE_SKIP_LIVE_RECORDING": "true"}
 
 
 def run_pytest(
-    tests: Path, args: Sequence[str], env: Mapping[str, str], work: Path, timeout: float
+    tests: Path, args: Sequence[str], env: Mapping[str, str], work: Path, timeout: float, test_timeout: int = 300
 ) -> tuple[dict[str, tuple[str, str]], subprocess.CompletedProcess[str]]:
     """Runs pytest on ``args`` (paths under ``tests``, options) with ``env`` + live mode; outcomes by test id."""
     junit, ini = work / "junit.xml", work / "pytest.ini"
-    # timeout: pytest-timeout fails a test that hangs (e.g. on a frame the emulator never answers) and goes on,
-    # so one hang costs that test, not the whole subprocess and its report
+    # test_timeout: pytest-timeout fails a test that hangs (e.g. on a frame the emulator never answers) and goes
+    # on, so one hang costs that test, not the whole subprocess and its report
     ini.write_text(
-        "[pytest]\nasyncio_mode = auto\nasyncio_default_fixture_loop_scope = function\ntimeout = 300\n"
+        f"[pytest]\nasyncio_mode = auto\nasyncio_default_fixture_loop_scope = function\ntimeout = {test_timeout}\n"
     )
     command = [sys.executable, "-m", "pytest", "-c", str(ini), "--rootdir", str(tests)]
     # -p devtools_testutils: its fixtures (test_proxy), which the SDK repository's root conftest.py provides

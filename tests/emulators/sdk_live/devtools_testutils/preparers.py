@@ -148,8 +148,9 @@ class AzureMgmtPreparer:
         with self._cache_lock:
             if key not in self._cache:
                 self._cache[key] = self._prepare_create_resource(instance, **kwargs)
-            name, kwargs = self._cache[key]
-        return name, kwargs, True
+            name, prepared = self._cache[key]
+        # the cached resources, under this call's own arguments (e.g. its parametrized ones), as the real one does
+        return name, {**prepared, **kwargs}, True
 
     def _arguments(self, fn: Callable[..., Any], kwargs: dict[str, Any]) -> dict[str, Any]:
         return dict(kwargs) if getattr(fn, _IS_PREPARER, False) else trim_kwargs(fn, kwargs)
