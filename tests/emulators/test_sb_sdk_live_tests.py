@@ -116,10 +116,15 @@ _UNTRIAGED = (
     "failed in the first full run against the emulator (before the lock-token, session-id and list-sessions "
     "fixes); not triaged yet, see docs/emulators.md"
 )
+_NEXT_AVAILABLE_70S = (
+    "asserts that receive_messages(max_wait_time=5) on an unopened NEXT_AVAILABLE_SESSION receiver built with "
+    "max_wait_time=70 waits over 65 s; since 7.15 that 5 s wait bounds the link acquisition too, so the SDK gives up "
+    "after 5 s whatever the service does (azure-servicebus 7.15.0 CHANGELOG.md, Breaking Changes; "
+    "_servicebus_receiver.py _receive -> _open(get_attempt_timeout(wait_time, ...)))"
+)
 DATA_GAPS: dict[str, str] = dict.fromkeys(
     [
         "async_tests.test_queues_async",
-        "test_async_next_available_session_timeout_value",
         "test_async_session_by_session_client_conn_str_receive_handler_peeklock",
         "test_custom_endpoint_connection_verify_exception",
         "test_list_queue_sessions_updated_after",
@@ -132,7 +137,6 @@ DATA_GAPS: dict[str, str] = dict.fromkeys(
         "test_message_batch_backcompat",
         "test_message_inner_amqp_properties",
         "test_message_property",
-        "test_next_available_session_timeout_value",
         "test_queue_by_queue_client_conn_str_receive_handler_peeklock",
         "test_queue_by_servicebus_client_iter_messages_with_retrieve_deferred_client",
         "test_queue_by_servicebus_client_iter_messages_with_retrieve_deferred_receiver_complete",
@@ -145,11 +149,13 @@ DATA_GAPS: dict[str, str] = dict.fromkeys(
         "test_queue_send_twice",
         "test_sb_client_bad_entity",
         "test_sb_client_with_ssl_context",
-        "test_session_by_queue_client_conn_str_receive_handler_receiveanddelete",
-        "test_session_by_session_client_conn_str_receive_handler_peeklock",
     ],
     _UNTRIAGED,
-)
+) | {
+    # the sessions tests (test_sessions.py, test_list_sessions.py and their async twins): fail against Azure too
+    "test_next_available_session_timeout_value": _NEXT_AVAILABLE_70S,
+    "test_async_next_available_session_timeout_value": _NEXT_AVAILABLE_70S,
+}
 
 
 def _entities(ns: sb.Namespace) -> dict[str, str]:
