@@ -119,7 +119,8 @@ _UNTRIAGED = (
 _NEXT_AVAILABLE_70S = (
     "asserts that receive_messages(max_wait_time=5) on an unopened NEXT_AVAILABLE_SESSION receiver built with "
     "max_wait_time=70 waits over 65 s; since 7.15 that 5 s wait bounds the link acquisition too, so the SDK gives up "
-    "after 5 s whatever the service does (azure-servicebus 7.15.0 CHANGELOG.md, Breaking Changes; "
+    "after 5 s whatever the service does (azure-servicebus 7.15.0 CHANGELOG.md, Breaking Changes, from "
+    "Azure/azure-sdk-for-python#48698; "
     "_servicebus_receiver.py _receive -> _open(get_attempt_timeout(wait_time, ...)))"
 )
 DATA_GAPS: dict[str, str] = dict.fromkeys(

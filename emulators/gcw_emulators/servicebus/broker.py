@@ -48,7 +48,8 @@ LOCKED_UNTIL_UTC = symbol("com.microsoft:locked-until-utc")
 TIMEOUT_PROP = symbol("com.microsoft:timeout")
 TRACKING_ID = symbol("com.microsoft:tracking-id")
 MAX_MESSAGE_SIZE = 256 * 1024  # Azure Standard tier
-DEFAULT_SESSION_WAIT = 60.0
+# a NEXT_AVAILABLE_SESSION attach without com.microsoft:timeout: Azure waits 00:01:05 (Azure/azure-sdk-for-python#28495)
+DEFAULT_SESSION_WAIT = 65.0
 CREDIT_WINDOW = 1000
 
 ACTIVE = Endpoint.LOCAL_ACTIVE
