@@ -152,6 +152,13 @@ DATA_GAPS: dict[str, str] = dict.fromkeys(
     # the sessions tests (test_sessions.py, test_list_sessions.py and their async twins): fail against Azure too
     "test_next_available_session_timeout_value": _NEXT_AVAILABLE_70S,
     "test_async_next_available_session_timeout_value": _NEXT_AVAILABLE_70S,
+    # a race the emulator loses, not a missing behaviour (docs/emulators.md)
+    "test_async_session_by_queue_client_conn_str_receive_handler_receiveanddelete": "the queue's lock duration "
+    "(PT10S) equals the receiver's max_wait_time (10 s): the session lock, taken when the link attaches, expires "
+    "about 10 s after attach and the broker detaches the idle link with com.microsoft:session-lock-lost (as Azure "
+    "does, azure-servicebus _base_handler.py: 'the service would send a detach frame once a session lock gets "
+    "expired'), tens of ms before the iterator's own 10 s wait after the last message ends the loop; the sync twin "
+    "(PT5S, 5 s) passes",
 }
 
 
