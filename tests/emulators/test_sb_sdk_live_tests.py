@@ -159,6 +159,11 @@ DATA_GAPS: dict[str, str] = dict.fromkeys(
     "does, azure-servicebus _base_handler.py: 'the service would send a detach frame once a session lock gets "
     "expired'), tens of ms before the iterator's own 10 s wait after the last message ends the loop; the sync twin "
     "(PT5S, 5 s) passes",
+    "test_topic_by_servicebus_client_send_large_messages_w_sleep": "over 300 s (the per-test timeout): ten sends, "
+    "10 s apart, on a sender with socket_timeout=60; pyamqp's keep-alive thread (client.py _keep_alive, every 30 s) "
+    "reads while holding the transport's socket lock (_transport.py read), and that read waits up to 60 s for a frame "
+    "the emulator never sends unprompted, so a send that falls in it waits too (py-spy: the main thread in "
+    "_AbstractTransport.write waiting on socket_lock); whether Azure sends one is not known",
 }
 
 
