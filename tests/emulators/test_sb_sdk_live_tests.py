@@ -74,7 +74,7 @@ DATA_PLANE = (
     "async_tests/test_list_sessions_async.py",
     "test_message.py::TestServiceBusMessageBackcompat",
 )
-# ~36 of the quickest data-plane tests (measured in the full run), for the default run
+# ~38 of the quickest data-plane tests (measured in the full run), for the default run
 DATA_PLANE_FAST = (
     "test_queues.py::TestServiceBusQueue::test_queue_message_properties[pyamqp]",
     "test_queues.py::TestServiceBusQueue::test_send_message_alternate_body_types",
@@ -112,6 +112,9 @@ DATA_PLANE_FAST = (
     "test_message.py::TestServiceBusMessageBackcompat::test_message_backcompat_receive_and_delete_sequencebody[pyamqp]",
     "test_message.py::TestServiceBusMessageBackcompat::test_message_backcompat_receive_and_delete_valuebody[pyamqp]",
     "async_tests/test_sessions_async.py::TestServiceBusAsyncSession::test_session_receiver_partially_invalid_autolockrenew_mode[pyamqp]",
+    # get-message-sessions with messages (about 3 s each)
+    "test_list_sessions.py::TestServiceBusListSessions::test_list_queue_sessions_with_active_messages[pyamqp]",
+    "async_tests/test_list_sessions_async.py::TestServiceBusListSessionsAsync::test_list_subscription_sessions_with_active_messages_async[pyamqp]",
 )
 _UNTRIAGED = (
     "failed in the first full run against the emulator (before the lock-token, session-id and list-sessions "
