@@ -18,6 +18,7 @@ from azure.servicebus.aio import ServiceBusClient as AsyncServiceBusClient
 from azure.servicebus.exceptions import (
     OperationTimeoutError,
     ServiceBusAuthenticationError,
+    ServiceBusError,
     SessionCannotBeLockedError,
     SessionLockLostError,
 )
@@ -36,19 +37,26 @@ def receive(receiver, count: int, wait: float = 5.0):
     out = []
     deadline = time.monotonic() + wait
     while len(out) < count and time.monotonic() < deadline:
-        out += receiver.receive_messages(max_message_count=count - len(out),
-                                         max_wait_time=max(0.2, deadline - time.monotonic()))
+        out += receiver.receive_messages(
+            max_message_count=count - len(out), max_wait_time=max(0.2, deadline - time.monotonic())
+        )
     return out
 
 
 @pytest.fixture
 def emu(sb_emulator):
     return sb_emulator(
-        queues=[QueueConfig("sq", lock_duration=3.0, requires_session=True),
-                QueueConfig("plain", lock_duration=3.0)],
-        topics=[TopicConfig("events", subscriptions=[SubscriptionConfig("a", lock_duration=3.0),
-                                                     SubscriptionConfig("b", lock_duration=3.0,
-                                                                        max_delivery_count=1)])])
+        queues=[QueueConfig("sq", lock_duration=3.0, requires_session=True), QueueConfig("plain", lock_duration=3.0)],
+        topics=[
+            TopicConfig(
+                "events",
+                subscriptions=[
+                    SubscriptionConfig("a", lock_duration=3.0),
+                    SubscriptionConfig("b", lock_duration=3.0, max_delivery_count=1),
+                ],
+            )
+        ],
+    )
 
 
 def test_session_receiver_gets_only_its_session_in_order_with_state(emu):
@@ -92,6 +100,16 @@ def test_empty_session_id_is_a_session_of_its_own(emu):
             assert r.session.session_id == "x"
 
 
+def test_a_session_filter_that_is_not_a_string_is_refused(emu):
+    """Session ids are strings: a receiver for session_id=1 fails to attach, as the sdist's
+    tests/test_sessions.py (test_session_by_session_client_conn_str_receive_handler_peeklock) expects."""
+    with client(emu) as c:
+        with pytest.raises(ServiceBusError, match="must be a string"), c.get_queue_receiver("sq", session_id=1):
+            pass
+        with c.get_queue_receiver("sq", session_id="1", max_wait_time=3) as r:
+            assert r.session.session_id == "1"
+
+
 def test_list_sessions_honours_its_last_updated_time_filter(emu):
     """get-message-sessions: without a time, the sessions with messages; with one, those whose state was set
     after it (the SDK's list_queue_sessions(state_updated_after=...), azure-servicebus 7.15 _session_browser.py)."""
@@ -124,8 +142,10 @@ def test_locked_session_cannot_be_taken_by_a_second_receiver(emu):
 def test_next_available_session_times_out_when_none(emu):
     with client(emu) as c:
         started = time.monotonic()
-        with pytest.raises(OperationTimeoutError), \
-                c.get_queue_receiver("sq", session_id=NEXT_AVAILABLE_SESSION, max_wait_time=1) as r:
+        with (
+            pytest.raises(OperationTimeoutError),
+            c.get_queue_receiver("sq", session_id=NEXT_AVAILABLE_SESSION, max_wait_time=1) as r,
+        ):
             r.receive_messages(max_wait_time=1)
         assert time.monotonic() - started < 20
 
@@ -146,20 +166,21 @@ def test_closing_a_session_receiver_returns_unsettled_messages(emu):
 def test_session_lock_expiry_is_reported_and_auto_lock_renewer_prevents_it(emu):
     with client(emu) as c:
         with c.get_queue_sender("sq") as s:
-            s.send_messages([ServiceBusMessage("kept", session_id="renewed"),
-                             ServiceBusMessage("lost", session_id="idle")])
+            s.send_messages(
+                [ServiceBusMessage("kept", session_id="renewed"), ServiceBusMessage("lost", session_id="idle")]
+            )
         with c.get_queue_receiver("sq", session_id="renewed") as r:
             renewer = AutoLockRenewer(max_lock_renewal_duration=20)
             renewer.register(r, r.session)
-            time.sleep(4)                                   # past the 3 s session lock
+            time.sleep(4)  # past the 3 s session lock
             (m,) = receive(r, 1)
             r.complete_message(m)
             renewer.close()
         with c.get_queue_receiver("sq", session_id="idle") as r:
-            time.sleep(3.5)                                 # past the 3 s session lock, unrenewed
+            time.sleep(3.5)  # past the 3 s session lock, unrenewed
             with pytest.raises(SessionLockLostError):
                 r.receive_messages(max_message_count=1, max_wait_time=2)
-        with c.get_queue_receiver("sq", session_id="idle") as r:   # the session is free again
+        with c.get_queue_receiver("sq", session_id="idle") as r:  # the session is free again
             (m,) = receive(r, 1)
             assert str(m) == "lost"
             r.complete_message(m)
@@ -178,7 +199,7 @@ def test_topic_fans_out_to_every_subscription(emu):
                         r.complete_message(m)
                 else:
                     for m in got:
-                        r.abandon_message(m)     # max_delivery_count=1 → dead-lettered
+                        r.abandon_message(m)  # max_delivery_count=1 → dead-lettered
         with c.get_subscription_receiver("events", "b", sub_queue=ServiceBusSubQueue.DEAD_LETTER) as d:
             got = receive(d, 2)
             assert [m.dead_letter_reason for m in got] == ["MaxDeliveryCountExceeded"] * 2
@@ -192,17 +213,31 @@ def test_topic_fans_out_to_every_subscription(emu):
 def test_correlation_filter_subscription_gets_only_matching_messages(sb_emulator):
     from gcw_emulators.servicebus.config import CorrelationFilter
 
-    emu = sb_emulator(topics=[TopicConfig("results", subscriptions=[
-        SubscriptionConfig("failures", filters=(CorrelationFilter(properties=(("status", "failed"),)),)),
-        SubscriptionConfig("tenant-a", filters=(CorrelationFilter(subject="ingest", correlation_id="a"),)),
-        SubscriptionConfig("everything")])])
+    emu = sb_emulator(
+        topics=[
+            TopicConfig(
+                "results",
+                subscriptions=[
+                    SubscriptionConfig("failures", filters=(CorrelationFilter(properties=(("status", "failed"),)),)),
+                    SubscriptionConfig("tenant-a", filters=(CorrelationFilter(subject="ingest", correlation_id="a"),)),
+                    SubscriptionConfig("everything"),
+                ],
+            )
+        ]
+    )
     with client(emu) as c:
         with c.get_topic_sender("results") as s:
-            s.send_messages([
-                ServiceBusMessage("1", subject="ingest", correlation_id="a", application_properties={"status": "ok"}),
-                ServiceBusMessage("2", subject="ingest", correlation_id="b",
-                                  application_properties={"status": "failed"}),
-                ServiceBusMessage("3", subject="delete", correlation_id="a")])
+            s.send_messages(
+                [
+                    ServiceBusMessage(
+                        "1", subject="ingest", correlation_id="a", application_properties={"status": "ok"}
+                    ),
+                    ServiceBusMessage(
+                        "2", subject="ingest", correlation_id="b", application_properties={"status": "failed"}
+                    ),
+                    ServiceBusMessage("3", subject="delete", correlation_id="a"),
+                ]
+            )
         for sub, expected in (("failures", ["2"]), ("tenant-a", ["1"]), ("everything", ["1", "2", "3"])):
             with c.get_subscription_receiver("results", sub) as r:
                 got = receive(r, len(expected), wait=3)
@@ -214,8 +249,11 @@ def test_correlation_filter_subscription_gets_only_matching_messages(sb_emulator
 
 def test_unknown_subscription_is_not_found(emu):
     """The put-token for a missing subscription is a 404, as Azure answers it (see test_sb_emulator_sdk.py)."""
-    with client(emu) as c, pytest.raises(ServiceBusAuthenticationError) as raised, \
-            c.get_subscription_receiver("events", "nope") as r:
+    with (
+        client(emu) as c,
+        pytest.raises(ServiceBusAuthenticationError) as raised,
+        c.get_subscription_receiver("events", "nope") as r,
+    ):
         r.receive_messages(max_wait_time=1)
     assert_entity_missing(raised)
 

@@ -20,7 +20,8 @@ The second tier, ``test_official_data_plane_tests_pass_in_live_mode``, runs the 
 whose preparers provision namespaces and entities through Azure Resource Manager: the emulator serves those calls
 (``gcw_emulators.servicebus.arm``) and the subprocess resolves the namespaces' names to it (``sdk_live.sb``). The
 default run is ``DATA_PLANE_FAST``; ``GCW_SB_DATA_TESTS=all`` runs every file (``GCW_SB_DATA_WORKERS=N``: over N
-namespaces in parallel), other values are pytest arguments. Its gaps are ``DATA_GAPS``.
+namespaces in parallel), other values are pytest arguments. Its gaps are ``DATA_GAPS``; ``DATA_RACES`` names the
+tests whose outcome is a race of timers (either outcome is accepted and printed).
 """
 
 from __future__ import annotations
@@ -115,10 +116,9 @@ DATA_PLANE_FAST = (
     "test_queues.py::TestServiceBusQueue::test_message_inner_amqp_properties[pyamqp]",
     "test_message.py::TestServiceBusMessageBackcompat::test_message_backcompat_receive_and_delete_databody[pyamqp]",
     "test_sb_client.py::TestServiceBusClient::test_custom_endpoint_connection_verify_exception[pyamqp]",
-)
-_UNTRIAGED = (
-    "failed in the first full run against the emulator (before the lock-token, session-id and list-sessions "
-    "fixes); not triaged yet, see docs/emulators.md"
+    # get-message-sessions with messages (about 3 s each)
+    "test_list_sessions.py::TestServiceBusListSessions::test_list_queue_sessions_with_active_messages[pyamqp]",
+    "async_tests/test_list_sessions_async.py::TestServiceBusListSessionsAsync::test_list_subscription_sessions_with_active_messages_async[pyamqp]",
 )
 _WEBSOCKETS = (
     "AMQP over WebSockets (TransportType.AmqpOverWebsocket, or custom_endpoint_address, which implies it): the "
@@ -137,21 +137,14 @@ _LEAKED_STUB = (
     "the lock-token of the management response: lock_token is None and complete_message sends a null lock token "
     "(which the emulator rejects as undecodable). They pass when that test has not run before them"
 )
+_NEXT_AVAILABLE_70S = (
+    "asserts that receive_messages(max_wait_time=5) on an unopened NEXT_AVAILABLE_SESSION receiver built with "
+    "max_wait_time=70 waits over 65 s; since 7.15 that 5 s wait bounds the link acquisition too, so the SDK gives up "
+    "after 5 s whatever the service does (azure-servicebus 7.15.0 CHANGELOG.md, Breaking Changes, from "
+    "Azure/azure-sdk-for-python#48698; "
+    "_servicebus_receiver.py _receive -> _open(get_attempt_timeout(wait_time, ...)))"
+)
 DATA_GAPS: dict[str, str] = {
-    **dict.fromkeys(
-        [
-            "test_async_next_available_session_timeout_value",
-            "test_async_session_by_session_client_conn_str_receive_handler_peeklock",
-            "test_list_queue_sessions_updated_after",
-            "test_list_queue_sessions_updated_after_async",
-            "test_list_subscription_sessions_updated_after",
-            "test_list_subscription_sessions_updated_after_async",
-            "test_next_available_session_timeout_value",
-            "test_session_by_queue_client_conn_str_receive_handler_receiveanddelete",
-            "test_session_by_session_client_conn_str_receive_handler_peeklock",
-        ],
-        _UNTRIAGED,
-    ),
     # the whole test runs over WebSockets (sync and async)
     **dict.fromkeys(["test_queue_send_twice", "test_async_queue_send_twice"], _WEBSOCKETS),
     "test_queue_message_amqp_over_websocket": _WEBSOCKETS,
@@ -180,6 +173,26 @@ DATA_GAPS: dict[str, str] = {
     "_decode_decimal128 reads the 14-bit exponent as (b0 & 0x7F) << 9 | b1 >> 1, while its encoder and Azure's AMQP "
     "stack (Microsoft.Azure.Amqp DecimalEncoding) write 7 + 7 bits, so Decimal('1.2345') decodes as an overflow, "
     "the receiver rejects the transfer and receive_messages returns nothing: against Azure too",
+    # test_sessions.py and its async twin: fails against Azure too; test_topic.py: slower than the per-test timeout
+    "test_next_available_session_timeout_value": _NEXT_AVAILABLE_70S,
+    "test_async_next_available_session_timeout_value": _NEXT_AVAILABLE_70S,
+    "test_topic_by_servicebus_client_send_large_messages_w_sleep": "over 300 s (the per-test timeout): ten sends, "
+    "10 s apart, on a sender with socket_timeout=60; pyamqp's keep-alive thread (client.py _keep_alive, every 30 s) "
+    "reads while holding the transport's socket lock (_transport.py read), and that read waits up to 60 s for a frame "
+    "the emulator never sends unprompted, so a send that falls in it waits too (py-spy: the main thread in "
+    "_AbstractTransport.write waiting on socket_lock); whether Azure sends one is not known",
+}
+
+_SESSION_LOCK_RACE = (
+    "the queue's lock duration equals the receiver's max_wait_time (PT5S and 5 s; async PT10S and 10 s): the "
+    "session lock, taken when the link attaches, expires and the broker detaches the idle link with "
+    "com.microsoft:session-lock-lost (Azure sends that detach too: azure-servicebus _base_handler.py _check_live) "
+    "within ms of the iterator's own wait after the last message ending the loop; which comes first decides"
+)
+# tests whose outcome is a race of timers (each with its reason): either outcome is accepted and reported
+DATA_RACES: dict[str, str] = {
+    "test_session_by_queue_client_conn_str_receive_handler_receiveanddelete": _SESSION_LOCK_RACE,
+    "test_async_session_by_queue_client_conn_str_receive_handler_receiveanddelete": _SESSION_LOCK_RACE,
 }
 
 
@@ -276,4 +289,6 @@ def test_official_data_plane_tests_pass_in_live_mode(tmp_path: Path) -> None:
         for share_found, share_stdout in runs:
             found.update(share_found)
             stdout += share_stdout[-3000:]
+    for test_id in [t for t in found if runner.gap(DATA_RACES, t) is not None]:
+        print(f"race {test_id}: {found.pop(test_id)[0]}")
     runner.check(found, DATA_GAPS, stdout, allow_skipped=True)

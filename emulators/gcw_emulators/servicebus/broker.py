@@ -48,7 +48,8 @@ LOCKED_UNTIL_UTC = symbol("com.microsoft:locked-until-utc")
 TIMEOUT_PROP = symbol("com.microsoft:timeout")
 TRACKING_ID = symbol("com.microsoft:tracking-id")
 MAX_MESSAGE_SIZE = 256 * 1024  # Azure Standard tier
-DEFAULT_SESSION_WAIT = 60.0
+# a NEXT_AVAILABLE_SESSION attach without com.microsoft:timeout: Azure waits 00:01:05 (Azure/azure-sdk-for-python#28495)
+DEFAULT_SESSION_WAIT = 65.0
 CREDIT_WINDOW = 1000
 
 ACTIVE = Endpoint.LOCAL_ACTIVE
@@ -329,13 +330,20 @@ class Broker(Handler):
         value = filters.get(SESSION_FILTER, filters.get("com.microsoft:session-filter"))
         if hasattr(value, "value"):  # a described filter
             value = value.value
+        if value is not None and not isinstance(value, str | bytes | memoryview):
+            # Azure's session ids are strings (the SDKs send a string filter): session_id=1 fails to attach
+            raise ArgumentError(f"The session filter must be a string, not {value!r}.")
         return True, _str(value)
 
     def _attach_consumer(self, link: Link) -> None:
         entity = self.store.resolve(link.path)
         link.path = entity.path
         link.peek_lock = link.remote_snd_settle_mode != Link.SND_SETTLED
-        has_filter, session_id = self._read_filter(link)
+        try:
+            has_filter, session_id = self._read_filter(link)
+        except ArgumentError as exc:
+            self._refuse(link, exc.condition, str(exc))
+            return
         if entity.requires_session and not has_filter:
             self._refuse(
                 link,
