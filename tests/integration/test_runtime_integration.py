@@ -102,10 +102,10 @@ def settled(read: Callable[[], T], timeout: float = 5.0) -> T:
     return last[0]
 
 
-def make_consumer(client, processor, session_client=None, **settings) -> Consumer:  # type: ignore[no-untyped-def]
+def make_consumer(client, processor, direct_client=None, **settings) -> Consumer:  # type: ignore[no-untyped-def]
     s = ConsumerSettings(reply_queue="replies", **settings)
     return Consumer(
-        client, s, processor, limits=Limits(), metrics=Metrics(), health=HealthState(), session_client=session_client
+        client, s, processor, limits=Limits(), metrics=Metrics(), health=HealthState(), direct_client=direct_client
     )
 
 
@@ -162,7 +162,7 @@ def test_session_input_is_processed_in_order_per_session_and_replies_carry_the_s
             sessions=True,
             max_sessions=3,
             session_idle_seconds=1,
-            session_client=session_client,
+            direct_client=session_client,
         )
         with Running(consumer):
             replies = receive_all(session_client, "replies", 18, session=True)

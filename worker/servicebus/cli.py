@@ -89,7 +89,7 @@ def run(cfg: RunConfig) -> int:
     try:
         limits = build_limits(cfg)
         processor = build_processor(cfg, metrics, limits)
-        client, session_client = build_servicebus_clients(cfg)
+        client, direct_client = build_servicebus_clients(cfg)
         probe_client = build_preflight_geocatalog_client(cfg, metrics)
     except Exception as exc:
         log.error("startup_failed", error=redact(f"{type(exc).__name__}: {exc}"))
@@ -97,9 +97,9 @@ def run(cfg: RunConfig) -> int:
         return 2
     settings = consumer_settings(cfg)
     consumer = Consumer(
-        client, settings, processor, limits=limits, metrics=metrics, health=health, session_client=session_client
+        client, settings, processor, limits=limits, metrics=metrics, health=health, direct_client=direct_client
     )
-    for result in run_preflight(client, settings, probe_client, receiver_client=session_client):
+    for result in run_preflight(client, settings, probe_client, direct_client=direct_client):
         log.log(
             logging.INFO if result.ok else logging.ERROR,
             "preflight_check",
@@ -119,7 +119,7 @@ def run(cfg: RunConfig) -> int:
         if not consumer.run(stop):
             status = 1  # a receiver loop crashed: let the orchestrator restart the pod
     finally:
-        for closer in (getattr(processor, "batcher", None), probe_client, client, session_client, server):
+        for closer in (getattr(processor, "batcher", None), probe_client, client, direct_client, server):
             try:
                 if closer is server:
                     server.stop()
@@ -153,17 +153,16 @@ def check(cfg: RunConfig) -> int:
 
     configure_logging("ERROR")  # the table is the output
     try:
-        client, session_client = build_servicebus_clients(cfg)
+        client, direct_client = build_servicebus_clients(cfg)
         geocatalog = build_preflight_geocatalog_client(cfg, Metrics())
     except Exception as exc:
         click.echo(f"cannot start the checks: {redact(f'{type(exc).__name__}: {exc}')}", err=True)
         return 2
     try:
-        results = run_preflight(client, consumer_settings(cfg), geocatalog, receiver_client=session_client)
+        results = run_preflight(client, consumer_settings(cfg), geocatalog, direct_client=direct_client)
     finally:
-        for closer in (geocatalog, client, session_client):
-            if closer is not None:
-                closer.close()
+        for closer in (geocatalog, client, direct_client):
+            closer.close()
     click.echo(format_table(results))
     failed = [r.name for r in results if not r.ok]
     click.echo(f"{len(failed)} check(s) failed: {', '.join(failed)}" if failed else "all checks passed")

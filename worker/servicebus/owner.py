@@ -78,6 +78,7 @@ class ReceiverOwner(threading.Thread):
         capacity: int,
         faults: ConfigFaults | None = None,
         receiver_client: ServiceBusClient | None = None,
+        sender_client: ServiceBusClient | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(name=name, daemon=True)
@@ -94,7 +95,9 @@ class ReceiverOwner(threading.Thread):
         self._clock = clock
         self._commands: queue.SimpleQueue[tuple[InFlight, Disposition]] = queue.SimpleQueue()
         self._inflight: dict[int, InFlight] = {}
-        self._senders = Senders(client)
+        # reply and reschedule senders: a client without SDK retries, so a missing or forbidden entity is reported
+        # after one attempt (the worker's backoff and redelivery own the retry)
+        self._senders = Senders(sender_client or client)
         self._drain_deadline: float | None = None
         self._last_message_at: float = 0.0
         self._abandon_at: dict[int, float] = {}

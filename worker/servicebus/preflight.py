@@ -117,15 +117,17 @@ def run_preflight(
     settings: ConsumerSettings,
     geocatalog: GeoCatalogClient,
     *,
-    receiver_client: ServiceBusClient | None = None,
+    direct_client: ServiceBusClient | None = None,
 ) -> list[CheckResult]:
-    """Every check, in the order the worker needs them (``receiver_client``: the session-accepting client)."""
+    """Every check, in the order the worker needs them, each on the client the worker itself uses for that link
+    (``direct_client``: the one without SDK retries, see ``wiring.build_servicebus_clients``)."""
+    direct = direct_client or client
     results = [
-        check_receive(receiver_client or client, settings),
-        check_sender(client, CHECK_SEND_REPLY, settings.reply_queue, "results"),
+        check_receive(direct if settings.sessions else client, settings),
+        check_sender(direct, CHECK_SEND_REPLY, settings.reply_queue, "results"),
     ]
     if settings.can_reschedule and settings.request_queue:
-        results.append(check_sender(client, CHECK_SCHEDULE, settings.request_queue, "scheduled retries"))
+        results.append(check_sender(direct, CHECK_SCHEDULE, settings.request_queue, "scheduled retries"))
     else:
         results.append(
             CheckResult(CHECK_SCHEDULE, True, "retries are abandoned, not scheduled (topic or sessions)", skipped=True)

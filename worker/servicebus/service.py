@@ -41,9 +41,10 @@ class Consumer:
         limits: Limits,
         metrics: Metrics,
         health: HealthState,
-        session_client: ServiceBusClient | None = None,
+        direct_client: ServiceBusClient | None = None,
     ) -> None:
-        """``session_client``: a client built with ``retry_total=0`` used to accept sessions (see owner.py)."""
+        """``direct_client``: a client built with ``retry_total=0``, used to accept sessions and for the reply and
+        reschedule senders (see ``wiring.build_servicebus_clients``)."""
         self.client = client
         self.settings = settings
         self.processor = processor
@@ -78,7 +79,8 @@ class Consumer:
                 health=health,
                 capacity=capacity,
                 faults=self.faults,
-                receiver_client=session_client if settings.sessions else None,
+                receiver_client=direct_client if settings.sessions else None,
+                sender_client=direct_client,
             )
             for i, capacity in enumerate(capacities)
         ]

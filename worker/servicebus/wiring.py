@@ -18,9 +18,12 @@ if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
 
 
-def build_servicebus_clients(cfg: RunConfig) -> tuple[Any, Any | None]:
-    """The Service Bus client, and for session input a second one without SDK retries (accepting a session
-    returns after ``max_wait_time`` instead of ~20 s of retried attempts)."""
+def build_servicebus_clients(cfg: RunConfig) -> tuple[Any, Any]:
+    """The Service Bus client (SDK retries: receiving, settling, renewing locks), and a direct one without SDK
+    retries where the worker's own policy owns the retry: accepting a session (returns after ``max_wait_time``
+    instead of ~20 s of retried attempts) and the reply and reschedule senders (a missing or forbidden entity is
+    reported after one attempt, not after ~16 s of retried CBS token puts; a failed batch is resent one by one by
+    ``replies.publish``, and a reply that still fails abandons its request for redelivery)."""
     from worker.servicebus.client import make_servicebus_client
 
     secret = cfg.servicebus_connection_string
@@ -29,7 +32,7 @@ def build_servicebus_clients(cfg: RunConfig) -> tuple[Any, Any | None]:
         "namespace": cfg.servicebus_namespace,
     }
     client = make_servicebus_client(**connection)
-    return client, make_servicebus_client(**connection, retry_total=0) if cfg.sessions else None
+    return client, make_servicebus_client(**connection, retry_total=0)
 
 
 def consumer_settings(cfg: RunConfig) -> ConsumerSettings:
