@@ -119,7 +119,7 @@ def document(results: list[ScenarioResult], *, smoke: bool) -> dict[str, Any]:
                 "name": r.scenario.name,
                 "description": r.scenario.description,
                 "settings": {
-                    "operation_seconds": r.scenario.operation_seconds,
+                    "operation_seconds": r.scenario.emulator_durations,
                     "items_per_request": r.scenario.items_per_request,
                     "concurrency": r.scenario.concurrency,
                     "processes": 0 if r.scenario.baseline else r.scenario.processes,

@@ -155,7 +155,7 @@ class Run:
             # the broker in a process of its own: in this one it shared the GIL with the GeoCatalog emulator and
             # the collector, and under load it waited for it (docs/benchmarks.md, change 15)
             servicebus_process=True,
-            operation_seconds=s.operation_seconds,
+            operation_seconds=s.emulator_durations,
             private_hosts=[PRIVATE_STORAGE],
             collections=list(COLLECTIONS),
             request_budget=s.emulator_budget,

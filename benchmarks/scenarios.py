@@ -25,7 +25,10 @@ class Target:
 class Scenario:
     name: str
     description: str
-    operation_seconds: float = 0.0
+    operation_seconds: float = 0.0  # the emulator's fixed duration, or with ``durations`` their mean
+    # the emulator's --operation-seconds when not fixed: "recorded" draws from the live service's timings
+    # (Microsoft's recordings: AddItem 5-7 s, docs/emulator-geocatalog.md)
+    durations: str | None = None
     items_per_request: int = 1
     concurrency: int = 64
     processes: int = 1
@@ -42,6 +45,11 @@ class Scenario:
     peer_name: str | None = None  # worker/peer ratios against this peer scenario
     worker_args: tuple[str, ...] = ()
     targets: tuple[Target, ...] = field(default_factory=tuple)
+
+    @property
+    def emulator_durations(self) -> float | str:
+        """What the GeoCatalog emulator is started with."""
+        return self.durations or self.operation_seconds
 
     @property
     def budget_share(self) -> float:
@@ -246,6 +254,50 @@ def full() -> list[Scenario]:
                 Target("≤ 200 MB RSS at that (issue 15)", "peak_rss_mb_max", "<=", 200.0),
             ),
         ),
+        # the same pairs with the live service's operation timings (issue 15: "run the same scenarios with the
+        # recorded operation-duration distributions"); mean AddItem 6 s
+        Scenario(
+            "peer-recorded-c512-p1",
+            "the asyncio peer, recorded operation durations (AddItem 5-7 s), 1 item/request, 512 in flight, 1 process",
+            operation_seconds=6.0,
+            durations="recorded",
+            requests=3000,
+            concurrency=512,
+            baseline="peer",
+        ),
+        Scenario(
+            "recorded-1item-c512-p1",
+            "recorded operation durations (AddItem 5-7 s), 1 item/request, concurrency 512, 1 process",
+            operation_seconds=6.0,
+            durations="recorded",
+            requests=3000,
+            concurrency=512,
+            peer_name="peer-recorded-c512-p1",
+            targets=_peer_targets(),
+        ),
+        Scenario(
+            "peer-budget50-recorded-c512-p3",
+            "the asyncio peer under the 50 calls/s budget (429), recorded operation durations, 3 processes x 512",
+            operation_seconds=6.0,
+            durations="recorded",
+            requests=3000,
+            concurrency=512,
+            processes=3,
+            emulator_budget=50.0,
+            baseline="peer",
+        ),
+        Scenario(
+            "budget50-recorded-c2048-p3",
+            "50 calls/s GeoCatalog budget enforced (429), recorded operation durations, 3 processes, concurrency 2048",
+            operation_seconds=6.0,
+            durations="recorded",
+            requests=15000,
+            concurrency=2048,
+            processes=3,
+            emulator_budget=50.0,
+            peer_name="peer-budget50-recorded-c512-p3",
+            targets=(Target("no request failed by throttling", "failed", "<=", 0.0), *_budget_targets()),
+        ),
         Scenario(
             "op15-1item-c2048-p1",
             "15 s operations, 1 item/request, concurrency 2048, 1 process: 2,048 requests in flight at once (issue 15)",
@@ -300,8 +352,9 @@ def smoke() -> list[Scenario]:
         ),
         Scenario(
             "smoke-budget-50items-p2",
-            "budget 50 calls/s, 0.2 s operations, 5 items/request, 2 processes",
+            "budget 50 calls/s, 0.1-0.3 s operations, 5 items/request, 2 processes",
             operation_seconds=0.2,
+            durations="uniform:0.1,0.3",  # the path of the scenarios with recorded durations
             items_per_request=5,
             requests=10,
             concurrency=8,

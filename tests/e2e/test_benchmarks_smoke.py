@@ -134,6 +134,7 @@ def test_smoke_run_produces_every_figure(tmp_path: Path) -> None:
             assert t["met"] in (True, False) and t["value"] is not None, (s["name"], t)
     assert by_name["smoke-op02-1item-p1"]["figures"]["vs_baseline_throughput"] > 0
     assert by_name["smoke-budget-50items-p2"]["figures"]["scale_ratio"] > 0
+    assert by_name["smoke-budget-50items-p2"]["settings"]["operation_seconds"] == "uniform:0.1,0.3"
     half = by_name["smoke-op02-half"]["figures"]
     assert half["offered_rate"] == pytest.approx(by_name["smoke-op02-1item-p1"]["figures"]["throughput"] / 2)
     # the baseline is the quickstart: one POST per request and at least one poll GET per operation
