@@ -20,8 +20,7 @@ The second tier, ``test_official_data_plane_tests_pass_in_live_mode``, runs the 
 whose preparers provision namespaces and entities through Azure Resource Manager: the emulator serves those calls
 (``gcw_emulators.servicebus.arm``) and the subprocess resolves the namespaces' names to it (``sdk_live.sb``). The
 default run is ``DATA_PLANE_FAST``; ``GCW_SB_DATA_TESTS=all`` runs every file (``GCW_SB_DATA_WORKERS=N``: over N
-namespaces in parallel), other values are pytest arguments. Its gaps are ``DATA_GAPS``; ``DATA_RACES`` names the
-tests whose outcome is a race of timers (either outcome is accepted and printed).
+namespaces in parallel), other values are pytest arguments. Its gaps are ``DATA_GAPS``.
 """
 
 from __future__ import annotations
@@ -183,18 +182,6 @@ DATA_GAPS: dict[str, str] = {
     "_AbstractTransport.write waiting on socket_lock); whether Azure sends one is not known",
 }
 
-_SESSION_LOCK_RACE = (
-    "the queue's lock duration equals the receiver's max_wait_time (PT5S and 5 s; async PT10S and 10 s): the "
-    "session lock, taken when the link attaches, expires and the broker detaches the idle link with "
-    "com.microsoft:session-lock-lost (Azure sends that detach too: azure-servicebus _base_handler.py _check_live) "
-    "within ms of the iterator's own wait after the last message ending the loop; which comes first decides"
-)
-# tests whose outcome is a race of timers (each with its reason): either outcome is accepted and reported
-DATA_RACES: dict[str, str] = {
-    "test_session_by_queue_client_conn_str_receive_handler_receiveanddelete": _SESSION_LOCK_RACE,
-    "test_async_session_by_queue_client_conn_str_receive_handler_receiveanddelete": _SESSION_LOCK_RACE,
-}
-
 
 def _entities(ns: sb.Namespace) -> dict[str, str]:
     """The entities ServiceBusPreparer names, created on the emulator; the variables naming them."""
@@ -289,6 +276,4 @@ def test_official_data_plane_tests_pass_in_live_mode(tmp_path: Path) -> None:
         for share_found, share_stdout in runs:
             found.update(share_found)
             stdout += share_stdout[-3000:]
-    for test_id in [t for t in found if runner.gap(DATA_RACES, t) is not None]:
-        print(f"race {test_id}: {found.pop(test_id)[0]}")
     runner.check(found, DATA_GAPS, stdout, allow_skipped=True)
