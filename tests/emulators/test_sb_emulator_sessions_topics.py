@@ -12,6 +12,7 @@ from azure.servicebus import (
     AutoLockRenewer,
     ServiceBusClient,
     ServiceBusMessage,
+    ServiceBusReceiveMode,
     ServiceBusSubQueue,
 )
 from azure.servicebus.aio import ServiceBusClient as AsyncServiceBusClient
@@ -184,6 +185,23 @@ def test_session_lock_expiry_is_reported_and_auto_lock_renewer_prevents_it(emu):
             (m,) = receive(r, 1)
             assert str(m) == "lost"
             r.complete_message(m)
+
+
+def test_a_receive_waiting_on_a_drained_session_keeps_the_session_lock(emu):
+    """Azure over AMQP: a session receiver whose credit outlasts the session's messages keeps the session lock while
+    it waits (Azure/azure-service-bus#694) and gets no session-lock-lost detach (Azure/azure-uamqp-python#183), so
+    an iterator waiting longer than the lock duration ends on its own wait (azure-servicebus's
+    test_session_by_queue_client_conn_str_receive_handler_receiveanddelete, sync and async)."""
+    with client(emu) as c:
+        with c.get_queue_sender("sq") as s:
+            s.send_messages([ServiceBusMessage(f"d{i}", session_id="drained") for i in range(2)])
+        mode = ServiceBusReceiveMode.RECEIVE_AND_DELETE
+        with c.get_queue_receiver("sq", session_id="drained", receive_mode=mode, max_wait_time=4) as r:
+            assert [str(m) for m in r] == ["d0", "d1"]  # the loop ends 4 s after d1, past the 3 s session lock
+            with pytest.raises(SessionCannotBeLockedError), c.get_queue_receiver("sq", session_id="drained") as other:
+                other.receive_messages(max_wait_time=1)
+        with c.get_queue_receiver("sq", session_id="drained", max_wait_time=1) as r:  # closing released it
+            assert list(r) == []
 
 
 def test_topic_fans_out_to_every_subscription(emu):

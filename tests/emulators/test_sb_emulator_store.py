@@ -180,6 +180,20 @@ def test_sessions_exclusive_ordered_and_expiring(store: Store, clock: Clock):
     assert store.get_session_state("sq", "x") == b"state"
 
 
+def test_a_session_lock_is_held_while_its_owner_waits_on_the_drained_session(store: Store, clock: Clock):
+    store.enqueue("sq", [msg("d1", session_id="d"), msg("k1", session_id="k")])
+    drained, keeper = object(), object()
+    assert store.accept_session("sq", "d", drained) == "d"
+    assert store.accept_session("sq", "k", keeper) == "k"
+    store.next_message("sq", peek_lock=False, session_id="d", owner=drained)  # "d" is empty now, "k" is not
+    clock.t += 11
+    lost = store.tick(waiting=lambda owner: True).lost_sessions
+    assert [(sid, owner is keeper) for owner, _, sid in lost] == [("k", True)]
+    assert store.session_locked_until("sq", "d") == clock.t + 10  # held for another lock duration
+    clock.t += 11
+    assert [sid for _, _, sid in store.tick(waiting=lambda owner: False).lost_sessions] == ["d"]  # no receive waits
+
+
 def test_config_json_and_durations():
     doc = {"UserConfig": {"Namespaces": [{"Name": "ns", "Queues": [
         {"Name": "q", "Properties": {"LockDuration": "PT1M", "MaxDeliveryCount": 3, "RequiresSession": True,

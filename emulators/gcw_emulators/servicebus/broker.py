@@ -201,7 +201,7 @@ class Broker(Handler):
                 self.container.schedule(self.tick_interval, self)
 
     def tick(self) -> None:
-        result = self.store.tick()
+        result = self.store.tick(waiting=lambda owner: bool(owner.state & ACTIVE) and owner.credit > 0)
         self.on_commit()
         for owner, path, sid in result.lost_sessions:
             if owner.state & ACTIVE:

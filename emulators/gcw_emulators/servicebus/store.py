@@ -575,6 +575,13 @@ class Store:
             if msg.state is MessageState.LOCKED and msg.session_id == session_id:
                 self._unlock(entity, msg, increment=True)
 
+    @staticmethod
+    def _drained(entity: Entity, session_id: str) -> bool:
+        """No message of the session to deliver or to settle (deferred and scheduled ones wait elsewhere)."""
+        if entity.head(session_id) is not None:
+            return False
+        return not any(m.state is MessageState.LOCKED and m.session_id == session_id for m in entity.messages.values())
+
     def _check_session(self, entity: Entity, session_id: str | None, owner: Any) -> SessionInfo | None:
         if session_id is None:
             return None
@@ -858,8 +865,13 @@ class Store:
             entity.sessions.setdefault(session_id, SessionInfo()).state = state
 
     # ----------------------------------------------------------------- time
-    def tick(self) -> TickResult:
-        """Apply everything due: scheduled messages, lock expiry, TTL, session lock expiry."""
+    def tick(self, waiting: Callable[[Any], bool] | None = None) -> TickResult:
+        """Apply everything due: scheduled messages, lock expiry, TTL, session lock expiry.
+
+        ``waiting(owner)``: the owner has a receive pending (link credit). Its session lock does not run out while
+        that receive waits on a drained session (no available or locked message): as Azure over AMQP, where a
+        receiver with more credit than the session has messages keeps the lock until it closes
+        (Azure/azure-service-bus#694) and gets no session-lock-lost detach (Azure/azure-uamqp-python#183)."""
         result = TickResult()
         with self._lock:
             now = self._clock()
@@ -884,6 +896,9 @@ class Store:
                     continue
                 for sid, info in entity.sessions.items():
                     if info.owner is not None and info.locked_until <= now:
+                        if waiting is not None and waiting(info.owner) and self._drained(entity, sid):
+                            info.locked_until = now + entity.config.lock_duration
+                            continue
                         result.lost_sessions.append((info.owner, entity.path, sid))
                         self._end_session(entity, sid, info)
                         result.changed.add(entity.path)
