@@ -288,7 +288,9 @@ def _data_plane_args() -> list[list[str]]:
     return [[selection] for selection in DATA_PLANE]
 
 
-@pytest.mark.timeout(3600)
+# the full set one file at a time (GCW_SB_DATA_WORKERS=1): the files' subprocesses add up to about two hours (the
+# run of 2026-12-07: 120 min of subprocess time, 43 min with 3 at a time); each subprocess has its own 3300 s bound
+@pytest.mark.timeout(3 * 3600)
 def test_official_data_plane_tests_pass_in_live_mode(tmp_path: Path) -> None:
     """The second tier: the tests that provision their namespace through Azure Resource Manager (issue 19).
 
