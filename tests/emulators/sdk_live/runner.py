@@ -18,9 +18,17 @@ LIVE = {"AZURE_TEST_RUN_LIVE": "true", "AZURE_SKIP_LIVE_RECORDING": "true"}
 
 
 def run_pytest(
-    tests: Path, args: Sequence[str], env: Mapping[str, str], work: Path, timeout: float, test_timeout: int = 300
+    tests: Path,
+    args: Sequence[str],
+    env: Mapping[str, str],
+    work: Path,
+    timeout: float,
+    test_timeout: int = 300,
+    test_timeouts: Mapping[str, int] | None = None,
 ) -> tuple[dict[str, tuple[str, str]], subprocess.CompletedProcess[str]]:
-    """Runs pytest on ``args`` (paths under ``tests``, options) with ``env`` + live mode; outcomes by test id."""
+    """Runs pytest on ``args`` (paths under ``tests``, options) with ``env`` + live mode; outcomes by test id.
+    ``test_timeouts``: test function name -> its own per-test timeout (``gcw_test_timeouts``, which must be on
+    ``env``'s ``PYTHONPATH``)."""
     junit, ini = work / "junit.xml", work / "pytest.ini"
     # test_timeout: pytest-timeout fails a test that hangs (e.g. on a frame the emulator never answers) and goes
     # on, so one hang costs that test, not the whole subprocess and its report
@@ -30,9 +38,15 @@ def run_pytest(
     command = [sys.executable, "-m", "pytest", "-c", str(ini), "--rootdir", str(tests)]
     # -p devtools_testutils: its fixtures (test_proxy), which the SDK repository's root conftest.py provides
     command += ["-p", "no:cacheprovider", "-p", "no:xdist", "-p", "pytest_asyncio", "-p", "devtools_testutils"]
+    extra: dict[str, str] = {}
+    if test_timeouts:
+        command += ["-p", "gcw_test_timeouts"]
+        extra["GCW_TEST_TIMEOUTS"] = ",".join(f"{name}={seconds}" for name, seconds in test_timeouts.items())
     command += ["-q", "--tb=line"]
     command += [f"--junitxml={junit}", *args]
-    proc = subprocess.run(command, env={**env, **LIVE}, cwd=tests, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        command, env={**env, **LIVE, **extra}, cwd=tests, capture_output=True, text=True, timeout=timeout
+    )
     assert junit.exists(), f"pytest did not run:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return outcomes(junit), proc
 
