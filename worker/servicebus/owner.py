@@ -429,6 +429,7 @@ class ReceiverOwner(threading.Thread):
             span.end(None if done else "update-disposition not confirmed: settled one by one")
         if not done:
             return False
+        log.debug("requests_completed_together", receiver=self.name, count=len(items))
         for rec, disp in items:
             record_completed(rec, disp, self._metrics, self._clock)
             self._settled(rec, disp)
