@@ -120,12 +120,18 @@ class Run:
     """Runs scenarios in order; later ones may refer to earlier results (half rate, ratios)."""
 
     def __init__(
-        self, *, profile_dir: Path | None = None, profile_gil: bool = False, profile_idle: bool = False
+        self,
+        *,
+        profile_dir: Path | None = None,
+        profile_gil: bool = False,
+        profile_idle: bool = False,
+        logs_dir: Path | None = None,
     ) -> None:
         self.results: dict[str, ScenarioResult] = {}
         self.profile_dir = profile_dir
         self.profile_gil = profile_gil
         self.profile_idle = profile_idle
+        self.logs_dir = logs_dir
 
     def rate_for(self, s: Scenario) -> float | None:
         if s.rate is None:
@@ -172,6 +178,7 @@ class Run:
             sas_api=True,
             extra_args=s.worker_args,
             stop_timeout=15,
+            log_dir=self.logs_dir / s.name if self.logs_dir is not None else None,
         )
         messages = ingest_requests(s.name.replace("smoke-", "s")[:24], n, s.items_per_request)
         me = psutil.Process()

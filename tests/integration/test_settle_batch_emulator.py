@@ -18,7 +18,7 @@ from gcw_emulators.servicebus import QueueConfig
 from structlog.testing import capture_logs
 
 from tests.integration.test_runtime_integration import Running, SimpleProcessor, body, make_consumer, receive_all
-from worker.servicebus.settlement import _link_delivery_tags, complete_in_one_request
+from worker.servicebus.settlement import Together, _link_delivery_tags, complete_in_one_request
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -41,7 +41,7 @@ def test_one_request_completes_every_message_and_leaves_nothing_to_settle_on_the
     with _locked(emu, 5) as (receiver, messages):
         tags = _link_delivery_tags(receiver)
         assert tags is not None and len(tags) == 5  # the link's bookkeeping of unsettled deliveries, found
-        assert complete_in_one_request(receiver, messages) is True
+        assert complete_in_one_request(receiver, messages) is Together.DONE
         assert tags == set()  # nothing kept for the link's lifetime
         with pytest.raises(MessageAlreadySettled):  # the SDK knows they are settled: no second disposition
             receiver.complete_message(messages[0])
@@ -56,7 +56,7 @@ def test_a_request_with_a_lost_lock_fails_and_one_by_one_settles_the_rest(sb_emu
     emu = sb_emulator(queues=[QueueConfig("requests", lock_duration=30)])
     with _locked(emu, 3) as (receiver, messages):
         receiver.complete_message(messages[1])  # its lock token is gone now
-        assert complete_in_one_request(receiver, messages) is False
+        assert complete_in_one_request(receiver, messages) is Together.LOCK_LOST
         outcomes = []
         for m in (messages[0], messages[2]):  # the caller's fallback: each message as before
             try:

@@ -57,6 +57,7 @@ from worker.servicebus.replies import Senders, publish
 from worker.servicebus.settings import ConsumerSettings
 from worker.servicebus.settlement import (
     LOCK_LOST_ERRORS,
+    Together,
     complete_in_one_request,
     dead_letter_unreadable,
     record_completed,
@@ -66,6 +67,9 @@ from worker.servicebus.settlement import (
 log = structlog.get_logger(__name__)
 
 MAX_COMMANDS_PER_TURN = 256
+# after this many update-disposition requests in a row fail for another reason than a lost lock (the SDK lacks the
+# operation, the service refuses it for link-received messages), this owner completes one by one from then on
+MAX_TOGETHER_FAILURES = 3
 
 
 class ReceiverOwner(threading.Thread):
@@ -113,6 +117,7 @@ class ReceiverOwner(threading.Thread):
             name, self.receiver_client, settings, senders=self._senders, health=health, faults=self._faults, clock=clock
         )
         self._held = HeldRequests(breaker)
+        self._together_failures = 0  # update-disposition requests failed in a row, not for a lost lock
         # burst mode: since when every receive found nothing with nothing in flight (None: not empty), and when
         # the last retry this owner scheduled on the request queue becomes due
         self._empty_since: float | None = None
@@ -414,9 +419,12 @@ class ReceiverOwner(threading.Thread):
             for rec, disp in items
             if disp.action is Settle.COMPLETE and rec.lock_remaining(now) > 0  # an expired lock: as before
         ]
-        if self.settings.sessions or len(batched) < 2:  # a session's settlements stay on its receiver link
-            batched = []
-        elif self._complete_together(batched):
+        together = (
+            not self.settings.sessions  # a session's settlements stay on its receiver link
+            and len(batched) >= 2
+            and self._together_failures < MAX_TOGETHER_FAILURES
+        )
+        if together and self._complete_together(batched):
             keys = {rec.key for rec, _ in batched}
             items = [(rec, disp) for rec, disp in items if rec.key not in keys]
         for rec, disp in items:
@@ -424,10 +432,16 @@ class ReceiverOwner(threading.Thread):
 
     def _complete_together(self, items: list[tuple[InFlight, Disposition]]) -> bool:
         spans = [tracing.settle_span(rec.trace, str(Settle.COMPLETE)) for rec, _ in items]
-        done = complete_in_one_request(self._link.receiver, [rec.message for rec, _ in items])
+        outcome = complete_in_one_request(self._link.receiver, [rec.message for rec, _ in items])
         for span in spans:
-            span.end(None if done else "update-disposition not confirmed: settled one by one")
-        if not done:
+            span.end(None if outcome is Together.DONE else "update-disposition not confirmed: settled one by one")
+        if outcome is Together.FAILED:
+            self._together_failures += 1
+            if self._together_failures == MAX_TOGETHER_FAILURES:
+                log.warning("settle_together_disabled", receiver=self.name, failures=self._together_failures)
+        elif outcome is Together.DONE:
+            self._together_failures = 0
+        if outcome is not Together.DONE:
             return False
         log.debug("requests_completed_together", receiver=self.name, count=len(items))
         for rec, disp in items:

@@ -8,6 +8,7 @@ deterministic message id makes a second reply a duplicate the reply queue drops.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from enum import StrEnum
 from typing import Any
 
 import structlog
@@ -74,16 +75,24 @@ def record_completed(rec: InFlight, disp: Disposition, metrics: Metrics, clock: 
     )
 
 
-def complete_in_one_request(receiver: ServiceBusReceiver, messages: Sequence[ServiceBusReceivedMessage]) -> bool:
+class Together(StrEnum):
+    """How ``complete_in_one_request`` went."""
+
+    DONE = "done"  # the broker answered 200: every message is completed
+    LOCK_LOST = "lock_lost"  # refused for a lost lock (an everyday answer)
+    FAILED = "failed"  # any other failure, or the SDK lacks the operation
+
+
+def complete_in_one_request(receiver: ServiceBusReceiver, messages: Sequence[ServiceBusReceivedMessage]) -> Together:
     """Complete ``messages`` (peek-locked, received on ``receiver``'s link, not of a session) with one
     ``com.microsoft:update-disposition`` request on the entity's management link: one round trip for all, where
     the public ``complete_message`` waits for each outcome in turn (PEEK_LOCK negotiates rcv-settle-mode second:
     azure/servicebus/_common/receiver_mixins.py).
 
-    True only when the broker answered 200 for the request: every message is then settled (marked settled, so
+    DONE only when the broker answered 200 for the request: every message is then settled (marked settled, so
     the SDK refuses a second settlement, and its delivery tag dropped from the receiver link's bookkeeping,
-    which would otherwise keep every tag for the link's lifetime). False when the SDK lacks the operation or the
-    request failed (the answer carries no per-token outcome, and a broker may have applied part of it): nothing is
+    which would otherwise keep every tag for the link's lifetime). Otherwise (the SDK lacks the operation, or the
+    request failed: the answer carries no per-token outcome, and a broker may have applied part of it) nothing is
     known, the caller settles each message with ``complete_message`` as before (one whose completion was applied
     then reads as a lost lock).
 
@@ -92,18 +101,19 @@ def complete_in_one_request(receiver: ServiceBusReceiver, messages: Sequence[Ser
     ``_settle_message``; tests/integration/test_settle_batch_emulator.py fails when it changes)."""
     settle = getattr(receiver, "_settle_message_via_mgmt_link", None)
     if settle is None or not messages:
-        return False
+        return Together.FAILED
     try:
         settle("completed", [m.lock_token for m in messages])
     except Exception as exc:
-        log.info("settle_batch_failed", count=len(messages), error=redact(f"{type(exc).__name__}: {exc}"))
-        return False
+        lost = isinstance(exc, LOCK_LOST_ERRORS)
+        log.warning("settle_batch_failed", count=len(messages), error=redact(f"{type(exc).__name__}: {exc}"))
+        return Together.LOCK_LOST if lost else Together.FAILED
     tags = _link_delivery_tags(receiver)
     for m in messages:
         m._settled = True
         if tags is not None:
             tags.discard(m._delivery_tag)
-    return True
+    return Together.DONE
 
 
 def _link_delivery_tags(receiver: ServiceBusReceiver) -> set[bytes] | None:
