@@ -7,6 +7,9 @@ import json
 import random
 import threading
 import time
+from collections.abc import Callable
+from types import SimpleNamespace
+from typing import TYPE_CHECKING
 
 import pytest
 from azure.servicebus import ServiceBusMessage
@@ -31,6 +34,9 @@ from worker.servicebus.messages import (
 )
 from worker.servicebus.outcome import Disposition
 from worker.servicebus.settings import ConsumerSettings
+
+if TYPE_CHECKING:
+    from worker.servicebus.owner import ReceiverOwner
 
 
 class FakeClock:
@@ -475,22 +481,30 @@ def test_session_receiver_that_finds_no_session_is_closed_every_time() -> None:
     assert owner._link.receiver is None
 
 
-def test_burst_counts_empty_time_from_the_first_empty_look_and_after_the_last_scheduled_retry() -> None:
+def _owner(settings: ConsumerSettings, *, capacity: int, clock: Callable[[], float] = time.monotonic) -> ReceiverOwner:
+    """A receiver owner on fakes: no client (nothing here opens a sender), a receiver client that finds nothing."""
     from worker.observability.health import HealthState
-    from worker.observability.metrics import Metrics
     from worker.servicebus.owner import ReceiverOwner
 
-    now = [100.0]
-    owner = ReceiverOwner(
-        "session-0",
+    return ReceiverOwner(
+        "r-0",
         client=None,  # type: ignore[arg-type]
-        settings=ConsumerSettings(reply_queue="replies", request_queue="requests", sessions=True, burst_seconds=3),
+        settings=settings,
         dispatch=lambda rec, own: None,
         breaker=CircuitBreaker(),
         metrics=Metrics(),
         health=HealthState(),
-        capacity=1,
+        capacity=capacity,
         receiver_client=_ReceiverClient(),  # type: ignore[arg-type]
+        clock=clock,
+    )
+
+
+def test_burst_counts_empty_time_from_the_first_empty_look_and_after_the_last_scheduled_retry() -> None:
+    now = [100.0]
+    owner = _owner(
+        ConsumerSettings(reply_queue="replies", request_queue="requests", sessions=True, burst_seconds=3),
+        capacity=1,
         clock=lambda: now[0],
     )
     assert owner.empty_for() == 0.0  # nothing looked at yet
@@ -697,8 +711,8 @@ class _OneByOne:
     def __init__(self) -> None:
         self.completed: list[str] = []
 
-    def complete_message(self, message: str) -> None:
-        self.completed.append(message)
+    def complete_message(self, message: SimpleNamespace) -> None:
+        self.completed.append(message.lock_token)
 
 
 class _LockLostTogether(_OneByOne):
@@ -714,27 +728,16 @@ def test_completions_not_confirmed_together_are_settled_one_by_one_and_repeated_
 ) -> None:
     from structlog.testing import capture_logs
 
-    from worker.observability.health import HealthState
-    from worker.servicebus.owner import MAX_TOGETHER_FAILURES, ReceiverOwner
+    from worker.servicebus.owner import MAX_TOGETHER_FAILURES
 
-    owner = ReceiverOwner(
-        "r-0",
-        client=None,  # type: ignore[arg-type]
-        settings=ConsumerSettings(reply_queue="replies", request_queue="requests"),
-        dispatch=lambda rec, own: None,
-        breaker=CircuitBreaker(),
-        metrics=Metrics(),
-        health=HealthState(),
-        capacity=8,
-        receiver_client=_ReceiverClient(),  # type: ignore[arg-type]
-    )
+    owner = _owner(ConsumerSettings(reply_queue="replies", request_queue="requests"), capacity=8)
     fake = owner._link.receiver = receiver()
     now = time.monotonic()
     with capture_logs() as logs:
         for turn in range(MAX_TOGETHER_FAILURES + 1):
             recs = [
                 InFlight(
-                    message=f"m{turn}-{i}",
+                    message=SimpleNamespace(lock_token=f"m{turn}-{i}"),
                     meta=MessageMeta(f"m{turn}-{i}", None, None, None, None, 1, None),
                     body=b"",
                     received_at=dt.datetime.now(dt.UTC),
