@@ -55,7 +55,8 @@ def test_a_request_with_a_lost_lock_fails_and_one_by_one_settles_the_rest(sb_emu
     # status: statusCode 200 success, otherwise failed); the emulator applies the tokens in order up to the bad one.
     emu = sb_emulator(queues=[QueueConfig("requests", lock_duration=30)])
     with _locked(emu, 3) as (receiver, messages):
-        receiver.complete_message(messages[1])  # its lock token is gone now
+        receiver.complete_message(messages[1])  # the broker no longer knows its lock token ...
+        messages[1]._settled = False  # ... while this client still holds it as locked: a lock lost unseen
         assert complete_in_one_request(receiver, messages) is Together.LOCK_LOST
         outcomes = []
         for m in (messages[0], messages[2]):  # the caller's fallback: each message as before
