@@ -34,6 +34,17 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="with --profile: sample only the thread holding the GIL (py-spy --gil), i.e. where the CPU goes",
     )
+    run_p.add_argument(
+        "--profile-idle",
+        action="store_true",
+        help="with --profile: also sample threads while they wait (py-spy --idle): where a thread's time goes",
+    )
+    run_p.add_argument(
+        "--keep-logs",
+        type=Path,
+        metavar="DIR",
+        help="keep the workers' logs (at WARNING) of each scenario in DIR/<scenario>/worker-<n>.log",
+    )
     list_p = sub.add_parser("list", help="list the scenarios")
     list_p.add_argument("--smoke", action="store_true")
     show_p = sub.add_parser("show", help="print a JSON result as the markdown table of docs/benchmarks.md")
@@ -54,7 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     logging.getLogger("azure").setLevel(logging.WARNING)
     logging.getLogger("uamqp").setLevel(logging.WARNING)
-    run = Run(profile_dir=args.profile, profile_gil=args.profile_gil)
+    run = Run(
+        profile_dir=args.profile, profile_gil=args.profile_gil, profile_idle=args.profile_idle, logs_dir=args.keep_logs
+    )
     results = []
     for s in chosen:
         print(f"== {s.name}: {s.description}", flush=True)

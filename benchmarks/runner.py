@@ -119,10 +119,19 @@ def _steady_throughput(times: list[float]) -> float | None:
 class Run:
     """Runs scenarios in order; later ones may refer to earlier results (half rate, ratios)."""
 
-    def __init__(self, *, profile_dir: Path | None = None, profile_gil: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        profile_dir: Path | None = None,
+        profile_gil: bool = False,
+        profile_idle: bool = False,
+        logs_dir: Path | None = None,
+    ) -> None:
         self.results: dict[str, ScenarioResult] = {}
         self.profile_dir = profile_dir
         self.profile_gil = profile_gil
+        self.profile_idle = profile_idle
+        self.logs_dir = logs_dir
 
     def rate_for(self, s: Scenario) -> float | None:
         if s.rate is None:
@@ -169,6 +178,7 @@ class Run:
             sas_api=True,
             extra_args=s.worker_args,
             stop_timeout=15,
+            log_dir=self.logs_dir / s.name if self.logs_dir is not None else None,
         )
         messages = ingest_requests(s.name.replace("smoke-", "s")[:24], n, s.items_per_request)
         me = psutil.Process()
@@ -224,8 +234,8 @@ class Run:
             raise RuntimeError(f"{s.name}: workers did not answer the warm-up requests within 90 s")
 
     def _start_profilers(self, s: Scenario, pids: list[int]) -> list[subprocess.Popen[bytes]]:
-        """py-spy (sampling, every thread, no GIL needed; only the GIL holder with ``--profile-gil``) on each
-        measured process, collapsed-stack output."""
+        """py-spy (sampling, every thread, no GIL needed; only the GIL holder with ``--profile-gil``; waiting
+        threads too with ``--profile-idle``) on each measured process, collapsed-stack output."""
         if self.profile_dir is None:
             return []
         self.profile_dir.mkdir(parents=True, exist_ok=True)
@@ -246,6 +256,7 @@ class Run:
                 "--output",
                 str(out),
                 *(["--gil"] if self.profile_gil else []),
+                *(["--idle"] if self.profile_idle else []),
             ]
             procs.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         time.sleep(0.5)  # attached before the load starts

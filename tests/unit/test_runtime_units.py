@@ -7,6 +7,9 @@ import json
 import random
 import threading
 import time
+from collections.abc import Callable
+from types import SimpleNamespace
+from typing import TYPE_CHECKING
 
 import pytest
 from azure.servicebus import ServiceBusMessage
@@ -31,6 +34,9 @@ from worker.servicebus.messages import (
 )
 from worker.servicebus.outcome import Disposition
 from worker.servicebus.settings import ConsumerSettings
+
+if TYPE_CHECKING:
+    from worker.servicebus.owner import ReceiverOwner
 
 
 class FakeClock:
@@ -475,22 +481,30 @@ def test_session_receiver_that_finds_no_session_is_closed_every_time() -> None:
     assert owner._link.receiver is None
 
 
-def test_burst_counts_empty_time_from_the_first_empty_look_and_after_the_last_scheduled_retry() -> None:
+def _owner(settings: ConsumerSettings, *, capacity: int, clock: Callable[[], float] = time.monotonic) -> ReceiverOwner:
+    """A receiver owner on fakes: no client (nothing here opens a sender), a receiver client that finds nothing."""
     from worker.observability.health import HealthState
-    from worker.observability.metrics import Metrics
     from worker.servicebus.owner import ReceiverOwner
 
-    now = [100.0]
-    owner = ReceiverOwner(
-        "session-0",
+    return ReceiverOwner(
+        "r-0",
         client=None,  # type: ignore[arg-type]
-        settings=ConsumerSettings(reply_queue="replies", request_queue="requests", sessions=True, burst_seconds=3),
+        settings=settings,
         dispatch=lambda rec, own: None,
         breaker=CircuitBreaker(),
         metrics=Metrics(),
         health=HealthState(),
-        capacity=1,
+        capacity=capacity,
         receiver_client=_ReceiverClient(),  # type: ignore[arg-type]
+        clock=clock,
+    )
+
+
+def test_burst_counts_empty_time_from_the_first_empty_look_and_after_the_last_scheduled_retry() -> None:
+    now = [100.0]
+    owner = _owner(
+        ConsumerSettings(reply_queue="replies", request_queue="requests", sessions=True, burst_seconds=3),
+        capacity=1,
         clock=lambda: now[0],
     )
     assert owner.empty_for() == 0.0  # nothing looked at yet
@@ -688,3 +702,55 @@ def test_lock_renewal_says_when_it_next_has_something_to_do() -> None:
     lost, _ = renew_message_locks(receiver, [capped], now + 5, 60.0, metrics)
     assert [r for r, _ in lost] == [capped]
     assert renew_message_locks(receiver, [], now, 60.0, metrics) == ([], float("inf"))
+
+
+# ---- completions in one request ------------------------------------------------------------------------------
+class _OneByOne:
+    """A receiver without the SDK's update-disposition method (``_settle_message_via_mgmt_link``)."""
+
+    def __init__(self) -> None:
+        self.completed: list[str] = []
+
+    def complete_message(self, message: SimpleNamespace) -> None:
+        self.completed.append(message.lock_token)
+
+
+class _LockLostTogether(_OneByOne):
+    def _settle_message_via_mgmt_link(self, settlement: str, lock_tokens: list[str]) -> None:
+        from azure.servicebus.exceptions import MessageLockLostError
+
+        raise MessageLockLostError(message="The lock supplied is invalid.")
+
+
+@pytest.mark.parametrize(("receiver", "counted"), [(_OneByOne, 3), (_LockLostTogether, 0)])
+def test_completions_not_confirmed_together_are_settled_one_by_one_and_repeated_failures_stop_the_attempts(
+    receiver: type[_OneByOne], counted: int
+) -> None:
+    from structlog.testing import capture_logs
+
+    from worker.servicebus.owner import MAX_TOGETHER_FAILURES
+
+    owner = _owner(ConsumerSettings(reply_queue="replies", request_queue="requests"), capacity=8)
+    fake = owner._link.receiver = receiver()
+    now = time.monotonic()
+    with capture_logs() as logs:
+        for turn in range(MAX_TOGETHER_FAILURES + 1):
+            recs = [
+                InFlight(
+                    message=SimpleNamespace(lock_token=f"m{turn}-{i}"),
+                    meta=MessageMeta(f"m{turn}-{i}", None, None, None, None, 1, None),
+                    body=b"",
+                    received_at=dt.datetime.now(dt.UTC),
+                    received_mono=now,
+                    lock_duration=30.0,
+                    lock_expires_mono=now + 30.0,
+                )
+                for i in range(2)
+            ]
+            owner._inflight.update((r.key, r) for r in recs)
+            owner._settle_all([(r, Disposition(action=Settle.COMPLETE)) for r in recs])
+    assert fake.completed == [f"m{t}-{i}" for t in range(MAX_TOGETHER_FAILURES + 1) for i in range(2)]
+    assert owner.in_flight == 0
+    assert sum(e["event"] == "request_completed" for e in logs) == 2 * (MAX_TOGETHER_FAILURES + 1)
+    assert owner._together_failures == counted  # a lost lock is an everyday answer: it does not count
+    assert sum(e["event"] == "settle_together_disabled" for e in logs) == (1 if counted else 0)

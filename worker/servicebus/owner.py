@@ -55,11 +55,21 @@ from worker.servicebus.outcome import Disposition, Settle
 from worker.servicebus.receiving import RequestLink
 from worker.servicebus.replies import Senders, publish
 from worker.servicebus.settings import ConsumerSettings
-from worker.servicebus.settlement import LOCK_LOST_ERRORS, dead_letter_unreadable, settle_message
+from worker.servicebus.settlement import (
+    LOCK_LOST_ERRORS,
+    Together,
+    complete_in_one_request,
+    dead_letter_unreadable,
+    record_completed,
+    settle_message,
+)
 
 log = structlog.get_logger(__name__)
 
 MAX_COMMANDS_PER_TURN = 256
+# after this many update-disposition requests in a row fail for another reason than a lost lock (the SDK lacks the
+# operation, the service refuses it for link-received messages), this owner completes one by one from then on
+MAX_TOGETHER_FAILURES = 3
 
 
 class ReceiverOwner(threading.Thread):
@@ -107,6 +117,7 @@ class ReceiverOwner(threading.Thread):
             name, self.receiver_client, settings, senders=self._senders, health=health, faults=self._faults, clock=clock
         )
         self._held = HeldRequests(breaker)
+        self._together_failures = 0  # update-disposition requests failed in a row, not for a lost lock
         # burst mode: since when every receive found nothing with nothing in flight (None: not empty), and when
         # the last retry this owner scheduled on the request queue becomes due
         self._empty_since: float | None = None
@@ -379,6 +390,7 @@ class ReceiverOwner(threading.Thread):
 
     def _settle_batch(self, batch: list[tuple[InFlight, Disposition]]) -> None:
         to_reply: list[tuple[InFlight, Disposition]] = []
+        to_settle: list[tuple[InFlight, Disposition]] = []
         for rec, disp in batch:
             if rec.key not in self._inflight or rec.key in self._abandon_at:
                 continue  # lost or abandoned meanwhile: publish nothing
@@ -391,15 +403,51 @@ class ReceiverOwner(threading.Thread):
             elif disp.result is not None:
                 to_reply.append((rec, disp))
             else:
-                self._settle(rec, disp)
+                to_settle.append((rec, disp))
         published = publish(self._senders, to_reply, self.settings, self._metrics)
-        for rec, disp in published.unbuildable:
-            self._settle(rec, disp)
         for rec in published.failed:
             self._abandon(rec, "reply could not be sent")
-        for rec, disp in published.sent:
-            self._settle(rec, disp)
+        self._settle_all(to_settle + published.unbuildable + published.sent)
         self._metrics.in_flight.set(self._total_inflight())
+
+    def _settle_all(self, items: list[tuple[InFlight, Disposition]]) -> None:
+        """Settle ``items``: the completions of a non-session receiver in one request when there are several
+        (``complete_in_one_request``), the rest, and all of them if that request fails, one by one."""
+        now = self._clock()
+        batched = [
+            (rec, disp)
+            for rec, disp in items
+            if disp.action is Settle.COMPLETE and rec.lock_remaining(now) > 0  # an expired lock: as before
+        ]
+        together = (
+            not self.settings.sessions  # a session's settlements stay on its receiver link
+            and len(batched) >= 2
+            and self._together_failures < MAX_TOGETHER_FAILURES
+        )
+        if together and self._complete_together(batched):
+            keys = {rec.key for rec, _ in batched}
+            items = [(rec, disp) for rec, disp in items if rec.key not in keys]
+        for rec, disp in items:
+            self._settle(rec, disp)
+
+    def _complete_together(self, items: list[tuple[InFlight, Disposition]]) -> bool:
+        spans = [tracing.settle_span(rec.trace, str(Settle.COMPLETE)) for rec, _ in items]
+        outcome = complete_in_one_request(self._link.receiver, [rec.message for rec, _ in items])
+        for span in spans:
+            span.end(None if outcome is Together.DONE else "update-disposition not confirmed: settled one by one")
+        if outcome is Together.FAILED:
+            self._together_failures += 1
+            if self._together_failures == MAX_TOGETHER_FAILURES:
+                log.warning("settle_together_disabled", receiver=self.name, failures=self._together_failures)
+        elif outcome is Together.DONE:
+            self._together_failures = 0
+        if outcome is not Together.DONE:
+            return False
+        log.debug("requests_completed_together", receiver=self.name, count=len(items))
+        for rec, disp in items:
+            record_completed(rec, disp, self._metrics, self._clock)
+            self._settled(rec, disp)
+        return True
 
     def _record_breaker(self, rec: InFlight, disp: Disposition) -> None:
         if disp.service_ok is True:
@@ -410,16 +458,17 @@ class ReceiverOwner(threading.Thread):
             self._breaker.record_neutral()
 
     def _settle(self, rec: InFlight, disp: Disposition) -> None:
-        with tracing.settle_span(rec.trace, str(disp.action)):
-            self._settle_now(rec, disp)
-        tracing.message_finished(rec.trace, str(getattr(disp.result, "status", None) or disp.action))
-
-    def _settle_now(self, rec: InFlight, disp: Disposition) -> None:
         try:
-            settle_message(self._link.receiver, rec, disp, self._metrics, self._clock)
+            with tracing.settle_span(rec.trace, str(disp.action)):
+                settle_message(self._link.receiver, rec, disp, self._metrics, self._clock)
         finally:
-            self._inflight.pop(rec.key, None)
-            self._last_message_at = self._clock()  # a session is idle from its last activity, not its last receive
+            self._settled(rec, disp)
+
+    def _settled(self, rec: InFlight, disp: Disposition) -> None:
+        """Off the books (settled, or its settlement failed: the redelivery takes over)."""
+        self._inflight.pop(rec.key, None)
+        self._last_message_at = self._clock()  # a session is idle from its last activity, not its last receive
+        tracing.message_finished(rec.trace, str(getattr(disp.result, "status", None) or disp.action))
 
     def _retry(self, rec: InFlight, disp: Disposition) -> None:
         s = self.settings
