@@ -730,7 +730,7 @@ def test_completions_not_confirmed_together_are_settled_one_by_one_and_repeated_
 
     from worker.servicebus.owner import MAX_TOGETHER_FAILURES
 
-    owner = _owner(ConsumerSettings(reply_queue="replies", request_queue="requests"), capacity=8)
+    owner = _owner(ConsumerSettings(reply_queue="replies", request_queue="requests", settle_together=True), capacity=8)
     fake = owner._link.receiver = receiver()
     now = time.monotonic()
     with capture_logs() as logs:

@@ -190,6 +190,12 @@ class RunConfig:
         32,
         "Messages per receive call.",
     )
+    settle_together: bool = setting(  # worker.servicebus.settlement.complete_in_one_request
+        False,
+        "Experimental: complete a receive turn's requests (non-session entities) with one update-disposition "
+        "request on the management link instead of one settlement round trip each; falls back to one by one when "
+        "refused. Not yet verified against a live namespace.",
+    )
     max_attempts: int = setting(
         5,
         "Attempts before RetriesExhausted.",

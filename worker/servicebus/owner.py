@@ -420,7 +420,8 @@ class ReceiverOwner(threading.Thread):
             if disp.action is Settle.COMPLETE and rec.lock_remaining(now) > 0  # an expired lock: as before
         ]
         together = (
-            not self.settings.sessions  # a session's settlements stay on its receiver link
+            self.settings.settle_together
+            and not self.settings.sessions  # a session's settlements stay on its receiver link
             and len(batched) >= 2
             and self._together_failures < MAX_TOGETHER_FAILURES
         )

@@ -14,6 +14,7 @@ class ConsumerSettings:
     allowed_reply_to: frozenset[str] = field(default_factory=frozenset)
     concurrency: int = 64  # requests in flight per process
     max_receive_batch: int = 32  # messages per receive call (never more than free slots)
+    settle_together: bool = False  # a turn's completions in one update-disposition request (non-session)
     idle_receive_wait: float = 1.0  # receive wait while nothing is in flight
     busy_receive_wait: float = 0.05  # receive wait while commands may arrive (bounds settlement latency)
     socket_timeout: float = 0.05  # the SDK's AMQP socket wait; its default 0.2 s is the floor of every receive

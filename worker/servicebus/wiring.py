@@ -44,6 +44,7 @@ def consumer_settings(cfg: RunConfig) -> ConsumerSettings:
         allowed_reply_to=frozenset(cfg.allowed_reply_to),
         concurrency=cfg.concurrency,
         max_receive_batch=cfg.max_receive_batch,
+        settle_together=cfg.settle_together,
         max_lock_renewal_seconds=cfg.max_lock_renewal_seconds,
         max_result_bytes=cfg.max_result_bytes,
         drain_seconds=cfg.drain_seconds,
