@@ -159,6 +159,25 @@ def full() -> list[Scenario]:
             peer_name="peer-op2-c512-p1",
             targets=(*_op2_targets(2.0), *_peer_targets()),
         ),
+        # at equal concurrency Little's law caps both at 512 / 2 s = 256 req/s: the same pair at 2,048 in flight
+        # (the worker's design point, issue 15) shows what more slots give each
+        Scenario(
+            "peer-op2-c2048-p1",
+            "the asyncio peer, 2 s operations, 1 item/request, 2,048 in flight, 1 process",
+            operation_seconds=2.0,
+            requests=8000,
+            concurrency=2048,
+            baseline="peer",
+        ),
+        Scenario(
+            "op2-1item-c2048-p1",
+            "2 s operations, 1 item/request, concurrency 2048, 1 process",
+            operation_seconds=2.0,
+            requests=8000,
+            concurrency=2048,
+            peer_name="peer-op2-c2048-p1",
+            targets=_peer_targets(),
+        ),
         Scenario(
             "op2-1item-c512-p1-half",
             "as op2-1item-c512-p1, paced at half its peak rate",
