@@ -18,6 +18,18 @@ settings.register_profile("ci", parent=settings.get_profile("gcw"), derandomize=
 settings.load_profile("ci" if os.environ.get("CI") else "gcw")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """``make test`` runs ``--dist loadgroup``: tests that share a fixed port or a costly module fixture carry an
+    ``xdist_group`` mark so that one worker runs them all. pytest-xdist marks a test's group by appending
+    ``@group`` to its node id, which pytest 9.2 silently ignores (pytest-dev/pytest-xdist#1386, open): the tests
+    then spread over the workers, contend for the port and each worker runs the module fixture. Refuse that."""
+    if config.getoption("dist", "no") == "loadgroup" and pytest.version_tuple[:2] >= (9, 2):
+        raise pytest.UsageError(
+            f"pytest {pytest.__version__} drops xdist_group marks under --dist loadgroup "
+            "(pytest-dev/pytest-xdist#1386): install the pytest pinned in constraints.txt (make test does)"
+        )
+
+
 @pytest.fixture
 def restore_logging():
     """For tests that run commands configuring structlog and the root logger in-process (``dlq``): undo that
