@@ -29,6 +29,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import shlex
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -133,6 +134,52 @@ DATA_PLANE_FAST = (
     "async_tests/test_queues_async.py::TestServiceBusQueueAsync::test_queue_receiver_invalid_autolockrenew_mode[pyamqp]",
     "async_tests/test_queues_async.py::TestServiceBusQueueAsync::test_async_queue_by_servicebus_client_browse_empty_messages[pyamqp]",
     "async_tests/test_topic_async.py::TestServiceBusTopicsAsync::test_topic_by_sas_token_credential_conn_str_send_basic[pyamqp]",
+    # quick ones of the full run of 2026-12-07 (each passed there in 1.1-3.2 s, most with a namespace of their own)
+    "async_tests/test_queues_async.py::TestServiceBusQueueAsync::test_async_queue_message_batch_large[pyamqp]",
+    "async_tests/test_queues_async.py::TestServiceBusQueueAsync::test_async_queue_by_servicebus_client_fail_send_messages[pyamqp]",
+    "async_tests/test_sb_client_async.py::TestServiceBusClientAsync::test_custom_endpoint_connection_verify_exception_async[pyamqp]",
+    "async_tests/test_queues_async.py::TestServiceBusQueueAsync::test_queue_async_send_dict_messages_error_badly_formatted_dicts[pyamqp]",
+    "async_tests/test_topic_async.py::TestServiceBusTopicsAsync::test_topic_by_servicebus_client_conn_str_send_basic[pyamqp]",
+    "test_sb_client.py::TestServiceBusClient::test_sb_client_with_ssl_context[amqp-pyamqp]",
+    "async_tests/test_queues_async.py::TestServiceBusQueueAsync::test_async_queue_by_servicebus_client_enum_case_sensitivity[pyamqp]",
+    "async_tests/test_sb_client_async.py::TestServiceBusClientAsync::test_sb_client_with_ssl_context_async[amqp-pyamqp]",
+    "test_sessions.py::TestServiceBusSession::test_session_by_session_client_conn_str_receive_handler_with_stop[pyamqp]",
+    "async_tests/test_sessions_async.py::TestServiceBusAsyncSession::test_async_session_by_servicebus_client_browse_messages_with_receiver[pyamqp]",
+    "test_sessions.py::TestServiceBusSession::test_session_message_connection_closed[pyamqp]",
+    "test_queues.py::TestServiceBusQueue::test_queue_by_queue_client_conn_str_receive_handler_with_stop[pyamqp]",
+    "test_queues.py::TestServiceBusQueue::test_queue_message_settle_through_mgmt_link_due_to_broken_receiver_link[pyamqp]",
+    "async_tests/test_queues_async.py::TestServiceBusQueueAsync::test_async_send_message_no_body[pyamqp]",
+    "async_tests/test_queues_async.py::TestServiceBusQueueAsync::test_queue_async_by_queue_client_peek_auto_increment_multiple[pyamqp]",
+    "test_queues.py::TestServiceBusQueue::test_queue_message_connection_closed[pyamqp]",
+    "test_message.py::TestServiceBusMessageBackcompat::test_message_backcompat_peek_lock_valuebody[pyamqp]",
+    "test_sessions.py::TestServiceBusSession::test_session_by_session_client_conn_str_receive_handler_peeklock_abandon[pyamqp]",
+    "async_tests/test_sessions_async.py::TestServiceBusAsyncSession::test_async_session_message_connection_closed[pyamqp]",
+    "test_sessions.py::TestServiceBusSession::test_session_receiver_partially_invalid_autolockrenew_mode[pyamqp]",
+    "test_queues.py::TestServiceBusQueue::test_queue_by_queue_client_peek_auto_increment_multiple[pyamqp]",
+    "test_message.py::TestServiceBusMessageBackcompat::test_message_batch_backcompat[pyamqp]",
+    "async_tests/test_queues_async.py::TestServiceBusQueueAsync::test_queue_async_by_queue_client_peek_and_receive[pyamqp]",
+    "async_tests/test_queues_async.py::TestServiceBusQueueAsync::test_queue_message_settle_through_mgmt_link_due_to_broken_receiver_link[pyamqp]",
+    "async_tests/test_sessions_async.py::TestServiceBusAsyncSession::test_async_session_by_session_client_conn_str_receive_handler_with_stop[pyamqp]",
+    "test_queues.py::TestServiceBusQueue::test_queue_by_servicebus_client_browse_messages_client[pyamqp]",
+    "async_tests/test_queues_async.py::TestServiceBusQueueAsync::test_async_queue_message_connection_closed[pyamqp]",
+    "async_tests/test_queues_async.py::TestServiceBusQueueAsync::test_queue_async_by_queue_client_peek_auto_increment[pyamqp]",
+    "async_tests/test_queues_async.py::TestServiceBusQueueAsync::test_async_queue_by_servicebus_client_browse_messages_client[pyamqp]",
+    "async_tests/test_sb_client_async.py::TestServiceBusClientAsync::test_sb_client_writeonly_credentials_async[pyamqp]",
+    "async_tests/test_queues_async.py::TestServiceBusQueueAsync::test_async_queue_by_servicebus_client_browse_messages_with_receiver[pyamqp]",
+    "test_queues.py::TestServiceBusQueue::test_send_message_no_body[pyamqp]",
+    "async_tests/test_queues_async.py::TestServiceBusQueueAsync::test_async_queue_by_queue_client_conn_str_receive_handler_with_stop[pyamqp]",
+    "test_list_sessions.py::TestServiceBusListSessions::test_list_subscription_sessions_with_active_messages[pyamqp]",
+    "test_sb_client.py::TestServiceBusClient::test_sb_client_writeonly_credentials[pyamqp]",
+    "test_message.py::TestServiceBusMessageBackcompat::test_message_backcompat_peek_lock_databody[pyamqp]",
+    "async_tests/test_queues_async.py::TestServiceBusQueueAsync::test_queue_async_send_dict_messages_scheduled_error_badly_formatted_dicts[pyamqp]",
+    "async_tests/test_queues_async.py::TestServiceBusQueueAsync::test_state_scheduled_async[pyamqp]",
+    "async_tests/test_list_sessions_async.py::TestServiceBusListSessionsAsync::test_list_queue_sessions_with_active_messages_async[pyamqp]",
+    "test_queues.py::TestServiceBusQueue::test_queue_complete_message_on_different_receiver[pyamqp]",
+    "async_tests/test_queues_async.py::TestServiceBusQueueAsync::test_queue_complete_message_on_different_receiver_async[pyamqp]",
+    # two of the order-dependent gaps (_LEAKED_STUB; about 9 s each, the other four 19-26 s): the test leaking its
+    # stub is not in this set, so here they must pass
+    "async_tests/test_queues_async.py::TestServiceBusQueueAsync::test_async_queue_by_servicebus_client_iter_messages_with_retrieve_deferred_receiver_complete[pyamqp]",
+    "test_queues.py::TestServiceBusQueue::test_queue_by_servicebus_client_iter_messages_with_retrieve_deferred_receiver_complete[pyamqp]",
 )
 _WEBSOCKETS = (
     "AMQP over WebSockets (TransportType.AmqpOverWebsocket, or custom_endpoint_address, which implies it): the "
@@ -152,6 +199,11 @@ _LEAKED_STUB = (
     "(which the emulator rejects as undecodable). It runs before them in the file's order, which is the order of "
     "Microsoft's CI too (one pytest process for the package's tests, no xdist, no pytest-randomly: azure-sdk-tools "
     "azpysdk/install_and_test.py _build_pytest_args). They pass when that test has not run before them"
+)
+# the tests that leave the stub behind (sync and async)
+LEAKERS = (
+    "test_queue_receive_handler_peek_check_uniq_corr_id",
+    "test_async_queue_receive_handler_peek_check_uniq_corr_id",
 )
 _NEXT_AVAILABLE_70S = (
     "asserts that receive_messages(max_wait_time=5) on an unopened NEXT_AVAILABLE_SESSION receiver built with "
@@ -175,7 +227,13 @@ DATA_GAPS: dict[str, str] = {
         _WEBSOCKETS,
     ),
     # the [ws-pyamqp] parameter (socket_transport=AmqpOverWebsocket); [amqp-pyamqp] passes
-    **dict.fromkeys(["test_sb_client_with_ssl_context", "test_sb_client_with_ssl_context_async"], _WEBSOCKETS),
+    **dict.fromkeys(
+        [
+            "test_sb_client.py::TestServiceBusClient::test_sb_client_with_ssl_context[ws-pyamqp]",
+            "async_tests/test_sb_client_async.py::TestServiceBusClientAsync::test_sb_client_with_ssl_context_async[ws-pyamqp]",
+        ],
+        _WEBSOCKETS,
+    ),
     **dict.fromkeys(["test_queue_operation_negative", "test_async_queue_operation_negative"], _SETTLE_STUB),
     **dict.fromkeys(
         [
@@ -303,4 +361,12 @@ def test_official_data_plane_tests_pass_in_live_mode(tmp_path: Path) -> None:
         for share_found, share_stdout in runs:
             found.update(share_found)
             stdout += share_stdout[-3000:]
-    runner.check(found, DATA_GAPS, stdout, allow_skipped=True)
+    runner.check(found, _data_gaps(found), stdout, allow_skipped=True)
+
+
+def _data_gaps(found: Mapping[str, tuple[str, str]]) -> dict[str, str]:
+    """``DATA_GAPS`` for a run: the ``_LEAKED_STUB`` ones only where a test that leaks its stub ran too (whole files);
+    without it (``DATA_PLANE_FAST``) those tests must pass."""
+    if any(runner.matches(leaker, test) for leaker in LEAKERS for test in found):
+        return DATA_GAPS
+    return {prefix: why for prefix, why in DATA_GAPS.items() if why != _LEAKED_STUB}
