@@ -339,10 +339,17 @@ class TokenCache:
         self._entries: dict[tuple[str, str], _Entry] = {}
         self._inflight: dict[tuple[str, str], Future[SasToken]] = {}
         self.fetches = 0
+        # the labelled counters, resolved once: ``labels()`` costs more than the lookup it counts (several per item)
+        self._counters = (
+            {result: metrics.sas_cache.labels(result) for result in ("hit", "miss", "wait", "error")}
+            if metrics is not None
+            else {}
+        )
 
     def _record(self, result: str) -> None:
-        if self.metrics is not None:
-            self.metrics.sas_cache.labels(result).inc()
+        counter = self._counters.get(result)
+        if counter is not None:
+            counter.inc()
 
     def refresh_at(self, token: SasToken, fetched_at: datetime) -> datetime:
         lifetime = token.expires_at - fetched_at
@@ -353,14 +360,17 @@ class TokenCache:
         key = (account.lower(), container)
         with self._lock:
             entry = self._entries.get(key)
-            if entry is not None and self._now() < entry.refresh_at:
-                self._record("hit")
-                return entry.token
-            future = self._inflight.get(key)
-            leader = future is None
-            if leader:
-                future = Future()
-                self._inflight[key] = future
+            hit = entry is not None and self._now() < entry.refresh_at
+            if not hit:
+                future = self._inflight.get(key)
+                leader = future is None
+                if leader:
+                    future = Future()
+                    self._inflight[key] = future
+        if hit:
+            assert entry is not None
+            self._record("hit")
+            return entry.token
         assert future is not None
         if not leader:
             self._record("wait")
