@@ -19,9 +19,9 @@ gap whose tests all pass fails this test too, so the list stays true.
 The second tier, ``test_official_data_plane_tests_pass_in_live_mode``, runs the data-plane tests (``DATA_PLANE``),
 whose preparers provision namespaces and entities through Azure Resource Manager: the emulator serves those calls
 (``gcw_emulators.servicebus.arm``) and the subprocess resolves the namespaces' names to it (``sdk_live.sb``). The
-default run is ``DATA_PLANE_FAST``; ``GCW_SB_DATA_TESTS=all`` runs every file, each in a subprocess of its own
-(``GCW_SB_DATA_WORKERS=N``: N at a time, each over a namespace of its own), other values are pytest arguments. Its
-gaps are ``DATA_GAPS``.
+default run is ``DATA_PLANE_FAST`` (in ``FAST_SHARES`` subprocesses at once); ``GCW_SB_DATA_TESTS=all`` runs every
+file, each in a subprocess of its own (``GCW_SB_DATA_WORKERS=N``: N at a time, each over a namespace of its own),
+other values are pytest arguments. Its gaps are ``DATA_GAPS``.
 """
 
 from __future__ import annotations
@@ -181,6 +181,7 @@ DATA_PLANE_FAST = (
     "async_tests/test_queues_async.py::TestServiceBusQueueAsync::test_async_queue_by_servicebus_client_iter_messages_with_retrieve_deferred_receiver_complete[pyamqp]",
     "test_queues.py::TestServiceBusQueue::test_queue_by_servicebus_client_iter_messages_with_retrieve_deferred_receiver_complete[pyamqp]",
 )
+FAST_SHARES = 3  # the default run: DATA_PLANE_FAST in this many subprocesses at once (a namespace each)
 _WEBSOCKETS = (
     "AMQP over WebSockets (TransportType.AmqpOverWebsocket, or custom_endpoint_address, which implies it): the "
     "emulator serves no WebSockets, an allowed exclusion (docs/emulators.md)"
@@ -335,7 +336,9 @@ def _data_plane_args() -> list[list[str]]:
     on a class reaches the rest of that file, not the other files), or other pytest arguments."""
     wanted = os.environ.get("GCW_SB_DATA_TESTS", "").strip()
     if not wanted:
-        return [list(DATA_PLANE_FAST)]
+        # in FAST_SHARES subprocesses run side by side: the tests mostly wait (for receive timeouts, lock
+        # expiries), so one subprocess leaves the CPUs idle for most of its time
+        return [list(DATA_PLANE_FAST[share::FAST_SHARES]) for share in range(FAST_SHARES)]
     if wanted != "all":
         return [shlex.split(wanted)]
     return [[selection] for selection in DATA_PLANE]
@@ -347,10 +350,12 @@ def _data_plane_args() -> list[list[str]]:
 def test_official_data_plane_tests_pass_in_live_mode(tmp_path: Path) -> None:
     """The second tier: the tests that provision their namespace through Azure Resource Manager (issue 19).
 
-    The subprocesses run ``GCW_SB_DATA_WORKERS`` at a time (default 1), each against a namespace of its own."""
+    The subprocesses run ``GCW_SB_DATA_WORKERS`` at a time (default 1; ``FAST_SHARES`` for the default run), each
+    against a namespace of its own."""
     tests, deps = _sdist()
     jobs = _data_plane_args()
-    workers = max(1, int(os.environ.get("GCW_SB_DATA_WORKERS", "1")))
+    default_workers = "1" if os.environ.get("GCW_SB_DATA_TESTS", "").strip() else str(FAST_SHARES)
+    workers = max(1, int(os.environ.get("GCW_SB_DATA_WORKERS", default_workers)))
     found: dict[str, tuple[str, str]] = {}
     stdout = ""
     with ThreadPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
