@@ -11,7 +11,7 @@ from ``sdk_live/``, pytest-asyncio in auto mode), pointed at one emulator starte
   (the management tests then clear the namespace, as they do on Azure).
 * ``get_credential()`` is ``DefaultAzureCredential``, served by a local managed-identity endpoint.
 
-``SELECTION`` is what runs here (the management tests and the tests that need no namespace, about a minute);
+``SELECTION_SHARES`` is what runs here (the management tests and the tests that need no namespace, about 40 s);
 ``GCW_SB_TESTS`` replaces it with pytest arguments (e.g. ``GCW_SB_TESTS='test_queues.py -k peek'``). Every test
 passes, or skips itself, except those in ``GAPS`` (each with its reason; docs/emulators.md has the same list); a
 gap whose tests all pass fails this test too, so the list stays true.
@@ -39,17 +39,8 @@ from tests.emulators.sdk_live import pc, runner, sb
 
 pytestmark = [pytest.mark.xdist_group("sb-amqps-5671"), pytest.mark.timeout(900)]
 
-# the first tier: the management tests (HTTPS administration API) and the tests that need no namespace
-SELECTION = (
-    "mgmt_tests",
-    "unittests",
-    "test_batch_sizing.py",
-    "test_connection_string_parser.py",
-    "test_dictmixin_amqp.py",
-    "test_mgmt_client_kwargs.py",
-    "test_message.py",
-)
-# SELECTION in three subprocesses at once, of about equal length (~35 s each on 2026-12-07)
+# the first tier: the management tests (HTTPS administration API) and the tests that need no namespace, in three
+# subprocesses at once (shares of about equal length, ~35 s each on 2026-12-07)
 SELECTION_SHARES = (
     ("test_message.py",),
     ("mgmt_tests",),
@@ -61,7 +52,6 @@ SELECTION_SHARES = (
         "test_mgmt_client_kwargs.py",
     ),
 )
-assert sorted(sum(SELECTION_SHARES, ())) == sorted(SELECTION)
 # test id prefix (``file::Class::test``, file without ``.py``) -> why its tests cannot pass against the emulator
 _ARM = (
     "provisions its namespace and queue through Azure Resource Manager (servicebus_preparer.py), see docs/emulators.md"
@@ -335,28 +325,36 @@ def _run(
     return found, proc.stdout
 
 
-def test_official_sdk_tests_pass_in_live_mode(tmp_path: Path) -> None:
-    tests, deps = _sdist()
-    custom = os.environ.get("GCW_SB_TESTS")
-    # the shares of SELECTION side by side, a namespace each (the tests mostly wait), or the custom selection
-    jobs = [shlex.split(custom)] if custom else [list(share) for share in SELECTION_SHARES]
+def _run_jobs(
+    tests: Path, deps: Path, jobs: list[list[str]], work: Path, *, arm: bool, timeout: float, workers: int
+) -> tuple[dict[str, tuple[str, str]], str]:
+    """Each job (pytest arguments) in a subprocess over a namespace of its own, ``workers`` at a time: the
+    outcomes of all by test id, and the tail of each one's output."""
     found: dict[str, tuple[str, str]] = {}
     stdout = ""
-    with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+    with ThreadPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
         runs = pool.map(
-            lambda job: _run(tests, deps, job[1], tmp_path / f"s{job[0]}", arm=False, timeout=840), enumerate(jobs)
+            lambda job: _run(tests, deps, job[1], work / f"w{job[0]}", arm=arm, timeout=timeout), enumerate(jobs)
         )
         for share_found, share_stdout in runs:
             found.update(share_found)
             stdout += share_stdout[-3000:]
+    return found, stdout
+
+
+def test_official_sdk_tests_pass_in_live_mode(tmp_path: Path) -> None:
+    tests, deps = _sdist()
+    custom = os.environ.get("GCW_SB_TESTS")
+    # the shares side by side (the tests mostly wait), or the custom selection
+    jobs = [shlex.split(custom)] if custom else [list(share) for share in SELECTION_SHARES]
+    found, stdout = _run_jobs(tests, deps, jobs, tmp_path, arm=False, timeout=840, workers=len(jobs))
     runner.check(found, GAPS, stdout, allow_skipped=True)
 
 
-def _data_plane_args() -> list[list[str]]:
-    """What the data-plane test runs, one subprocess each: ``DATA_PLANE_FAST``, or with ``GCW_SB_DATA_TESTS=all``
-    each file of ``DATA_PLANE`` in a subprocess of its own (as Microsoft's CI runs a file: a stub a test leaves
-    on a class reaches the rest of that file, not the other files), or other pytest arguments."""
-    wanted = os.environ.get("GCW_SB_DATA_TESTS", "").strip()
+def _data_plane_args(wanted: str) -> list[list[str]]:
+    """What the data-plane test runs (``GCW_SB_DATA_TESTS``), one subprocess each: ``DATA_PLANE_FAST``, or with
+    ``all`` each file of ``DATA_PLANE`` in a subprocess of its own (as Microsoft's CI runs a file: a stub a test
+    leaves on a class reaches the rest of that file, not the other files), or other pytest arguments."""
     if not wanted:
         # in FAST_SHARES subprocesses run side by side: the tests mostly wait (for receive timeouts, lock
         # expiries), so one subprocess leaves the CPUs idle for most of its time
@@ -375,19 +373,10 @@ def test_official_data_plane_tests_pass_in_live_mode(tmp_path: Path) -> None:
     The subprocesses run ``GCW_SB_DATA_WORKERS`` at a time (default 1; ``FAST_SHARES`` for the default run), each
     against a namespace of its own."""
     tests, deps = _sdist()
-    jobs = _data_plane_args()
-    default_workers = "1" if os.environ.get("GCW_SB_DATA_TESTS", "").strip() else str(FAST_SHARES)
-    workers = max(1, int(os.environ.get("GCW_SB_DATA_WORKERS", default_workers)))
-    found: dict[str, tuple[str, str]] = {}
-    stdout = ""
-    with ThreadPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
-        runs = pool.map(
-            lambda job: _run(tests, deps, job[1], tmp_path / f"w{job[0]}", arm=True, timeout=3300),
-            enumerate(jobs),
-        )
-        for share_found, share_stdout in runs:
-            found.update(share_found)
-            stdout += share_stdout[-3000:]
+    wanted = os.environ.get("GCW_SB_DATA_TESTS", "").strip()
+    jobs = _data_plane_args(wanted)
+    workers = max(1, int(os.environ.get("GCW_SB_DATA_WORKERS", "1" if wanted else str(FAST_SHARES))))
+    found, stdout = _run_jobs(tests, deps, jobs, tmp_path, arm=True, timeout=3300, workers=workers)
     runner.check(found, _data_gaps(found), stdout, allow_skipped=True)
 
 
